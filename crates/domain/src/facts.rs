@@ -1,0 +1,400 @@
+//! What Wardwatch needs to know from a (validated) FHIR resource, read from its JSON.
+//!
+//! These functions run after `validate_resource`, so shapes are right; they check the things
+//! Wardwatch itself requires (an MRN, a subject, a LOINC code, a quantity) and say where a
+//! required element is missing.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Issue;
+
+const LOINC: &str = "http://loinc.org";
+const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+
+fn issue(location: &str, message: impl Into<String>) -> Issue {
+    Issue {
+        location: location.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+}
+
+/// An identifier value that is safe as part of a state key.
+pub fn is_key_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && !value.contains("||")
+        && value.chars().all(|c| !c.is_control())
+}
+
+/// A patient's hospital number (medical record number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mrn {
+    pub system: Option<String>,
+    pub value: String,
+}
+
+/// Pick the MRN among a resource's identifiers: the one in `mrn_system` when configured, else
+/// the one typed `MR` (HL7 v2 table 0203), else none.
+pub fn mrn_of(identifiers: Option<&Value>, mrn_system: Option<&str>) -> Option<Mrn> {
+    let list = identifiers?.as_array()?;
+    let pick = |id: &Value| -> Option<Mrn> {
+        let value = str_at(id, "value")?.trim().to_owned();
+        Some(Mrn {
+            system: str_at(id, "system").map(str::to_owned),
+            value,
+        })
+    };
+    if let Some(system) = mrn_system {
+        return list
+            .iter()
+            .find(|id| str_at(id, "system") == Some(system))
+            .and_then(pick);
+    }
+    list.iter()
+        .find(|id| {
+            id.pointer("/type/coding")
+                .and_then(Value::as_array)
+                .is_some_and(|codings| {
+                    codings.iter().any(|c| {
+                        str_at(c, "code") == Some("MR")
+                            && str_at(c, "system").is_none_or(|s| s == V2_0203)
+                    })
+                })
+        })
+        .and_then(pick)
+}
+
+/// The facts of a Patient that the ward needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientFacts {
+    pub id: Option<String>,
+    pub mrn: Mrn,
+    /// Display name (patient data: never logged).
+    pub name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub gender: Option<String>,
+}
+
+fn display_name(patient: &Value) -> Option<String> {
+    let names = patient.get("name")?.as_array()?;
+    let name = names
+        .iter()
+        .find(|n| str_at(n, "use") == Some("official"))
+        .or_else(|| names.iter().find(|n| str_at(n, "use") != Some("old")))?;
+    if let Some(text) = str_at(name, "text") {
+        return Some(text.to_owned());
+    }
+    let mut parts: Vec<&str> = name
+        .get("given")
+        .and_then(Value::as_array)
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(family) = str_at(name, "family") {
+        parts.push(family);
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+pub fn patient(resource: &Value, mrn_system: Option<&str>) -> Result<PatientFacts, Issue> {
+    let mrn = mrn_of(resource.get("identifier"), mrn_system).ok_or_else(|| {
+        issue(
+            "/identifier",
+            match mrn_system {
+                Some(s) => format!("the Patient has no identifier in the MRN system `{s}`"),
+                None => "the Patient has no MRN: an identifier typed MR (HL7 v2-0203) is required"
+                    .to_owned(),
+            },
+        )
+    })?;
+    if !is_key_safe(&mrn.value) {
+        return Err(issue("/identifier", "the MRN value is empty, too long or contains `||`"));
+    }
+    Ok(PatientFacts {
+        id: str_at(resource, "id").map(str::to_owned),
+        mrn,
+        name: display_name(resource),
+        birth_date: str_at(resource, "birthDate").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        gender: str_at(resource, "gender").map(str::to_owned),
+    })
+}
+
+/// Who a resource is about: a literal reference or a logical one by identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRef {
+    /// `Patient/<id>` (or a `urn:uuid:` inside a transaction Bundle).
+    Reference(String),
+    /// `subject.identifier`: the patient's MRN.
+    Identifier(Mrn),
+}
+
+fn subject_of(resource: &Value, mrn_system: Option<&str>) -> Option<SubjectRef> {
+    let subject = resource.get("subject")?;
+    if let Some(reference) = str_at(subject, "reference") {
+        return Some(SubjectRef::Reference(reference.trim().to_owned()));
+    }
+    let identifier = subject.get("identifier")?;
+    let value = str_at(identifier, "value")?.trim().to_owned();
+    let system = str_at(identifier, "system").map(str::to_owned);
+    if let (Some(wanted), Some(got)) = (mrn_system, system.as_deref())
+        && wanted != got
+    {
+        return None;
+    }
+    Some(SubjectRef::Identifier(Mrn { system, value }))
+}
+
+/// The id in a `Patient/<id>` reference (absolute URLs ending in `/Patient/<id>` too).
+pub fn patient_id_of_reference(reference: &str) -> Option<&str> {
+    let reference = reference.split("/_history/").next()?;
+    let (before, id) = reference.rsplit_once('/')?;
+    (before == "Patient" || before.ends_with("/Patient")).then_some(id)
+}
+
+/// The facts of an Encounter that the ward board shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncounterFacts {
+    pub id: Option<String>,
+    pub status: String,
+    pub class: Option<String>,
+    pub subject: SubjectRef,
+    pub ward: Option<String>,
+    pub bed: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl EncounterFacts {
+    /// An inpatient stay that is going on now.
+    pub fn is_current_inpatient(&self) -> bool {
+        self.status == "in-progress" && matches!(self.class.as_deref(), Some("IMP" | "ACUTE" | "NONAC"))
+    }
+}
+
+fn location_name(loc: &Value) -> Option<String> {
+    let location = loc.get("location")?;
+    str_at(location, "display")
+        .or_else(|| str_at(location, "reference"))
+        .or_else(|| location.pointer("/identifier/value").and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+fn physical_type(loc: &Value) -> Option<&str> {
+    loc.pointer("/physicalType/coding")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find_map(|c| str_at(c, "code")))
+}
+
+/// Parse a FHIR dateTime/instant; a date alone is taken as midnight UTC.
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+pub fn encounter(resource: &Value, mrn_system: Option<&str>) -> Result<EncounterFacts, Issue> {
+    let status = str_at(resource, "status")
+        .ok_or_else(|| issue("/status", "the Encounter has no status"))?
+        .to_owned();
+    let subject = subject_of(resource, mrn_system)
+        .ok_or_else(|| issue("/subject", "the Encounter has no subject (a Patient reference or MRN identifier)"))?;
+    let locations: Vec<&Value> = resource
+        .get("location")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter(|l| !matches!(str_at(l, "status"), Some("completed")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let bed = locations
+        .iter()
+        .find(|l| physical_type(l) == Some("bd"))
+        .and_then(|l| location_name(l));
+    let ward = locations
+        .iter()
+        .find(|l| physical_type(l) == Some("wa"))
+        .or_else(|| locations.iter().find(|l| physical_type(l).is_none_or(|t| t != "bd")))
+        .and_then(|l| location_name(l));
+    Ok(EncounterFacts {
+        id: str_at(resource, "id").map(str::to_owned),
+        status,
+        class: resource.pointer("/class/code").and_then(Value::as_str).map(str::to_owned),
+        subject,
+        ward,
+        bed,
+        start: resource.pointer("/period/start").and_then(Value::as_str).and_then(parse_instant),
+        end: resource.pointer("/period/end").and_then(Value::as_str).and_then(parse_instant),
+    })
+}
+
+/// A numeric result as the laboratory reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantity {
+    pub value: f64,
+    /// The UCUM code when given, else the human unit text.
+    pub unit: String,
+    pub comparator: Option<String>,
+}
+
+/// The facts of a laboratory Observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservationFacts {
+    pub id: Option<String>,
+    /// `system|value` of the laboratory's own identifier for the result, when given.
+    pub identifier: Option<String>,
+    pub status: String,
+    pub loinc: String,
+    pub display: Option<String>,
+    pub quantity: Quantity,
+    pub subject: SubjectRef,
+    pub effective: Option<DateTime<Utc>>,
+    pub issued: Option<DateTime<Utc>>,
+}
+
+pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<ObservationFacts, Issue> {
+    let status = str_at(resource, "status")
+        .ok_or_else(|| issue("/status", "the Observation has no status"))?
+        .to_owned();
+    let subject = subject_of(resource, mrn_system).ok_or_else(|| {
+        issue("/subject", "the Observation has no patient: subject.reference or subject.identifier (MRN) is required")
+    })?;
+    let coding = resource
+        .pointer("/code/coding")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| str_at(c, "system") == Some(LOINC)))
+        .ok_or_else(|| issue("/code/coding", "the Observation has no LOINC code (system http://loinc.org)"))?;
+    let loinc = str_at(coding, "code")
+        .ok_or_else(|| issue("/code/coding", "the LOINC coding has no code"))?
+        .to_owned();
+    let vq = resource.get("valueQuantity").ok_or_else(|| {
+        issue("/valueQuantity", "the Observation has no valueQuantity: only numeric results are handled")
+    })?;
+    let value = vq
+        .get("value")
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| issue("/valueQuantity/value", "the result has no numeric value"))?;
+    let unit = str_at(vq, "code")
+        .filter(|_| str_at(vq, "system").is_none_or(|s| s == "http://unitsofmeasure.org"))
+        .or_else(|| str_at(vq, "unit"))
+        .ok_or_else(|| issue("/valueQuantity/unit", "the result has no unit"))?
+        .to_owned();
+    let identifier = resource
+        .get("identifier")
+        .and_then(Value::as_array)
+        .and_then(|ids| ids.iter().find_map(|i| Some(format!("{}|{}", str_at(i, "system").unwrap_or(""), str_at(i, "value")?))));
+    Ok(ObservationFacts {
+        id: str_at(resource, "id").map(str::to_owned),
+        identifier,
+        status,
+        loinc,
+        display: str_at(coding, "display").map(str::to_owned),
+        quantity: Quantity {
+            value,
+            unit,
+            comparator: str_at(vq, "comparator").map(str::to_owned),
+        },
+        subject,
+        effective: str_at(resource, "effectiveDateTime")
+            .or_else(|| resource.pointer("/effectivePeriod/start").and_then(Value::as_str))
+            .or_else(|| str_at(resource, "effectiveInstant"))
+            .and_then(parse_instant),
+        issued: str_at(resource, "issued").and_then(parse_instant),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn example(name: &str) -> Value {
+        let path = format!("{}/../../schemas/fhir/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("json")
+    }
+
+    #[test]
+    fn the_official_patient_example_has_mrn_12345_and_a_name() {
+        let p = patient(&example("patient-example.json"), None).expect("facts");
+        assert_eq!(p.mrn.value, "12345");
+        assert_eq!(p.id.as_deref(), Some("example"));
+        assert_eq!(p.name.as_deref(), Some("Peter James Chalmers"));
+        assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1974, 12, 25));
+    }
+
+    #[test]
+    fn a_patient_without_an_mr_identifier_is_refused_at_identifier() {
+        let err = patient(&json!({"resourceType":"Patient","identifier":[{"value":"1"}]}), None).expect_err("no MRN");
+        assert_eq!(err.location, "/identifier");
+    }
+
+    #[test]
+    fn a_configured_mrn_system_wins_over_the_mr_type() {
+        let p = json!({"resourceType":"Patient","identifier":[
+            {"system":"urn:a","value":"A1","type":{"coding":[{"code":"MR"}]}},
+            {"system":"urn:b","value":"B2"}]});
+        assert_eq!(patient(&p, Some("urn:b")).expect("facts").mrn.value, "B2");
+        assert_eq!(patient(&p, None).expect("facts").mrn.value, "A1");
+    }
+
+    #[test]
+    fn patient_references_are_read_in_relative_and_absolute_form() {
+        assert_eq!(patient_id_of_reference("Patient/p1"), Some("p1"));
+        assert_eq!(patient_id_of_reference("https://x.org/fhir/Patient/p1/_history/2"), Some("p1"));
+        assert_eq!(patient_id_of_reference("Group/g1"), None);
+        assert_eq!(patient_id_of_reference("urn:uuid:1234"), None);
+    }
+
+    #[test]
+    fn an_inpatient_encounter_gives_ward_bed_and_start() {
+        let e = json!({"resourceType":"Encounter","status":"in-progress",
+            "class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"IMP"},
+            "subject":{"reference":"Patient/p1"},"period":{"start":"2026-11-27T08:00:00Z"},
+            "location":[
+              {"location":{"display":"Bed 4"},"physicalType":{"coding":[{"code":"bd"}]}},
+              {"location":{"display":"Ward 7B"},"physicalType":{"coding":[{"code":"wa"}]}}]});
+        let f = encounter(&e, None).expect("facts");
+        assert!(f.is_current_inpatient());
+        assert_eq!(f.ward.as_deref(), Some("Ward 7B"));
+        assert_eq!(f.bed.as_deref(), Some("Bed 4"));
+        assert_eq!(f.subject, SubjectRef::Reference("Patient/p1".into()));
+        assert_eq!(f.start.map(|t| t.to_rfc3339()), Some("2026-11-27T08:00:00+00:00".into()));
+    }
+
+    #[test]
+    fn the_official_potassium_like_example_reads_loinc_value_and_unit() {
+        let o = observation(&example("observation-example-f001-glucose.json"), None).expect("facts");
+        assert_eq!(o.loinc, "15074-8");
+        assert_eq!(o.quantity.value, 6.3);
+        assert_eq!(o.quantity.unit, "mmol/L");
+        assert_eq!(o.subject, SubjectRef::Reference("Patient/f001".into()));
+    }
+
+    #[test]
+    fn an_observation_without_a_subject_is_refused_at_subject() {
+        let o = json!({"resourceType":"Observation","status":"final",
+            "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
+            "valueQuantity":{"value":7.1,"unit":"mmol/L"}});
+        assert_eq!(observation(&o, None).expect_err("no subject").location, "/subject");
+    }
+
+    #[test]
+    fn an_observation_by_mrn_identifier_is_read() {
+        let o = json!({"resourceType":"Observation","status":"final",
+            "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
+            "subject":{"identifier":{"value":"MRN1"}},
+            "valueQuantity":{"value":7.1,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}});
+        let f = observation(&o, None).expect("facts");
+        assert_eq!(f.subject, SubjectRef::Identifier(Mrn { system: None, value: "MRN1".into() }));
+    }
+}

@@ -1,0 +1,31 @@
+//! Wardwatch's pure core: what a FHIR resource says, canonical units, clinical rules, the events
+//! that pass between functions, and the ports the functions use to reach the outside world.
+//!
+//! Nothing here does I/O or knows about tokio; the current time is always passed in.
+
+pub mod events;
+pub mod facts;
+pub mod ids;
+pub mod outcome;
+pub mod ports;
+pub mod rules;
+pub mod units;
+
+pub use fhir::{Issue, validate_resource};
+pub use wardwatch_fhir as fhir;
+
+/// Names shared by every way of running Wardwatch: Dapr binding name = HTTP route = queue name.
+pub mod lanes {
+    /// Lab results arriving from the laboratory system (FHIR Observation, later HL7 v2 ORU).
+    pub const LAB_FEED: &str = "lab-feed";
+    /// A lab result has been stored (published by ingest-lab, consumed by evaluate-alert).
+    pub const LAB_RESULTED: &str = "lab-resulted";
+    /// An alert has been raised or changed (published by evaluate-alert).
+    pub const ALERTS: &str = "alerts";
+    /// A patient was admitted, transferred or discharged (published by admit).
+    pub const ADMISSIONS: &str = "admissions";
+    /// Where a permanently failed delivery on `lane` is recorded, with the reason.
+    pub fn rejected(lane: &str) -> String {
+        format!("{lane}-rejected")
+    }
+}
