@@ -1,1 +1,108 @@
+//! Implementations of the domain's ports, and the start-up choice between them.
+//!
+//! | port | memory | direct | dapr |
+//! |---|---|---|---|
+//! | [`StateStore`] | [`MemoryStateStore`] | [`RedisStateStore`] (Dapr's on-Redis layout) | [`DaprClient`] (`/v1.0/state`) |
+//! | [`Publisher`] | [`MemoryBus`] | [`AmqpPublisher`] (publisher confirms) | [`DaprClient`] (`/v1.0/bindings`) |
+//!
+//! The set is closed: [`Store`] and [`Bus`] are enums chosen once from the [`Config`].
 
+pub mod amqp;
+pub mod dapr;
+pub mod memory;
+pub mod redis;
+
+pub use amqp::AmqpPublisher;
+pub use dapr::DaprClient;
+pub use memory::{MemoryBus, MemoryStateStore};
+pub use redis::RedisStateStore;
+
+use wardwatch_domain::ports::{PortError, Publisher, StateStore, Versioned};
+use wardwatch_runtime::{Backend, Config};
+
+/// The state store chosen at start-up.
+#[derive(Clone)]
+pub enum Store {
+    Memory(MemoryStateStore),
+    Redis(RedisStateStore),
+    Dapr(DaprClient),
+}
+
+/// The publisher chosen at start-up.
+#[derive(Clone)]
+pub enum Bus {
+    Memory(MemoryBus),
+    Amqp(AmqpPublisher),
+    Dapr(DaprClient),
+}
+
+impl Store {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Ok(match config.state {
+            Backend::Memory => Store::Memory(MemoryStateStore::default()),
+            Backend::Direct => {
+                let url = config.redis_url.as_ref().ok_or("REDIS_URL is not set")?;
+                Store::Redis(RedisStateStore::new(url, &config.key_prefix)?)
+            }
+            Backend::Dapr => Store::Dapr(DaprClient::from_config(config)?),
+        })
+    }
+}
+
+impl Bus {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Ok(match config.bus {
+            Backend::Memory => Bus::Memory(MemoryBus::default()),
+            Backend::Direct => Bus::Amqp(AmqpPublisher::new(config.amqp_url.clone().ok_or("AMQP_URL is not set")?)),
+            Backend::Dapr => Bus::Dapr(DaprClient::from_config(config)?),
+        })
+    }
+}
+
+impl StateStore for Store {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, PortError> {
+        match self {
+            Store::Memory(s) => s.get(key).await,
+            Store::Redis(s) => s.get(key).await,
+            Store::Dapr(s) => s.get(key).await,
+        }
+    }
+    async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
+        match self {
+            Store::Memory(s) => s.set(key, data, etag).await,
+            Store::Redis(s) => s.set(key, data, etag).await,
+            Store::Dapr(s) => s.set(key, data, etag).await,
+        }
+    }
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {
+        match self {
+            Store::Memory(s) => s.delete(key, etag).await,
+            Store::Redis(s) => s.delete(key, etag).await,
+            Store::Dapr(s) => s.delete(key, etag).await,
+        }
+    }
+    async fn ping(&self) -> Result<(), PortError> {
+        match self {
+            Store::Memory(s) => StateStore::ping(s).await,
+            Store::Redis(s) => StateStore::ping(s).await,
+            Store::Dapr(s) => StateStore::ping(s).await,
+        }
+    }
+}
+
+impl Publisher for Bus {
+    async fn publish(&self, lane: &str, payload: &[u8]) -> Result<(), PortError> {
+        match self {
+            Bus::Memory(b) => b.publish(lane, payload).await,
+            Bus::Amqp(b) => b.publish(lane, payload).await,
+            Bus::Dapr(b) => b.publish(lane, payload).await,
+        }
+    }
+    async fn ping(&self) -> Result<(), PortError> {
+        match self {
+            Bus::Memory(b) => Publisher::ping(b).await,
+            Bus::Amqp(b) => Publisher::ping(b).await,
+            Bus::Dapr(b) => Publisher::ping(b).await,
+        }
+    }
+}

@@ -67,7 +67,8 @@ pub async fn get_json<T: DeserializeOwned, S: StateStore>(
         None => Ok(None),
         Some(v) => serde_json::from_slice(&v.data)
             .map(|t| Some((t, v.etag)))
-            .map_err(|e| PortError::Corrupt(format!("{key}: {e}"))),
+            // The serde message can quote stored values (patient data): keep only the position.
+            .map_err(|e| PortError::Corrupt(format!("{key}: unexpected JSON at line {} column {}", e.line(), e.column()))),
     }
 }
 

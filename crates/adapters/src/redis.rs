@@ -1,0 +1,149 @@
+//! State in Redis, in exactly the layout of Dapr's `state.redis` component, so that a Dapr
+//! sidecar reads what direct mode wrote and the reverse:
+//! - key `<prefix>||<key>` (Dapr's `keyPrefix`; Wardwatch's components set `keyPrefix: wardwatch`);
+//! - one HASH per key with fields `data` (the value bytes) and `version` (the ETag, a decimal
+//!   integer counting from 1);
+//! - writes and deletes through Dapr's own Lua scripts, so the ETag and first-write rules are
+//!   the same to the letter.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError, Script};
+use wardwatch_domain::ports::{PortError, StateStore, Versioned};
+use wardwatch_runtime::Secret;
+
+/// Dapr components-contrib `state/redis/redis.go` `setDefaultQuery`.
+const SET_SCRIPT: &str = r#"
+local etag = redis.pcall("HGET", KEYS[1], "version");
+if type(etag) == "table" then
+  redis.call("DEL", KEYS[1]);
+end;
+local fwr = redis.pcall("HGET", KEYS[1], "first-write");
+if not etag or type(etag)=="table" or etag == "" or etag == ARGV[1] or (not fwr and ARGV[1] == "0") then
+  redis.call("HSET", KEYS[1], "data", ARGV[2]);
+  if ARGV[3] == "0" then
+    redis.call("HSET", KEYS[1], "first-write", 0);
+  end;
+  return redis.call("HINCRBY", KEYS[1], "version", 1)
+else
+  return error("failed to set key " .. KEYS[1])
+end"#;
+
+/// Dapr components-contrib `state/redis/redis.go` `delDefaultQuery`.
+const DEL_SCRIPT: &str = r#"
+local etag = redis.pcall("HGET", KEYS[1], "version");
+if not etag or type(etag)=="table" or etag == ARGV[1] or etag == "" or ARGV[1] == "0" then
+  return redis.call("DEL", KEYS[1])
+else
+  return error("failed to delete " .. KEYS[1])
+end"#;
+
+/// Redis state store. Connects lazily and reconnects by itself; cheap to clone.
+#[derive(Clone)]
+pub struct RedisStateStore {
+    conn: ConnectionManager,
+    prefix: String,
+    set: Script,
+    del: Script,
+}
+
+fn classify(e: &RedisError) -> PortError {
+    let text = e.to_string();
+    if text.contains("failed to set key") || text.contains("failed to delete") {
+        // The script's refusal: the ETag did not match. (The text names the key: not logged.)
+        PortError::Conflict
+    } else if e.kind() == redis::ErrorKind::Parse || e.code() == Some("WRONGTYPE") {
+        PortError::Corrupt(format!("redis: {}", e.category()))
+    } else {
+        // Connection refused or dropped, timeouts, LOADING, OOM, MASTERDOWN…: worth retrying.
+        PortError::Unavailable(format!("redis: {}", e.category()))
+    }
+}
+
+impl RedisStateStore {
+    /// `prefix` is Dapr's key prefix (`wardwatch` → `wardwatch||<key>`); empty for none.
+    pub fn new(url: &Secret, prefix: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url.expose()).map_err(|e| format!("REDIS_URL: {}", e.category()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {}", e.category()))?;
+        Ok(Self { conn, prefix: prefix.to_owned(), set: Script::new(SET_SCRIPT), del: Script::new(DEL_SCRIPT) })
+    }
+
+    /// The Redis key for a state key, as daprd would form it.
+    pub fn redis_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() { key.to_owned() } else { format!("{}||{key}", self.prefix) }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), PortError> {
+    if key.contains("||") || key.is_empty() {
+        return Err(PortError::Corrupt("state keys must be non-empty and must not contain `||`".into()));
+    }
+    Ok(())
+}
+
+impl StateStore for RedisStateStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, PortError> {
+        check_key(key)?;
+        let mut conn = self.conn.clone();
+        let fields: std::collections::HashMap<String, Vec<u8>> =
+            conn.hgetall(self.redis_key(key)).await.map_err(|e| classify(&e))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        match (fields.get("data"), fields.get("version")) {
+            (Some(data), Some(version)) => Ok(Some(Versioned {
+                data: data.clone(),
+                etag: String::from_utf8_lossy(version).into_owned(),
+            })),
+            _ => Err(PortError::Corrupt(format!("{key}: required hash field 'data' or 'version' was not found"))),
+        }
+    }
+
+    async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
+        check_key(key)?;
+        let version = match etag {
+            Some(e) if !e.is_empty() => {
+                e.parse::<i64>().map_err(|_| PortError::Corrupt("an ETag must be an integer".into()))?;
+                e
+            }
+            _ => "0",
+        };
+        let mut conn = self.conn.clone();
+        // ARGV[3] = "1": last-write / no first-write flag, as daprd sends by default.
+        let _: i64 = self
+            .set
+            .key(self.redis_key(key))
+            .arg(version)
+            .arg(data)
+            .arg("1")
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {
+        check_key(key)?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .del
+            .key(self.redis_key(key))
+            .arg(etag.filter(|e| !e.is_empty()).unwrap_or("0"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! The direct RabbitMQ consumer, for running without Dapr: manual ack only after the handler's
+//! writes are durable, nack + requeue (after a pause) on transient failure, bounded prefetch,
+//! reconnect with backoff, and a drain of in-flight deliveries on shutdown.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::Secret;
+use crate::delivery::{Deliverer, Disposition};
+use crate::function::Trigger;
+
+/// How long a delivery that failed transiently waits before it is handed back to the broker,
+/// so that a backend outage does not become a hot redelivery loop.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The queue arguments every declarer of a Wardwatch queue uses (Dapr's RabbitMQ binding must
+/// be configured to match: `durable: "true"`, nothing else).
+pub fn queue_declare_options() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+}
+
+/// Consume `deliverer`'s queue until `stop` turns true. Reconnects on failure.
+pub async fn consume(url: Secret, deliverer: Deliverer, prefetch: u16, mut stop: watch::Receiver<bool>) {
+    let queue = deliverer.binding().to_owned();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match consume_once(&url, &deliverer, prefetch, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                // lapin's errors do not contain the URL or credentials.
+                warn!(queue = %queue, error = %e, retry_in_ms = backoff.as_millis() as u64, "RabbitMQ consumer lost; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stopped(&mut stop) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+async fn consume_once(url: &Secret, deliverer: &Deliverer, prefetch: u16, stop: &mut watch::Receiver<bool>) -> Result<(), lapin::Error> {
+    let queue = deliverer.binding();
+    let conn = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel.queue_declare(queue.into(), queue_declare_options(), FieldTable::default()).await?;
+    let mut consumer =
+        channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    info!(queue, prefetch, "consuming from RabbitMQ");
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let deliverer = deliverer.clone();
+                    tasks.spawn(async move {
+                        let id = delivery.properties.message_id().as_ref().map(|m| m.to_string());
+                        let payload = Bytes::from(delivery.data.clone());
+                        match deliverer.deliver(payload, Trigger::Amqp, id).await {
+                            Disposition::Done | Disposition::Rejected => {
+                                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                                    warn!(error = %e, "ack failed: the message will be redelivered");
+                                }
+                            }
+                            Disposition::Retry => {
+                                tokio::time::sleep(RETRY_PAUSE).await;
+                                let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+                            }
+                        }
+                    });
+                    // Reap finished tasks so the set does not grow.
+                    while tasks.try_join_next().is_some() {}
+                }
+                Some(Err(e)) => break Err(e),
+                None => break Err(lapin::Error::from(std::io::Error::other("the consumer stream ended"))),
+            },
+            () = stopped(stop) => break Ok(()),
+        }
+    };
+    // Stop taking new deliveries, then let the ones in flight finish and be acked.
+    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    while tasks.join_next().await.is_some() {}
+    if outcome.is_ok() {
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = conn.close(200, "shutdown".into()).await;
+        info!(queue, "RabbitMQ consumer stopped");
+    }
+    outcome
+}
+
+/// Feed an in-process channel (the embedded bus) to a deliverer until `stop`. A delivery that
+/// fails transiently is retried after a pause, so nothing is lost.
+pub async fn drain_channel(mut rx: mpsc::Receiver<Bytes>, deliverer: Deliverer, mut stop: watch::Receiver<bool>) {
+    loop {
+        let payload = tokio::select! {
+            p = rx.recv() => match p { Some(p) => p, None => return },
+            () = stopped(&mut stop) => return,
+        };
+        loop {
+            match deliverer.deliver(payload.clone(), Trigger::Memory, None).await {
+                Disposition::Done | Disposition::Rejected => break,
+                Disposition::Retry => tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = stopped(&mut stop) => return,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Configuration: the only place that reads the environment. Fails fast at start-up.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// A credential or a URL that may contain one. Never printed: `Debug` and `Display` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// For URLs: the URL with any `user:password@` removed, safe to log.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Strip `user:password@` from a URL (`amqp://guest:guest@h:5672/%2f` → `amqp://h:5672/%2f`).
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => "(unparseable URL)".to_owned(),
+    }
+}
+
+/// Which implementation backs a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In-process; nothing survives a restart. The embedded default.
+    Memory,
+    /// Redis (state) or RabbitMQ (bus), reached directly.
+    Direct,
+    /// Through the Dapr sidecar's HTTP API.
+    Dapr,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Direct => "direct",
+            Backend::Dapr => "dapr",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, problem: problem.into() }
+}
+
+/// Everything a Wardwatch binary can be told. See the README's configuration table.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`LISTEN`, else `0.0.0.0:$PORT`, `PORT` default 8080).
+    pub listen: SocketAddr,
+    /// daprd → app token (`APP_API_TOKEN`): required on every route but `/healthz` when set.
+    pub app_api_token: Option<Secret>,
+    /// The sidecar's HTTP port (`DAPR_HTTP_PORT`); set by the Dapr injector.
+    pub dapr_http_port: Option<u16>,
+    /// app → daprd token (`DAPR_API_TOKEN`).
+    pub dapr_api_token: Option<Secret>,
+    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: Option<Secret>,
+    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: Option<Secret>,
+    /// `STATE_BACKEND`: memory | redis | dapr. Default: redis with `REDIS_URL`, dapr with
+    /// `DAPR_HTTP_PORT`, else memory.
+    pub state: Backend,
+    /// `BUS_BACKEND`: memory | amqp | dapr. Default: amqp with `AMQP_URL`, dapr with
+    /// `DAPR_HTTP_PORT`, else memory.
+    pub bus: Backend,
+    /// Dapr state store component name (`DAPR_STATE_STORE`, default `statestore`).
+    pub dapr_state_store: String,
+    /// Prefix of every Redis key, as Dapr's `keyPrefix` would make it (`STATE_KEY_PREFIX`,
+    /// default `wardwatch`): keys are `<prefix>||<key>`. Empty = no prefix (`keyPrefix: none`).
+    pub key_prefix: String,
+    /// The identifier system of the hospital's MRN (`MRN_SYSTEM`); unset = the identifier typed MR.
+    pub mrn_system: Option<String>,
+    /// Unacknowledged deliveries per AMQP consumer (`AMQP_PREFETCH`, default 16).
+    pub amqp_prefetch: u16,
+    /// Largest accepted request body in bytes (`MAX_BODY_BYTES`, default 4 MiB, daprd's own limit).
+    pub max_body_bytes: usize,
+    /// `LOG_FORMAT`: text (default) or json.
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Build from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let port: u16 = match get("PORT") {
+            Some(p) => p.parse().map_err(|_| invalid("PORT", format!("`{p}` is not a port number")))?,
+            None => 8080,
+        };
+        let listen = match get("LISTEN") {
+            Some(l) => l.parse().map_err(|_| invalid("LISTEN", format!("`{l}` is not an address like 127.0.0.1:8080")))?,
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        };
+        let dapr_http_port = match get("DAPR_HTTP_PORT") {
+            Some(p) => Some(p.parse().map_err(|_| invalid("DAPR_HTTP_PORT", format!("`{p}` is not a port number")))?),
+            None => None,
+        };
+        let redis_url = get("REDIS_URL").map(Secret::new);
+        let amqp_url = get("AMQP_URL").map(Secret::new);
+        if let Some(u) = &redis_url
+            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+        {
+            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        if let Some(u) = &amqp_url
+            && !(u.expose().starts_with("amqp://") || u.expose().starts_with("amqps://"))
+        {
+            return Err(invalid("AMQP_URL", "must start with amqp:// or amqps://"));
+        }
+        let state = match get("STATE_BACKEND").as_deref() {
+            Some("memory") => Backend::Memory,
+            Some("redis") => Backend::Direct,
+            Some("dapr") => Backend::Dapr,
+            Some(other) => return Err(invalid("STATE_BACKEND", format!("`{other}`: expected memory, redis or dapr"))),
+            None if redis_url.is_some() => Backend::Direct,
+            None if dapr_http_port.is_some() => Backend::Dapr,
+            None => Backend::Memory,
+        };
+        let bus = match get("BUS_BACKEND").as_deref() {
+            Some("memory") => Backend::Memory,
+            Some("amqp") => Backend::Direct,
+            Some("dapr") => Backend::Dapr,
+            Some(other) => return Err(invalid("BUS_BACKEND", format!("`{other}`: expected memory, amqp or dapr"))),
+            None if amqp_url.is_some() => Backend::Direct,
+            None if dapr_http_port.is_some() => Backend::Dapr,
+            None => Backend::Memory,
+        };
+        let config = Self {
+            listen,
+            app_api_token: get("APP_API_TOKEN").map(Secret::new),
+            dapr_http_port,
+            dapr_api_token: get("DAPR_API_TOKEN").map(Secret::new),
+            redis_url,
+            amqp_url,
+            state,
+            bus,
+            dapr_state_store: get("DAPR_STATE_STORE").unwrap_or_else(|| "statestore".into()),
+            key_prefix: get("STATE_KEY_PREFIX").map_or_else(|| "wardwatch".into(), |p| p.to_lowercase()),
+            mrn_system: get("MRN_SYSTEM"),
+            amqp_prefetch: match get("AMQP_PREFETCH") {
+                Some(p) => p
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u16| n > 0)
+                    .ok_or_else(|| invalid("AMQP_PREFETCH", format!("`{p}`: expected 1 to 65535")))?,
+                None => 16,
+            },
+            max_body_bytes: match get("MAX_BODY_BYTES") {
+                Some(b) => b
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1024)
+                    .ok_or_else(|| invalid("MAX_BODY_BYTES", format!("`{b}`: expected a byte count ≥ 1024")))?,
+                None => 4 * 1024 * 1024,
+            },
+            log_json: match get("LOG_FORMAT").as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => return Err(invalid("LOG_FORMAT", format!("`{other}`: expected text or json"))),
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks, also run after command-line overrides.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.state == Backend::Direct && self.redis_url.is_none() {
+            return Err(invalid("STATE_BACKEND", "redis needs REDIS_URL"));
+        }
+        if self.bus == Backend::Direct && self.amqp_url.is_none() {
+            return Err(invalid("BUS_BACKEND", "amqp needs AMQP_URL"));
+        }
+        if (self.state == Backend::Dapr || self.bus == Backend::Dapr) && self.dapr_http_port.is_none() {
+            return Err(invalid("DAPR_HTTP_PORT", "the dapr backend needs the sidecar's HTTP port"));
+        }
+        if self.key_prefix.contains("||") {
+            return Err(invalid("STATE_KEY_PREFIX", "must not contain `||`"));
+        }
+        Ok(())
+    }
+
+    /// One line for the start-up log: which backends, never credentials.
+    pub fn describe_backends(&self) -> String {
+        let state = match self.state {
+            Backend::Memory => "memory".to_owned(),
+            Backend::Direct => format!(
+                "redis {} (keys `{}||…`)",
+                self.redis_url.as_ref().map(Secret::redacted_url).unwrap_or_default(),
+                self.key_prefix
+            ),
+            Backend::Dapr => format!("dapr state store `{}`", self.dapr_state_store),
+        };
+        let bus = match self.bus {
+            Backend::Memory => "in-process bus".to_owned(),
+            Backend::Direct => format!("rabbitmq {}", self.amqp_url.as_ref().map(Secret::redacted_url).unwrap_or_default()),
+            Backend::Dapr => "dapr output bindings".to_owned(),
+        };
+        format!("state: {state}; bus: {bus}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn with_nothing_set_everything_is_embedded_on_port_8080() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!((c.state, c.bus, c.listen.port()), (Backend::Memory, Backend::Memory, 8080));
+    }
+
+    #[test]
+    fn urls_select_redis_and_rabbitmq() {
+        let c = config(&[("REDIS_URL", "redis://127.0.0.1:6379"), ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")])
+            .expect("valid");
+        assert_eq!((c.state, c.bus), (Backend::Direct, Backend::Direct));
+    }
+
+    #[test]
+    fn a_bad_port_fails_naming_the_variable() {
+        let err = config(&[("PORT", "eighty")]).expect_err("invalid");
+        assert!(err.to_string().starts_with("PORT:"), "{err}");
+    }
+
+    #[test]
+    fn credentials_never_reach_debug_or_the_backend_line() {
+        let c = config(&[("AMQP_URL", "amqp://alice:s3cret@mq:5672/%2f"), ("APP_API_TOKEN", "tok3n")]).expect("valid");
+        let shown = format!("{c:?} {}", c.describe_backends());
+        assert!(!shown.contains("s3cret") && !shown.contains("alice") && !shown.contains("tok3n"), "{shown}");
+        assert!(shown.contains("amqp://mq:5672/%2f"), "{shown}");
+    }
+
+    #[test]
+    fn the_dapr_backend_needs_the_sidecar_port() {
+        assert!(config(&[("STATE_BACKEND", "dapr")]).is_err());
+        assert_eq!(config(&[("DAPR_HTTP_PORT", "3500")]).expect("valid").state, Backend::Dapr);
+    }
+}

@@ -1,0 +1,385 @@
+//! The HTTP server: routes, the daprd → app contract, the FHIR trigger, probes and metrics.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | always 200 (no token: daprd's probe does not send one) |
+//! | `GET /readyz` | 200 when every function's backends answer, else 503 |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST <fhir prefix>[/…]` | the HTTP trigger: the function's output, or an OperationOutcome |
+//! | `OPTIONS /<binding>` | 200: daprd's subscription probe |
+//! | `POST /<binding>` | a Dapr input-binding delivery (or a CloudEvent): `200` ack, `503` retry |
+//! | `POST /` | a CloudEvent for the default binding |
+//! | other prefixes | [`Endpoint`]s such as the board's read API |
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+use wardwatch_domain::outcome::operation_outcome;
+
+use crate::cloudevents;
+use crate::config::Secret;
+use crate::delivery::{Deliverer, Disposition, RejectLane, invoke};
+use crate::function::{BoxFuture, Context, DynFunction, Event, Function, Trigger};
+use crate::metrics::Metrics;
+
+/// Every response body.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn response(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A JSON response.
+pub fn json_response(status: u16, value: &Value) -> Response<Body> {
+    response(status, "application/json", value.to_string())
+}
+
+fn fhir_response(status: u16, value: &Value) -> Response<Body> {
+    response(status, "application/fhir+json", value.to_string())
+}
+
+fn outcome_response(status: u16, code: &str, message: &str) -> Response<Body> {
+    fhir_response(status, &operation_outcome(code, message, &[]))
+}
+
+/// A plain HTTP handler mounted under a path prefix (the board's read API).
+pub trait Endpoint: Send + Sync + 'static {
+    fn handle(&self, request: Request<Bytes>) -> BoxFuture<'_, Response<Body>>;
+}
+
+struct Inner {
+    fhir: Option<(String, Arc<dyn DynFunction>)>,
+    bindings: HashMap<String, Deliverer>,
+    cloudevents_default: Option<String>,
+    endpoints: Vec<(String, Arc<dyn Endpoint>)>,
+    functions: Vec<Arc<dyn DynFunction>>,
+    token: Option<Secret>,
+    max_body: usize,
+    metrics: Metrics,
+}
+
+/// The routes one process serves. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+/// Builds an [`App`].
+pub struct AppBuilder {
+    fhir: Option<(String, Arc<dyn DynFunction>)>,
+    bindings: Vec<(String, Arc<dyn DynFunction>)>,
+    cloudevents_default: Option<String>,
+    endpoints: Vec<(String, Arc<dyn Endpoint>)>,
+    rejects: Arc<dyn RejectLane>,
+    token: Option<Secret>,
+    max_body: usize,
+    metrics: Metrics,
+}
+
+impl App {
+    /// `rejects` records permanently failed deliveries on `<binding>-rejected`.
+    pub fn builder(metrics: Metrics, rejects: impl RejectLane) -> AppBuilder {
+        AppBuilder {
+            fhir: None,
+            bindings: Vec::new(),
+            cloudevents_default: None,
+            endpoints: Vec::new(),
+            rejects: Arc::new(rejects),
+            token: None,
+            max_body: 4 * 1024 * 1024,
+            metrics,
+        }
+    }
+
+    /// The deliverer for a binding (for queue consumers).
+    pub fn deliverer(&self, binding: &str) -> Option<Deliverer> {
+        self.0.bindings.get(binding).cloned()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Whether every function's backends answer; the error names the first that does not.
+    pub async fn ready(&self) -> Result<(), String> {
+        for f in &self.0.functions {
+            f.ready().await.map_err(|e| format!("{}: {e}", f.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Answer one request. Never panics on what a client sends.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        if path == "/healthz" && parts.method == Method::GET {
+            return response(200, "text/plain", "ok");
+        }
+        if let Some(token) = &self.0.token {
+            let sent = parts.headers.get("dapr-api-token").map(HeaderValue::as_bytes).unwrap_or_default();
+            if !bool::from(sent.ct_eq(token.expose().as_bytes())) {
+                return outcome_response(401, "security", "missing or wrong dapr-api-token");
+            }
+        }
+        let probe = matches!(path.as_str(), "/readyz" | "/metrics");
+        let body = match Limited::new(body, self.0.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return outcome_response(413, "too-costly", &format!("request body larger than {} bytes", self.0.max_body));
+            }
+            Err(_) => return outcome_response(400, "incomplete", "the request body could not be read"),
+        };
+        let request = Request::from_parts(parts, body);
+        let answer = self.route(request).await;
+        if !probe {
+            self.0.metrics.served();
+        }
+        answer
+    }
+
+    async fn route(&self, request: Request<Bytes>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        match (method.clone(), path.as_str()) {
+            (Method::GET, "/readyz") => {
+                return match self.ready().await {
+                    Ok(()) => json_response(200, &json!({"status": "ready"})),
+                    Err(reason) => json_response(503, &json!({"status": "unavailable", "reason": reason})),
+                };
+            }
+            (Method::GET, "/metrics") => {
+                return response(200, "text/plain; version=0.0.4; charset=utf-8", self.0.metrics.render());
+            }
+            _ => {}
+        }
+        if let Some((prefix, function)) = &self.0.fhir
+            && (path == *prefix || path.starts_with(&format!("{prefix}/")))
+        {
+            return self.fhir(function.as_ref(), request).await;
+        }
+        if path == "/" && method == Method::POST {
+            return match &self.0.cloudevents_default {
+                Some(binding) => self.binding(binding, request).await,
+                None => outcome_response(404, "not-found", "no CloudEvents binding is served at /"),
+            };
+        }
+        let name = path.trim_start_matches('/');
+        if self.0.bindings.contains_key(name) {
+            return match method {
+                Method::OPTIONS => response(200, "text/plain", ""),
+                Method::POST | Method::PUT => self.binding(name, request).await,
+                _ => outcome_response(405, "not-supported", "binding routes take POST (and OPTIONS)"),
+            };
+        }
+        for (prefix, endpoint) in &self.0.endpoints {
+            if path.starts_with(prefix.as_str()) {
+                return endpoint.handle(request).await;
+            }
+        }
+        outcome_response(404, "not-found", &format!("no route for {method} {path}"))
+    }
+
+    /// The HTTP trigger: call the function and answer with its output or its failure.
+    async fn fhir(&self, function: &dyn DynFunction, request: Request<Bytes>) -> Response<Body> {
+        let (parts, payload) = request.into_parts();
+        let event = Event {
+            payload,
+            context: Context {
+                request_id: request_id(&parts.headers),
+                trigger: Trigger::Http,
+                source: parts.uri.path().to_owned(),
+                method: Some(parts.method.to_string()),
+                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+                received_at: Utc::now(),
+            },
+        };
+        match invoke(function, &self.0.metrics, event).await {
+            Ok(output) => match output.body {
+                Some(body) => fhir_response(output.status, &body),
+                None => response(output.status, "text/plain", ""),
+            },
+            Err(failure) => {
+                let mut r = fhir_response(failure.http_status(), &failure.outcome());
+                if failure.http_status() == 503 {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                r
+            }
+        }
+    }
+
+    /// A queued delivery over HTTP: daprd's binding call, or a CloudEvent.
+    async fn binding(&self, name: &str, request: Request<Bytes>) -> Response<Body> {
+        let Some(deliverer) = self.0.bindings.get(name) else {
+            return outcome_response(404, "not-found", "unknown binding");
+        };
+        let (parts, body) = request.into_parts();
+        let (payload, trigger, id) = if cloudevents::is_cloudevent(&parts.headers) {
+            match cloudevents::from_http(&parts.headers, body) {
+                Ok(ce) => (ce.data, Trigger::CloudEvent, Some(ce.id)),
+                Err(reason) => {
+                    // Not even a CloudEvent: the sender (Knative) must not retry it forever.
+                    warn!(binding = name, "malformed CloudEvent refused");
+                    return outcome_response(400, "structure", &reason);
+                }
+            }
+        } else {
+            (body, Trigger::DaprBinding, Some(request_id(&parts.headers)))
+        };
+        match deliverer.deliver(payload, trigger, id).await {
+            // Exactly 200: with a resiliency policy daprd treats any other 2xx as a failure.
+            Disposition::Done | Disposition::Rejected => response(200, "text/plain", ""),
+            Disposition::Retry => {
+                let mut r = outcome_response(503, "transient", "a backend is unavailable; redeliver later");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+        }
+    }
+}
+
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+impl AppBuilder {
+    /// Serve `function` as the HTTP trigger under `prefix` (e.g. `/fhir`).
+    pub fn fhir(mut self, prefix: &str, function: Arc<impl Function>) -> Self {
+        let f: Arc<dyn DynFunction> = function;
+        self.fhir = Some((prefix.trim_end_matches('/').to_owned(), f));
+        self
+    }
+
+    /// Deliver binding / queue `name` to `function` (`POST /<name>`, `OPTIONS /<name>`).
+    pub fn binding(mut self, name: &str, function: Arc<impl Function>) -> Self {
+        let f: Arc<dyn DynFunction> = function;
+        self.bindings.push((name.to_owned(), f));
+        self
+    }
+
+    /// CloudEvents posted to `/` go to this binding.
+    pub fn cloudevents_default(mut self, binding: &str) -> Self {
+        self.cloudevents_default = Some(binding.to_owned());
+        self
+    }
+
+    pub fn endpoint(mut self, prefix: &str, endpoint: impl Endpoint) -> Self {
+        self.endpoints.push((prefix.to_owned(), Arc::new(endpoint)));
+        self
+    }
+
+    /// Require `dapr-api-token` on every route but `/healthz`.
+    pub fn token(mut self, token: Option<Secret>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    pub fn build(self) -> App {
+        let mut functions: Vec<Arc<dyn DynFunction>> = Vec::new();
+        let mut push = |f: &Arc<dyn DynFunction>| {
+            if !functions.iter().any(|g| g.name() == f.name()) {
+                functions.push(f.clone());
+            }
+        };
+        if let Some((_, f)) = &self.fhir {
+            push(f);
+        }
+        for (_, f) in &self.bindings {
+            push(f);
+        }
+        let bindings = self
+            .bindings
+            .into_iter()
+            .map(|(name, function)| {
+                let d = Deliverer { binding: name.as_str().into(), function, rejects: self.rejects.clone(), metrics: self.metrics.clone() };
+                (name, d)
+            })
+            .collect();
+        App(Arc::new(Inner {
+            fhir: self.fhir,
+            bindings,
+            cloudevents_default: self.cloudevents_default,
+            endpoints: self.endpoints,
+            functions,
+            token: self.token,
+            max_body: self.max_body,
+            metrics: self.metrics,
+        }))
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let in-flight
+/// requests finish (at most `drain`). The caller owns the socket and the stop signal.
+pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>, drain: Duration) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    info!("no longer accepting connections; draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => info!("drained"),
+        () = tokio::time::sleep(drain) => warn!("drain timed out; closing remaining connections"),
+    }
+    Ok(())
+}
