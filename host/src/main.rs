@@ -1,1 +1,96 @@
-fn main() {}
+//! The `wardwatch` command.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+use wardwatch_adapters::launch::Wiring;
+use wardwatch_runtime::{Backend, Config, Metrics, Secret, shutdown_signal, telemetry};
+
+#[derive(Parser)]
+#[command(name = "wardwatch", version, about = "Admissions, lab results and the alerts they demand")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every function and the board's API in one process (embedded unless given URLs).
+    Up {
+        /// Address to listen on [default: 127.0.0.1:8080, or LISTEN / PORT from the environment]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Redis URL (redis://host:6379): keep state in Redis, in Dapr's layout [env: REDIS_URL]
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        /// RabbitMQ URL (amqp://user:pass@host:5672/%2f): queues instead of the in-process bus [env: AMQP_URL]
+        #[arg(long, value_name = "URL")]
+        amqp: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let metrics = Metrics::new();
+    let Command::Up { listen, redis, amqp } = Cli::parse().command;
+    let config = Config::from_env().and_then(|mut c| {
+        if let Some(l) = listen {
+            c.listen = l;
+        } else if !c.listen_from_env {
+            c.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        }
+        if let Some(url) = redis {
+            c.redis_url = Some(Secret::new(url));
+            c.state = Backend::Direct;
+        }
+        if let Some(url) = amqp {
+            c.amqp_url = Some(Secret::new(url));
+            c.bus = Backend::Direct;
+        }
+        c.validate_urls()?;
+        c.check()?;
+        Ok(c)
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            telemetry::init(false);
+            error!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let wiring = match Wiring::new(config, metrics) {
+            Ok(w) => w,
+            Err(e) => {
+                error!("configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(wiring.config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(listen = %wiring.config.listen, "cannot listen: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        info!("wardwatch listening on http://{addr} ({})", wiring.config.describe_backends());
+        match wardwatch_host::up(&wiring, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

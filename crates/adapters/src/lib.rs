@@ -9,6 +9,7 @@
 
 pub mod amqp;
 pub mod dapr;
+pub mod launch;
 pub mod memory;
 pub mod redis;
 

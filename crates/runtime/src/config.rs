@@ -76,15 +76,17 @@ fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Where to listen (`LISTEN`, else `0.0.0.0:$PORT`, `PORT` default 8080).
     pub listen: SocketAddr,
+    /// Whether `LISTEN` or `PORT` was set (the host defaults to loopback otherwise).
+    pub listen_from_env: bool,
     /// daprd → app token (`APP_API_TOKEN`): required on every route but `/healthz` when set.
     pub app_api_token: Option<Secret>,
     /// The sidecar's HTTP port (`DAPR_HTTP_PORT`); set by the Dapr injector.
     pub dapr_http_port: Option<u16>,
     /// app → daprd token (`DAPR_API_TOKEN`).
     pub dapr_api_token: Option<Secret>,
-    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379/0`.
+    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379/0` (no TLS yet).
     pub redis_url: Option<Secret>,
-    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// `AMQP_URL`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (no TLS yet).
     pub amqp_url: Option<Secret>,
     /// `STATE_BACKEND`: memory | redis | dapr. Default: redis with `REDIS_URL`, dapr with
     /// `DAPR_HTTP_PORT`, else memory.
@@ -129,16 +131,6 @@ impl Config {
         };
         let redis_url = get("REDIS_URL").map(Secret::new);
         let amqp_url = get("AMQP_URL").map(Secret::new);
-        if let Some(u) = &redis_url
-            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
-        {
-            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
-        }
-        if let Some(u) = &amqp_url
-            && !(u.expose().starts_with("amqp://") || u.expose().starts_with("amqps://"))
-        {
-            return Err(invalid("AMQP_URL", "must start with amqp:// or amqps://"));
-        }
         let state = match get("STATE_BACKEND").as_deref() {
             Some("memory") => Backend::Memory,
             Some("redis") => Backend::Direct,
@@ -159,6 +151,7 @@ impl Config {
         };
         let config = Self {
             listen,
+            listen_from_env: get("LISTEN").is_some() || get("PORT").is_some(),
             app_api_token: get("APP_API_TOKEN").map(Secret::new),
             dapr_http_port,
             dapr_api_token: get("DAPR_API_TOKEN").map(Secret::new),
@@ -191,8 +184,24 @@ impl Config {
                 Some(other) => return Err(invalid("LOG_FORMAT", format!("`{other}`: expected text or json"))),
             },
         };
+        config.validate_urls()?;
         config.check()?;
         Ok(config)
+    }
+
+    /// The URLs' schemes (also after command-line overrides).
+    pub fn validate_urls(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.redis_url
+            && !u.expose().starts_with("redis://")
+        {
+            return Err(invalid("REDIS_URL", "must start with redis:// (TLS, rediss://, is not built in yet)"));
+        }
+        if let Some(u) = &self.amqp_url
+            && !u.expose().starts_with("amqp://")
+        {
+            return Err(invalid("AMQP_URL", "must start with amqp:// (TLS, amqps://, is not built in yet)"));
+        }
+        Ok(())
     }
 
     /// Cross-field checks, also run after command-line overrides.

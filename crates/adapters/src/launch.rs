@@ -1,0 +1,114 @@
+//! Start-up shared by every binary: choose the adapters from the [`Config`], serve the app,
+//! run the queue consumers the bus needs, and drain everything on shutdown.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+use wardwatch_runtime::amqp::{consume, drain_channel};
+use wardwatch_runtime::{App, AppBuilder, Config, Metrics, serve, shutdown_signal, telemetry};
+
+use crate::{Bus, Store};
+
+/// How long in-flight requests and deliveries may take to finish after SIGTERM (Knative's
+/// default grace period is 30 s).
+pub const DRAIN: Duration = Duration::from_secs(25);
+
+/// The adapters and shared pieces a binary wires its functions with.
+pub struct Wiring {
+    pub config: Config,
+    pub store: Store,
+    pub bus: Bus,
+    pub metrics: Metrics,
+}
+
+impl Wiring {
+    pub fn new(config: Config, metrics: Metrics) -> Result<Self, String> {
+        let store = Store::from_config(&config)?;
+        let bus = Bus::from_config(&config)?;
+        Ok(Self { config, store, bus, metrics })
+    }
+
+    /// An app builder with the rejected lanes, token and body limit set.
+    pub fn app(&self) -> AppBuilder {
+        App::builder(self.metrics.clone(), self.bus.clone())
+            .token(self.config.app_api_token.clone())
+            .max_body(self.config.max_body_bytes)
+    }
+}
+
+/// Serve `app` on `listener` and consume `inputs` from the bus (RabbitMQ queues directly, or the
+/// in-process bus; with Dapr, daprd delivers instead) until `shutdown`; then drain.
+pub async fn run(wiring: &Wiring, app: App, listener: TcpListener, inputs: &[&str], shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut consumers = JoinSet::new();
+    for input in inputs {
+        let Some(deliverer) = app.deliverer(input) else { continue };
+        match (&wiring.bus, &wiring.config.amqp_url) {
+            (Bus::Amqp(_), Some(url)) => {
+                consumers.spawn(consume(url.clone(), deliverer, wiring.config.amqp_prefetch, stop_rx.clone()));
+            }
+            (Bus::Memory(bus), _) => {
+                consumers.spawn(drain_channel(bus.subscribe(input), deliverer, stop_rx.clone()));
+            }
+            _ => {}
+        }
+    }
+    let served = serve(listener, app, shutdown, DRAIN).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN, async { while consumers.join_next().await.is_some() {} }).await;
+    info!("stopped");
+    served
+}
+
+/// The whole `main` of a single-function binary: configuration from the environment, the
+/// adapters it selects, `build` to mount the function, serve on `$PORT` until SIGTERM.
+pub fn main(name: &'static str, inputs: &[&str], build: impl FnOnce(&Wiring) -> AppBuilder) -> ExitCode {
+    let metrics = Metrics::new();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            telemetry::init(false);
+            error!(function = name, "configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let wiring = match Wiring::new(config, metrics) {
+            Ok(w) => w,
+            Err(e) => {
+                error!(function = name, "configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let app = build(&wiring).build();
+        let listener = match TcpListener::bind(wiring.config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(listen = %wiring.config.listen, "cannot listen: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        info!(function = name, listen = %addr, backends = %wiring.config.describe_backends(), "serving");
+        match run(&wiring, app, listener, inputs, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

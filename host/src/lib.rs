@@ -1,0 +1,37 @@
+//! `wardwatch up`: admit, ingest-lab, evaluate-alert and the board's read API in one process.
+//!
+//! With no URLs everything is embedded (memory state, in-process bus). With Redis and RabbitMQ
+//! URLs the same handlers use them, and this process consumes `lab-feed` and `lab-resulted`
+//! from RabbitMQ itself.
+
+use std::sync::Arc;
+
+use admit::Admit;
+use evaluate_alert::EvaluateAlert;
+use ingest_lab::IngestLab;
+use tokio::net::TcpListener;
+use wardwatch_adapters::launch::{self, Wiring};
+use wardwatch_board::Board;
+use wardwatch_domain::lanes::{LAB_FEED, LAB_RESULTED};
+use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_runtime::App;
+
+/// The queues `wardwatch up` consumes itself.
+pub const INPUTS: &[&str] = &[LAB_FEED, LAB_RESULTED];
+
+/// Every route of the all-in-one process.
+pub fn app(wiring: &Wiring) -> App {
+    let (store, bus, mrn) = (&wiring.store, &wiring.bus, &wiring.config.mrn_system);
+    wiring
+        .app()
+        .fhir("/fhir", Arc::new(Admit::new(store.clone(), bus.clone(), mrn.clone())))
+        .binding(LAB_FEED, Arc::new(IngestLab::new(store.clone(), bus.clone(), mrn.clone())))
+        .binding(LAB_RESULTED, Arc::new(EvaluateAlert::new(store.clone(), bus.clone(), CriticalLimits::default())))
+        .endpoint("/api/", Board::new(store.clone()))
+        .build()
+}
+
+/// Serve everything on `listener` until `shutdown`, then drain.
+pub async fn up(wiring: &Wiring, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    launch::run(wiring, app(wiring), listener, INPUTS, shutdown).await
+}
