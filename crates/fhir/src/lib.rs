@@ -92,12 +92,40 @@ fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issu
 /// [`TYPED`], typed deserialization. Returns every schema issue found (at most 20), or the
 /// typed-deserialization error.
 pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
+    validate_at_depth(resource, 0)
+}
+
+/// How deep Bundles inside Bundles are followed.
+const MAX_DEPTH: usize = 3;
+
+fn validate_at_depth(resource: &Value, depth: usize) -> Result<(), Vec<Issue>> {
     let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
         return Err(vec![Issue {
             location: "/resourceType".into(),
             message: "a FHIR resource needs a string `resourceType`".into(),
         }]);
     };
+    if resource_type == "Bundle" {
+        // Entries first, each against its own type, with their place in the Bundle.
+        let mut issues = Vec::new();
+        if depth >= MAX_DEPTH {
+            return Err(vec![Issue { location: String::new(), message: "Bundles nested too deeply".into() }]);
+        }
+        for (i, entry) in resource.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if let Some(inner) = entry.get("resource")
+                && let Err(found) = validate_at_depth(inner, depth + 1)
+            {
+                issues.extend(found.into_iter().map(|f| Issue {
+                    location: format!("/entry/{i}/resource{}", f.location),
+                    message: f.message,
+                }));
+            }
+        }
+        if !issues.is_empty() {
+            issues.truncate(20);
+            return Err(issues);
+        }
+    }
     let validator = validator(resource_type).map_err(|i| vec![i])?;
     let issues: Vec<Issue> = validator
         .iter_errors(resource)

@@ -55,6 +55,23 @@ pub struct Event {
     pub context: Context,
 }
 
+impl Event {
+    /// An event with a fresh request id, received now.
+    pub fn new(trigger: Trigger, source: &str, payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            context: Context {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                trigger,
+                source: source.to_owned(),
+                method: (trigger == Trigger::Http).then(|| "POST".to_owned()),
+                content_type: None,
+                received_at: Utc::now(),
+            },
+        }
+    }
+}
+
 /// What a function answers. Only the HTTP trigger sends it back; queue triggers just ack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {

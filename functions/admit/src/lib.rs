@@ -261,20 +261,11 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             return Err(AdmitError::NotTransaction(kind));
         }
         let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
-        // Validate every entry before writing anything.
-        let mut issues = Vec::new();
+        // `validate_resource` has checked every entry already (in `call`), before any write.
         for (i, entry) in entries.iter().enumerate() {
-            match entry.get("resource") {
-                None => issues.push(Issue { location: format!("/entry/{i}"), message: "entry without a resource".into() }),
-                Some(r) => {
-                    if let Err(found) = validate_resource(r) {
-                        issues.extend(found.into_iter().map(|f| Issue { location: format!("/entry/{i}/resource{}", f.location), message: f.message }));
-                    }
-                }
+            if entry.get("resource").is_none() {
+                return Err(AdmitError::Invalid(vec![Issue { location: format!("/entry/{i}"), message: "entry without a resource".into() }]));
             }
-        }
-        if !issues.is_empty() {
-            return Err(AdmitError::Invalid(issues));
         }
         let mut patients = Vec::new();
         let mut encounters = Vec::new();
