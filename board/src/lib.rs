@@ -42,7 +42,10 @@ impl<S: StateStore> Board<S> {
 
     /// Open alerts (optionally with one status), oldest first.
     pub async fn alerts(&self, status: Option<AlertStatus>) -> Result<Vec<Alert>, PortError> {
-        let open: OpenAlerts = get_json(&self.store, keys::OPEN_ALERTS).await?.map(|(o, _)| o).unwrap_or_default();
+        let open: OpenAlerts = get_json(&self.store, keys::OPEN_ALERTS)
+            .await?
+            .map(|(o, _)| o)
+            .unwrap_or_default();
         let mut alerts = Vec::with_capacity(open.ids.len());
         for id in &open.ids {
             if let Some((alert, _)) = get_json::<Alert, _>(&self.store, &keys::alert(id)).await?
@@ -56,10 +59,16 @@ impl<S: StateStore> Board<S> {
     }
 
     pub async fn inpatients(&self) -> Result<Value, PortError> {
-        let census: Census = get_json(&self.store, keys::CENSUS).await?.map(|(c, _)| c).unwrap_or_default();
+        let census: Census = get_json(&self.store, keys::CENSUS)
+            .await?
+            .map(|(c, _)| c)
+            .unwrap_or_default();
         let mut by_patient: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for alert in self.alerts(Some(AlertStatus::Active)).await? {
-            by_patient.entry(alert.patient_id.clone()).or_default().push(alert_json(&alert));
+            by_patient
+                .entry(alert.patient_id.clone())
+                .or_default()
+                .push(alert_json(&alert));
         }
         let list: Vec<Value> = census
             .patients
@@ -111,10 +120,18 @@ impl<S: StateStore> Endpoint for Board<S> {
                         None | Some("") => None,
                         Some(s) => match status_of(s) {
                             Some(s) => Some(s),
-                            None => return error(400, "invalid", "status must be active, acknowledged, escalated or resolved"),
+                            None => {
+                                return error(
+                                    400,
+                                    "invalid",
+                                    "status must be active, acknowledged, escalated or resolved",
+                                );
+                            }
                         },
                     };
-                    self.alerts(status).await.map(|alerts| Value::Array(alerts.iter().map(alert_json).collect()))
+                    self.alerts(status)
+                        .await
+                        .map(|alerts| Value::Array(alerts.iter().map(alert_json).collect()))
                 }
                 _ => return error(404, "not-found", "no such board API route"),
             };

@@ -25,8 +25,18 @@ pub fn app(wiring: &Wiring) -> App {
     wiring
         .app()
         .fhir("/fhir", Arc::new(Admit::new(store.clone(), bus.clone(), mrn.clone())))
-        .binding(LAB_FEED, Arc::new(IngestLab::new(store.clone(), bus.clone(), mrn.clone())))
-        .binding(LAB_RESULTED, Arc::new(EvaluateAlert::new(store.clone(), bus.clone(), CriticalLimits::default())))
+        .binding(
+            LAB_FEED,
+            Arc::new(IngestLab::new(store.clone(), bus.clone(), mrn.clone())),
+        )
+        .binding(
+            LAB_RESULTED,
+            Arc::new(EvaluateAlert::new(
+                store.clone(),
+                bus.clone(),
+                CriticalLimits::default(),
+            )),
+        )
         .endpoint("/api/", Board::new(store.clone()))
         .build()
 }

@@ -9,7 +9,11 @@ use wardwatch_adapters::launch::Wiring;
 use wardwatch_runtime::{Backend, Config, Metrics, Secret, shutdown_signal, telemetry};
 
 #[derive(Parser)]
-#[command(name = "wardwatch", version, about = "Admissions, lab results and the alerts they demand")]
+#[command(
+    name = "wardwatch",
+    version,
+    about = "Admissions, lab results and the alerts they demand"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,10 @@ fn main() -> ExitCode {
             }
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!("wardwatch listening on http://{addr} ({})", wiring.config.describe_backends());
+        info!(
+            "wardwatch listening on http://{addr} ({})",
+            wiring.config.describe_backends()
+        );
         match wardwatch_host::up(&wiring, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -35,19 +35,34 @@ fn unavailable(e: impl std::fmt::Display) -> PortError {
 
 impl AmqpPublisher {
     pub fn new(url: Secret) -> Self {
-        Self { url, link: Arc::new(Mutex::new(None)) }
+        Self {
+            url,
+            link: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Connect (confirm mode) unless connected.
     async fn connect(&self, guard: &mut Option<Link>) -> Result<(), PortError> {
-        if guard.as_ref().is_some_and(|l| !l.conn.status().connected() || !l.channel.status().connected()) {
+        if guard
+            .as_ref()
+            .is_some_and(|l| !l.conn.status().connected() || !l.channel.status().connected())
+        {
             *guard = None;
         }
         if guard.is_none() {
-            let conn = Connection::connect(self.url.expose(), ConnectionProperties::default()).await.map_err(unavailable)?;
+            let conn = Connection::connect(self.url.expose(), ConnectionProperties::default())
+                .await
+                .map_err(unavailable)?;
             let channel = conn.create_channel().await.map_err(unavailable)?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
-            *guard = Some(Link { conn, channel, declared: HashSet::new() });
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(unavailable)?;
+            *guard = Some(Link {
+                conn,
+                channel,
+                declared: HashSet::new(),
+            });
         }
         Ok(())
     }
@@ -73,14 +88,25 @@ impl AmqpPublisher {
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
         let confirm = channel
-            .basic_publish("".into(), lane.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, properties)
+            .basic_publish(
+                "".into(),
+                lane.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                properties,
+            )
             .await
             .map_err(unavailable)?
             .await
             .map_err(unavailable)?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(unavailable(format!("message to `{lane}` was not routed to a queue"))),
+            Confirmation::Ack(Some(_returned)) => {
+                Err(unavailable(format!("message to `{lane}` was not routed to a queue")))
+            }
             Confirmation::Nack(_) => Err(unavailable(format!("broker refused the message to `{lane}`"))),
             Confirmation::NotRequested => Err(unavailable("publisher confirms are off")),
         }

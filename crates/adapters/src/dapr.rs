@@ -44,15 +44,30 @@ fn unavailable(e: impl std::fmt::Display) -> PortError {
 impl DaprClient {
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let port = config.dapr_http_port.ok_or("DAPR_HTTP_PORT is not set")?;
-        Ok(Self::new(&format!("http://127.0.0.1:{port}"), &config.dapr_state_store, config.dapr_api_token.clone()))
+        Ok(Self::new(
+            &format!("http://127.0.0.1:{port}"),
+            &config.dapr_state_store,
+            config.dapr_api_token.clone(),
+        ))
     }
 
     pub fn new(base: &str, store: &str, token: Option<Secret>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { client, base: base.trim_end_matches('/').to_owned(), store: store.to_owned(), token }
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            store: store.to_owned(),
+            token,
+        }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>, if_match: Option<&str>) -> Result<(StatusCode, http::HeaderMap, Bytes), PortError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        if_match: Option<&str>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), PortError> {
         let mut builder = Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             builder = builder.header("dapr-api-token", token.expose());
@@ -63,7 +78,9 @@ impl DaprClient {
         if body.is_some() {
             builder = builder.header("Content-Type", "application/json");
         }
-        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(unavailable)?;
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(unavailable)?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| unavailable("sidecar timed out"))?
@@ -99,8 +116,15 @@ impl StateStore for DaprClient {
         let (status, headers, body) = self.call(Method::GET, &self.state_path(Some(key)), None, None).await?;
         match status {
             StatusCode::OK => {
-                let etag = headers.get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                Ok(Some(Versioned { data: body.to_vec(), etag }))
+                let etag = headers
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(Some(Versioned {
+                    data: body.to_vec(),
+                    etag,
+                }))
             }
             StatusCode::NO_CONTENT => Ok(None),
             s => Err(failed(s)),
@@ -110,24 +134,41 @@ impl StateStore for DaprClient {
     async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
         // The state API takes a JSON value and re-encodes it (semantically equal, not
         // byte-equal): Wardwatch only stores JSON.
-        let value: Value = serde_json::from_slice(data).map_err(|_| PortError::Corrupt("only JSON values can be stored through Dapr".into()))?;
+        let value: Value = serde_json::from_slice(data)
+            .map_err(|_| PortError::Corrupt("only JSON values can be stored through Dapr".into()))?;
         let mut item = json!({"key": key, "value": value});
         if let Some(e) = etag {
             item["etag"] = Value::String(e.to_owned());
         }
         let body = serde_json::to_vec(&json!([item])).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let (status, _, _) = self.call(Method::POST, &self.state_path(None), Some(body), None).await?;
-        if status.is_success() { Ok(()) } else { Err(failed(status)) }
+        let (status, _, _) = self
+            .call(Method::POST, &self.state_path(None), Some(body), None)
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(failed(status))
+        }
     }
 
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {
-        let (status, _, _) = self.call(Method::DELETE, &self.state_path(Some(key)), None, etag).await?;
-        if status.is_success() { Ok(()) } else { Err(failed(status)) }
+        let (status, _, _) = self
+            .call(Method::DELETE, &self.state_path(Some(key)), None, etag)
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(failed(status))
+        }
     }
 
     async fn ping(&self) -> Result<(), PortError> {
         let (status, _, _) = self.call(Method::GET, "/v1.0/healthz", None, None).await?;
-        if status.is_success() { Ok(()) } else { Err(failed(status)) }
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(failed(status))
+        }
     }
 }
 
@@ -139,8 +180,19 @@ impl Publisher for DaprClient {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()));
         let body = json!({"data": data, "operation": "create", "metadata": {"contentType": "application/json"}});
         let body = serde_json::to_vec(&body).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let (status, _, _) = self.call(Method::POST, &format!("/v1.0/bindings/{}", segment(lane)), Some(body), None).await?;
-        if status.is_success() { Ok(()) } else { Err(failed(status)) }
+        let (status, _, _) = self
+            .call(
+                Method::POST,
+                &format!("/v1.0/bindings/{}", segment(lane)),
+                Some(body),
+                None,
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(failed(status))
+        }
     }
 
     async fn ping(&self) -> Result<(), PortError> {

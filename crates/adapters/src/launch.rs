@@ -30,7 +30,12 @@ impl Wiring {
     pub fn new(config: Config, metrics: Metrics) -> Result<Self, String> {
         let store = Store::from_config(&config)?;
         let bus = Bus::from_config(&config)?;
-        Ok(Self { config, store, bus, metrics })
+        Ok(Self {
+            config,
+            store,
+            bus,
+            metrics,
+        })
     }
 
     /// An app builder with the rejected lanes, token and body limit set.
@@ -43,14 +48,27 @@ impl Wiring {
 
 /// Serve `app` on `listener` and consume `inputs` from the bus (RabbitMQ queues directly, or the
 /// in-process bus; with Dapr, daprd delivers instead) until `shutdown`; then drain.
-pub async fn run(wiring: &Wiring, app: App, listener: TcpListener, inputs: &[&str], shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    wiring: &Wiring,
+    app: App,
+    listener: TcpListener,
+    inputs: &[&str],
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = JoinSet::new();
     for input in inputs {
-        let Some(deliverer) = app.deliverer(input) else { continue };
+        let Some(deliverer) = app.deliverer(input) else {
+            continue;
+        };
         match (&wiring.bus, &wiring.config.amqp_url) {
             (Bus::Amqp(_), Some(url)) => {
-                consumers.spawn(consume(url.clone(), deliverer, wiring.config.amqp_prefetch, stop_rx.clone()));
+                consumers.spawn(consume(
+                    url.clone(),
+                    deliverer,
+                    wiring.config.amqp_prefetch,
+                    stop_rx.clone(),
+                ));
             }
             (Bus::Memory(bus), _) => {
                 consumers.spawn(drain_channel(bus.subscribe(input), deliverer, stop_rx.clone()));

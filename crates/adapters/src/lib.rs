@@ -54,7 +54,9 @@ impl Bus {
     pub fn from_config(config: &Config) -> Result<Self, String> {
         Ok(match config.bus {
             Backend::Memory => Bus::Memory(MemoryBus::default()),
-            Backend::Direct => Bus::Amqp(AmqpPublisher::new(config.amqp_url.clone().ok_or("AMQP_URL is not set")?)),
+            Backend::Direct => Bus::Amqp(AmqpPublisher::new(
+                config.amqp_url.clone().ok_or("AMQP_URL is not set")?,
+            )),
             Backend::Dapr => Bus::Dapr(DaprClient::from_config(config)?),
         })
     }

@@ -7,14 +7,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use wardwatch_domain::ports::{PortError, Publisher, StateStore, Versioned};
 
+/// Value bytes and version, by key.
+type Entries = HashMap<String, (Vec<u8>, u64)>;
+
 /// Key-value state with Dapr's ETag rules. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct MemoryStateStore {
-    entries: Arc<Mutex<HashMap<String, (Vec<u8>, u64)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl MemoryStateStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Every key (for tests and diagnostics).
@@ -25,7 +28,10 @@ impl MemoryStateStore {
 
 impl StateStore for MemoryStateStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, PortError> {
-        Ok(self.lock().get(key).map(|(data, v)| Versioned { data: data.clone(), etag: v.to_string() }))
+        Ok(self.lock().get(key).map(|(data, v)| Versioned {
+            data: data.clone(),
+            etag: v.to_string(),
+        }))
     }
 
     async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
@@ -78,7 +84,12 @@ impl MemoryBus {
     /// Take delivery of everything published on `lane` from now on (one subscriber per lane).
     pub fn subscribe(&self, lane: &str) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(1024);
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).entry(lane.to_owned()).or_default().subscriber = Some(tx);
+        self.lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(lane.to_owned())
+            .or_default()
+            .subscriber = Some(tx);
         rx
     }
 
@@ -106,7 +117,9 @@ impl Publisher for MemoryBus {
             entry.subscriber.clone()
         };
         if let Some(tx) = subscriber {
-            tx.send(payload).await.map_err(|_| PortError::Unavailable(format!("no consumer for `{lane}`")))?;
+            tx.send(payload)
+                .await
+                .map_err(|_| PortError::Unavailable(format!("no consumer for `{lane}`")))?;
         }
         Ok(())
     }
@@ -155,7 +168,8 @@ mod tests {
         for t in tasks {
             t.await.expect("join").expect("update");
         }
-        let list: Vec<u32> = serde_json::from_slice(&s.get("list").await.expect("get").expect("some").data).expect("json");
+        let list: Vec<u32> =
+            serde_json::from_slice(&s.get("list").await.expect("get").expect("some").data).expect("json");
         assert_eq!(list.len(), 20);
     }
 

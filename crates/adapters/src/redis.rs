@@ -70,19 +70,31 @@ impl RedisStateStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {}", e.category()))?;
-        Ok(Self { conn, prefix: prefix.to_owned(), set: Script::new(SET_SCRIPT), del: Script::new(DEL_SCRIPT) })
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {}", e.category()))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            set: Script::new(SET_SCRIPT),
+            del: Script::new(DEL_SCRIPT),
+        })
     }
 
     /// The Redis key for a state key, as daprd would form it.
     pub fn redis_key(&self, key: &str) -> String {
-        if self.prefix.is_empty() { key.to_owned() } else { format!("{}||{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}||{key}", self.prefix)
+        }
     }
 }
 
 fn check_key(key: &str) -> Result<(), PortError> {
     if key.contains("||") || key.is_empty() {
-        return Err(PortError::Corrupt("state keys must be non-empty and must not contain `||`".into()));
+        return Err(PortError::Corrupt(
+            "state keys must be non-empty and must not contain `||`".into(),
+        ));
     }
     Ok(())
 }
@@ -101,7 +113,9 @@ impl StateStore for RedisStateStore {
                 data: data.clone(),
                 etag: String::from_utf8_lossy(version).into_owned(),
             })),
-            _ => Err(PortError::Corrupt(format!("{key}: required hash field 'data' or 'version' was not found"))),
+            _ => Err(PortError::Corrupt(format!(
+                "{key}: required hash field 'data' or 'version' was not found"
+            ))),
         }
     }
 
@@ -109,7 +123,8 @@ impl StateStore for RedisStateStore {
         check_key(key)?;
         let version = match etag {
             Some(e) if !e.is_empty() => {
-                e.parse::<i64>().map_err(|_| PortError::Corrupt("an ETag must be an integer".into()))?;
+                e.parse::<i64>()
+                    .map_err(|_| PortError::Corrupt("an ETag must be an integer".into()))?;
                 e
             }
             _ => "0",
@@ -143,7 +158,10 @@ impl StateStore for RedisStateStore {
 
     async fn ping(&self) -> Result<(), PortError> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(&e))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
         Ok(())
     }
 }

@@ -26,10 +26,7 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 
 /// An identifier value that is safe as part of a state key.
 pub fn is_key_safe(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 128
-        && !value.contains("||")
-        && value.chars().all(|c| !c.is_control())
+    !value.is_empty() && value.len() <= 128 && !value.contains("||") && value.chars().all(|c| !c.is_control())
 }
 
 /// A patient's hospital number (medical record number).
@@ -61,10 +58,9 @@ pub fn mrn_of(identifiers: Option<&Value>, mrn_system: Option<&str>) -> Option<M
             id.pointer("/type/coding")
                 .and_then(Value::as_array)
                 .is_some_and(|codings| {
-                    codings.iter().any(|c| {
-                        str_at(c, "code") == Some("MR")
-                            && str_at(c, "system").is_none_or(|s| s == V2_0203)
-                    })
+                    codings
+                        .iter()
+                        .any(|c| str_at(c, "code") == Some("MR") && str_at(c, "system").is_none_or(|s| s == V2_0203))
                 })
         })
         .and_then(pick)
@@ -107,13 +103,15 @@ pub fn patient(resource: &Value, mrn_system: Option<&str>) -> Result<PatientFact
             "/identifier",
             match mrn_system {
                 Some(s) => format!("the Patient has no identifier in the MRN system `{s}`"),
-                None => "the Patient has no MRN: an identifier typed MR (HL7 v2-0203) is required"
-                    .to_owned(),
+                None => "the Patient has no MRN: an identifier typed MR (HL7 v2-0203) is required".to_owned(),
             },
         )
     })?;
     if !is_key_safe(&mrn.value) {
-        return Err(issue("/identifier", "the MRN value is empty, too long or contains `||`"));
+        return Err(issue(
+            "/identifier",
+            "the MRN value is empty, too long or contains `||`",
+        ));
     }
     Ok(PatientFacts {
         id: str_at(resource, "id").map(str::to_owned),
@@ -205,8 +203,12 @@ pub fn encounter(resource: &Value, mrn_system: Option<&str>) -> Result<Encounter
     let status = str_at(resource, "status")
         .ok_or_else(|| issue("/status", "the Encounter has no status"))?
         .to_owned();
-    let subject = subject_of(resource, mrn_system)
-        .ok_or_else(|| issue("/subject", "the Encounter has no subject (a Patient reference or MRN identifier)"))?;
+    let subject = subject_of(resource, mrn_system).ok_or_else(|| {
+        issue(
+            "/subject",
+            "the Encounter has no subject (a Patient reference or MRN identifier)",
+        )
+    })?;
     let locations: Vec<&Value> = resource
         .get("location")
         .and_then(Value::as_array)
@@ -228,12 +230,21 @@ pub fn encounter(resource: &Value, mrn_system: Option<&str>) -> Result<Encounter
     Ok(EncounterFacts {
         id: str_at(resource, "id").map(str::to_owned),
         status,
-        class: resource.pointer("/class/code").and_then(Value::as_str).map(str::to_owned),
+        class: resource
+            .pointer("/class/code")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         subject,
         ward,
         bed,
-        start: resource.pointer("/period/start").and_then(Value::as_str).and_then(parse_instant),
-        end: resource.pointer("/period/end").and_then(Value::as_str).and_then(parse_instant),
+        start: resource
+            .pointer("/period/start")
+            .and_then(Value::as_str)
+            .and_then(parse_instant),
+        end: resource
+            .pointer("/period/end")
+            .and_then(Value::as_str)
+            .and_then(parse_instant),
     })
 }
 
@@ -266,18 +277,29 @@ pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<Observa
         .ok_or_else(|| issue("/status", "the Observation has no status"))?
         .to_owned();
     let subject = subject_of(resource, mrn_system).ok_or_else(|| {
-        issue("/subject", "the Observation has no patient: subject.reference or subject.identifier (MRN) is required")
+        issue(
+            "/subject",
+            "the Observation has no patient: subject.reference or subject.identifier (MRN) is required",
+        )
     })?;
     let coding = resource
         .pointer("/code/coding")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| str_at(c, "system") == Some(LOINC)))
-        .ok_or_else(|| issue("/code/coding", "the Observation has no LOINC code (system http://loinc.org)"))?;
+        .ok_or_else(|| {
+            issue(
+                "/code/coding",
+                "the Observation has no LOINC code (system http://loinc.org)",
+            )
+        })?;
     let loinc = str_at(coding, "code")
         .ok_or_else(|| issue("/code/coding", "the LOINC coding has no code"))?
         .to_owned();
     let vq = resource.get("valueQuantity").ok_or_else(|| {
-        issue("/valueQuantity", "the Observation has no valueQuantity: only numeric results are handled")
+        issue(
+            "/valueQuantity",
+            "the Observation has no valueQuantity: only numeric results are handled",
+        )
     })?;
     let value = vq
         .get("value")
@@ -289,10 +311,10 @@ pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<Observa
         .or_else(|| str_at(vq, "unit"))
         .ok_or_else(|| issue("/valueQuantity/unit", "the result has no unit"))?
         .to_owned();
-    let identifier = resource
-        .get("identifier")
-        .and_then(Value::as_array)
-        .and_then(|ids| ids.iter().find_map(|i| Some(format!("{}|{}", str_at(i, "system").unwrap_or(""), str_at(i, "value")?))));
+    let identifier = resource.get("identifier").and_then(Value::as_array).and_then(|ids| {
+        ids.iter()
+            .find_map(|i| Some(format!("{}|{}", str_at(i, "system").unwrap_or(""), str_at(i, "value")?)))
+    });
     Ok(ObservationFacts {
         id: str_at(resource, "id").map(str::to_owned),
         identifier,
@@ -350,7 +372,10 @@ mod tests {
     #[test]
     fn patient_references_are_read_in_relative_and_absolute_form() {
         assert_eq!(patient_id_of_reference("Patient/p1"), Some("p1"));
-        assert_eq!(patient_id_of_reference("https://x.org/fhir/Patient/p1/_history/2"), Some("p1"));
+        assert_eq!(
+            patient_id_of_reference("https://x.org/fhir/Patient/p1/_history/2"),
+            Some("p1")
+        );
         assert_eq!(patient_id_of_reference("Group/g1"), None);
         assert_eq!(patient_id_of_reference("urn:uuid:1234"), None);
     }
@@ -368,7 +393,10 @@ mod tests {
         assert_eq!(f.ward.as_deref(), Some("Ward 7B"));
         assert_eq!(f.bed.as_deref(), Some("Bed 4"));
         assert_eq!(f.subject, SubjectRef::Reference("Patient/p1".into()));
-        assert_eq!(f.start.map(|t| t.to_rfc3339()), Some("2026-11-27T08:00:00+00:00".into()));
+        assert_eq!(
+            f.start.map(|t| t.to_rfc3339()),
+            Some("2026-11-27T08:00:00+00:00".into())
+        );
     }
 
     #[test]
@@ -395,6 +423,12 @@ mod tests {
             "subject":{"identifier":{"value":"MRN1"}},
             "valueQuantity":{"value":7.1,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}});
         let f = observation(&o, None).expect("facts");
-        assert_eq!(f.subject, SubjectRef::Identifier(Mrn { system: None, value: "MRN1".into() }));
+        assert_eq!(
+            f.subject,
+            SubjectRef::Identifier(Mrn {
+                system: None,
+                value: "MRN1".into()
+            })
+        );
     }
 }

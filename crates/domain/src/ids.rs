@@ -18,11 +18,7 @@ pub fn derived(kind: &str, parts: &[&str]) -> String {
 
 /// True when `id` is a valid FHIR id (`[A-Za-z0-9\-\.]{1,64}`) and safe as part of a state key.
 pub fn is_fhir_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]

@@ -38,7 +38,14 @@ mod tests {
 
     #[test]
     fn each_issue_keeps_its_location() {
-        let o = operation_outcome("required", "refused", &[Issue { location: "/subject".into(), message: "missing".into() }]);
+        let o = operation_outcome(
+            "required",
+            "refused",
+            &[Issue {
+                location: "/subject".into(),
+                message: "missing".into(),
+            }],
+        );
         assert_eq!(o["issue"][0]["expression"][0], "/subject");
     }
 }

@@ -36,12 +36,7 @@ pub trait StateStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Versioned>, PortError>> + Send;
     /// Write `data`; with `etag`, only if the stored version still equals it (or the key is
     /// missing).
-    fn set(
-        &self,
-        key: &str,
-        data: &[u8],
-        etag: Option<&str>,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
     fn delete(&self, key: &str, etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Cheap liveness check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
@@ -68,7 +63,13 @@ pub async fn get_json<T: DeserializeOwned, S: StateStore>(
         Some(v) => serde_json::from_slice(&v.data)
             .map(|t| Some((t, v.etag)))
             // The serde message can quote stored values (patient data): keep only the position.
-            .map_err(|e| PortError::Corrupt(format!("{key}: unexpected JSON at line {} column {}", e.line(), e.column()))),
+            .map_err(|e| {
+                PortError::Corrupt(format!(
+                    "{key}: unexpected JSON at line {} column {}",
+                    e.line(),
+                    e.column()
+                ))
+            }),
     }
 }
 

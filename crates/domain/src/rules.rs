@@ -89,23 +89,41 @@ pub fn critical_limits(result: &LabResulted, limits: &CriticalLimits) -> Vec<Fin
         return Vec::new();
     }
     let mut findings = Vec::new();
-    for limit in limits.limits.iter().filter(|l| l.analyte == analyte && l.unit == result.unit) {
+    for limit in limits
+        .limits
+        .iter()
+        .filter(|l| l.analyte == analyte && l.unit == result.unit)
+    {
         let v = result.value;
-        let low = limit.low.filter(|&low| if limit.low_inclusive { v <= low } else { v < low });
-        let high = limit.high.filter(|&high| if limit.high_inclusive { v >= high } else { v > high });
-        let unconfirmed = if limit.confirmed { "" } else { " (local default limit, clinically unconfirmed)" };
+        let low = limit
+            .low
+            .filter(|&low| if limit.low_inclusive { v <= low } else { v < low });
+        let high = limit
+            .high
+            .filter(|&high| if limit.high_inclusive { v >= high } else { v > high });
+        let unconfirmed = if limit.confirmed {
+            ""
+        } else {
+            " (local default limit, clinically unconfirmed)"
+        };
         if let Some(low) = low {
             findings.push(Finding {
                 rule: format!("critical-low:{analyte}"),
                 severity: Severity::Critical,
-                message: format!("{analyte} {v} {} is at or below the critical limit {low}{unconfirmed}", result.unit),
+                message: format!(
+                    "{analyte} {v} {} is at or below the critical limit {low}{unconfirmed}",
+                    result.unit
+                ),
             });
         }
         if let Some(high) = high {
             findings.push(Finding {
                 rule: format!("critical-high:{analyte}"),
                 severity: Severity::Critical,
-                message: format!("{analyte} {v} {} is at or above the critical limit {high}{unconfirmed}", result.unit),
+                message: format!(
+                    "{analyte} {v} {} is at or above the critical limit {high}{unconfirmed}",
+                    result.unit
+                ),
             });
         }
     }
@@ -139,8 +157,14 @@ mod tests {
     #[test]
     fn potassium_limits_are_inclusive_at_both_ends() {
         let limits = CriticalLimits::default();
-        assert_eq!(critical_limits(&potassium(6.5), &limits)[0].rule, "critical-high:potassium");
-        assert_eq!(critical_limits(&potassium(2.5), &limits)[0].rule, "critical-low:potassium");
+        assert_eq!(
+            critical_limits(&potassium(6.5), &limits)[0].rule,
+            "critical-high:potassium"
+        );
+        assert_eq!(
+            critical_limits(&potassium(2.5), &limits)[0].rule,
+            "critical-low:potassium"
+        );
         assert!(critical_limits(&potassium(6.49), &limits).is_empty());
         assert!(critical_limits(&potassium(2.51), &limits).is_empty());
         assert_eq!(critical_limits(&potassium(7.1), &limits).len(), 1);

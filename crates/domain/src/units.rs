@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn potassium_in_meq_per_litre_is_the_same_number_in_mmol_per_litre() {
         let n = normalise("2823-3", 7.1, "mEq/L").expect("accepted");
-        assert_eq!((n.value, n.unit.as_str(), n.analyte), (7.1, "mmol/L", Some("potassium")));
+        assert_eq!(
+            (n.value, n.unit.as_str(), n.analyte),
+            (7.1, "mmol/L", Some("potassium"))
+        );
     }
 
     #[test]

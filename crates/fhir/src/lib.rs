@@ -51,8 +51,7 @@ fn schema_root() -> &'static Value {
 }
 
 fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issue> {
-    static CACHE: OnceLock<Mutex<HashMap<String, &'static jsonschema::Validator>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, &'static jsonschema::Validator>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(v) = map.get(resource_type) {
@@ -73,10 +72,7 @@ fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issu
     }
     let mut schema = root.clone();
     if let Some(obj) = schema.as_object_mut() {
-        obj.insert(
-            "$ref".into(),
-            Value::String(format!("#/definitions/{resource_type}")),
-        );
+        obj.insert("$ref".into(), Value::String(format!("#/definitions/{resource_type}")));
     }
     let compiled = jsonschema::draft6::new(&schema).map_err(|e| Issue {
         location: String::new(),
@@ -109,9 +105,18 @@ fn validate_at_depth(resource: &Value, depth: usize) -> Result<(), Vec<Issue>> {
         // Entries first, each against its own type, with their place in the Bundle.
         let mut issues = Vec::new();
         if depth >= MAX_DEPTH {
-            return Err(vec![Issue { location: String::new(), message: "Bundles nested too deeply".into() }]);
+            return Err(vec![Issue {
+                location: String::new(),
+                message: "Bundles nested too deeply".into(),
+            }]);
         }
-        for (i, entry) in resource.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, entry) in resource
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             if let Some(inner) = entry.get("resource")
                 && let Err(found) = validate_at_depth(inner, depth + 1)
             {
@@ -165,10 +170,7 @@ mod tests {
     use super::*;
 
     fn example(name: &str) -> Value {
-        let path = format!(
-            "{}/../../schemas/fhir/examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../../schemas/fhir/examples/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("example file");
         serde_json::from_str(&text).expect("example json")
     }
@@ -201,8 +203,7 @@ mod tests {
 
     #[test]
     fn an_unknown_resource_type_is_rejected() {
-        let issues = validate_resource(&serde_json::json!({"resourceType": "Pateint"}))
-            .expect_err("must be rejected");
+        let issues = validate_resource(&serde_json::json!({"resourceType": "Pateint"})).expect_err("must be rejected");
         assert!(issues[0].message.contains("Pateint"));
     }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::{mpsc, watch};
@@ -33,7 +35,10 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// The queue arguments every declarer of a Wardwatch queue uses (Dapr's RabbitMQ binding must
 /// be configured to match: `durable: "true"`, nothing else).
 pub fn queue_declare_options() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
 }
 
 /// Consume `deliverer`'s queue until `stop` turns true. Reconnects on failure.
@@ -59,14 +64,27 @@ pub async fn consume(url: Secret, deliverer: Deliverer, prefetch: u16, mut stop:
     }
 }
 
-async fn consume_once(url: &Secret, deliverer: &Deliverer, prefetch: u16, stop: &mut watch::Receiver<bool>) -> Result<(), lapin::Error> {
+async fn consume_once(
+    url: &Secret,
+    deliverer: &Deliverer,
+    prefetch: u16,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), lapin::Error> {
     let queue = deliverer.binding();
     let conn = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    channel.queue_declare(queue.into(), queue_declare_options(), FieldTable::default()).await?;
-    let mut consumer =
-        channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    channel
+        .queue_declare(queue.into(), queue_declare_options(), FieldTable::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     info!(queue, prefetch, "consuming from RabbitMQ");
     let mut tasks = JoinSet::new();
     let outcome = loop {
@@ -99,7 +117,9 @@ async fn consume_once(url: &Secret, deliverer: &Deliverer, prefetch: u16, stop: 
         }
     };
     // Stop taking new deliveries, then let the ones in flight finish and be acked.
-    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
     while tasks.join_next().await.is_some() {}
     if outcome.is_ok() {
         let _ = channel.close(200, "shutdown".into()).await;

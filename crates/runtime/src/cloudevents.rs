@@ -29,10 +29,16 @@ pub fn is_cloudevent(headers: &HeaderMap) -> bool {
 pub fn from_http(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, String> {
     if let Some(version) = header(headers, "ce-specversion") {
         if version != "1.0" {
-            return Err(format!("unsupported CloudEvents specversion `{version}` (expected 1.0)"));
+            return Err(format!(
+                "unsupported CloudEvents specversion `{version}` (expected 1.0)"
+            ));
         }
         let id = header(headers, "ce-id").ok_or("binary-mode CloudEvent without a ce-id header")?;
-        return Ok(CloudEvent { id: id.to_owned(), event_type: header(headers, "ce-type").map(str::to_owned), data: body });
+        return Ok(CloudEvent {
+            id: id.to_owned(),
+            event_type: header(headers, "ce-type").map(str::to_owned),
+            data: body,
+        });
     }
     let event: Value = serde_json::from_slice(&body).map_err(|e| format!("structured CloudEvent is not JSON: {e}"))?;
     let obj = event.as_object().ok_or("structured CloudEvent is not a JSON object")?;
@@ -41,7 +47,10 @@ pub fn from_http(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, String>
         Some(v) => return Err(format!("unsupported CloudEvents specversion `{v}` (expected 1.0)")),
         None => return Err("structured CloudEvent without specversion".into()),
     }
-    let id = obj.get("id").and_then(Value::as_str).ok_or("structured CloudEvent without an id")?;
+    let id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or("structured CloudEvent without an id")?;
     let data = if let Some(b64) = obj.get("data_base64") {
         let text = b64.as_str().ok_or("data_base64 is not a string")?;
         Bytes::from(
@@ -56,7 +65,11 @@ pub fn from_http(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, String>
             Some(other) => Bytes::from(other.to_string()),
         }
     };
-    Ok(CloudEvent { id: id.to_owned(), event_type: obj.get("type").and_then(Value::as_str).map(str::to_owned), data })
+    Ok(CloudEvent {
+        id: id.to_owned(),
+        event_type: obj.get("type").and_then(Value::as_str).map(str::to_owned),
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -76,20 +89,33 @@ mod tests {
     #[test]
     fn structured_mode_reads_json_data_and_base64_data() {
         let mut h = HeaderMap::new();
-        h.insert("content-type", "application/cloudevents+json; charset=utf-8".parse().expect("header"));
+        h.insert(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8".parse().expect("header"),
+        );
         assert!(is_cloudevent(&h));
-        let ce = from_http(&h, Bytes::from_static(br#"{"specversion":"1.0","id":"1","type":"t","source":"s","data":{"k":2}}"#))
-            .expect("event");
+        let ce = from_http(
+            &h,
+            Bytes::from_static(br#"{"specversion":"1.0","id":"1","type":"t","source":"s","data":{"k":2}}"#),
+        )
+        .expect("event");
         assert_eq!(&ce.data[..], br#"{"k":2}"#);
-        let ce = from_http(&h, Bytes::from_static(br#"{"specversion":"1.0","id":"2","type":"t","source":"s","data_base64":"aGk="}"#))
-            .expect("event");
+        let ce = from_http(
+            &h,
+            Bytes::from_static(br#"{"specversion":"1.0","id":"2","type":"t","source":"s","data_base64":"aGk="}"#),
+        )
+        .expect("event");
         assert_eq!(&ce.data[..], b"hi");
     }
 
     #[test]
     fn a_broken_cloudevent_is_refused_with_a_reason() {
         let h = HeaderMap::new();
-        assert!(from_http(&h, Bytes::from_static(b"{}")).expect_err("refused").contains("specversion"));
+        assert!(
+            from_http(&h, Bytes::from_static(b"{}"))
+                .expect_err("refused")
+                .contains("specversion")
+        );
         assert!(from_http(&h, Bytes::from_static(b"nope")).is_err());
     }
 }

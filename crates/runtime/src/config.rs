@@ -68,7 +68,10 @@ pub enum ConfigError {
 }
 
 fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, problem: problem.into() }
+    ConfigError::Invalid {
+        name,
+        problem: problem.into(),
+    }
 }
 
 /// Everything a Wardwatch binary can be told. See the README's configuration table.
@@ -118,15 +121,22 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let port: u16 = match get("PORT") {
-            Some(p) => p.parse().map_err(|_| invalid("PORT", format!("`{p}` is not a port number")))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| invalid("PORT", format!("`{p}` is not a port number")))?,
             None => 8080,
         };
         let listen = match get("LISTEN") {
-            Some(l) => l.parse().map_err(|_| invalid("LISTEN", format!("`{l}` is not an address like 127.0.0.1:8080")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| invalid("LISTEN", format!("`{l}` is not an address like 127.0.0.1:8080")))?,
             None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         };
         let dapr_http_port = match get("DAPR_HTTP_PORT") {
-            Some(p) => Some(p.parse().map_err(|_| invalid("DAPR_HTTP_PORT", format!("`{p}` is not a port number")))?),
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|_| invalid("DAPR_HTTP_PORT", format!("`{p}` is not a port number")))?,
+            ),
             None => None,
         };
         let redis_url = get("REDIS_URL").map(Secret::new);
@@ -135,7 +145,12 @@ impl Config {
             Some("memory") => Backend::Memory,
             Some("redis") => Backend::Direct,
             Some("dapr") => Backend::Dapr,
-            Some(other) => return Err(invalid("STATE_BACKEND", format!("`{other}`: expected memory, redis or dapr"))),
+            Some(other) => {
+                return Err(invalid(
+                    "STATE_BACKEND",
+                    format!("`{other}`: expected memory, redis or dapr"),
+                ));
+            }
             None if redis_url.is_some() => Backend::Direct,
             None if dapr_http_port.is_some() => Backend::Dapr,
             None => Backend::Memory,
@@ -144,7 +159,12 @@ impl Config {
             Some("memory") => Backend::Memory,
             Some("amqp") => Backend::Direct,
             Some("dapr") => Backend::Dapr,
-            Some(other) => return Err(invalid("BUS_BACKEND", format!("`{other}`: expected memory, amqp or dapr"))),
+            Some(other) => {
+                return Err(invalid(
+                    "BUS_BACKEND",
+                    format!("`{other}`: expected memory, amqp or dapr"),
+                ));
+            }
             None if amqp_url.is_some() => Backend::Direct,
             None if dapr_http_port.is_some() => Backend::Dapr,
             None => Backend::Memory,
@@ -194,12 +214,18 @@ impl Config {
         if let Some(u) = &self.redis_url
             && !u.expose().starts_with("redis://")
         {
-            return Err(invalid("REDIS_URL", "must start with redis:// (TLS, rediss://, is not built in yet)"));
+            return Err(invalid(
+                "REDIS_URL",
+                "must start with redis:// (TLS, rediss://, is not built in yet)",
+            ));
         }
         if let Some(u) = &self.amqp_url
             && !u.expose().starts_with("amqp://")
         {
-            return Err(invalid("AMQP_URL", "must start with amqp:// (TLS, amqps://, is not built in yet)"));
+            return Err(invalid(
+                "AMQP_URL",
+                "must start with amqp:// (TLS, amqps://, is not built in yet)",
+            ));
         }
         Ok(())
     }
@@ -213,7 +239,10 @@ impl Config {
             return Err(invalid("BUS_BACKEND", "amqp needs AMQP_URL"));
         }
         if (self.state == Backend::Dapr || self.bus == Backend::Dapr) && self.dapr_http_port.is_none() {
-            return Err(invalid("DAPR_HTTP_PORT", "the dapr backend needs the sidecar's HTTP port"));
+            return Err(invalid(
+                "DAPR_HTTP_PORT",
+                "the dapr backend needs the sidecar's HTTP port",
+            ));
         }
         if self.key_prefix.contains("||") {
             return Err(invalid("STATE_KEY_PREFIX", "must not contain `||`"));
@@ -234,7 +263,10 @@ impl Config {
         };
         let bus = match self.bus {
             Backend::Memory => "in-process bus".to_owned(),
-            Backend::Direct => format!("rabbitmq {}", self.amqp_url.as_ref().map(Secret::redacted_url).unwrap_or_default()),
+            Backend::Direct => format!(
+                "rabbitmq {}",
+                self.amqp_url.as_ref().map(Secret::redacted_url).unwrap_or_default()
+            ),
             Backend::Dapr => "dapr output bindings".to_owned(),
         };
         format!("state: {state}; bus: {bus}")
@@ -254,13 +286,19 @@ mod tests {
     #[test]
     fn with_nothing_set_everything_is_embedded_on_port_8080() {
         let c = config(&[]).expect("defaults");
-        assert_eq!((c.state, c.bus, c.listen.port()), (Backend::Memory, Backend::Memory, 8080));
+        assert_eq!(
+            (c.state, c.bus, c.listen.port()),
+            (Backend::Memory, Backend::Memory, 8080)
+        );
     }
 
     #[test]
     fn urls_select_redis_and_rabbitmq() {
-        let c = config(&[("REDIS_URL", "redis://127.0.0.1:6379"), ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")])
-            .expect("valid");
+        let c = config(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ])
+        .expect("valid");
         assert_eq!((c.state, c.bus), (Backend::Direct, Backend::Direct));
     }
 
@@ -272,15 +310,25 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_debug_or_the_backend_line() {
-        let c = config(&[("AMQP_URL", "amqp://alice:s3cret@mq:5672/%2f"), ("APP_API_TOKEN", "tok3n")]).expect("valid");
+        let c = config(&[
+            ("AMQP_URL", "amqp://alice:s3cret@mq:5672/%2f"),
+            ("APP_API_TOKEN", "tok3n"),
+        ])
+        .expect("valid");
         let shown = format!("{c:?} {}", c.describe_backends());
-        assert!(!shown.contains("s3cret") && !shown.contains("alice") && !shown.contains("tok3n"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice") && !shown.contains("tok3n"),
+            "{shown}"
+        );
         assert!(shown.contains("amqp://mq:5672/%2f"), "{shown}");
     }
 
     #[test]
     fn the_dapr_backend_needs_the_sidecar_port() {
         assert!(config(&[("STATE_BACKEND", "dapr")]).is_err());
-        assert_eq!(config(&[("DAPR_HTTP_PORT", "3500")]).expect("valid").state, Backend::Dapr);
+        assert_eq!(
+            config(&[("DAPR_HTTP_PORT", "3500")]).expect("valid").state,
+            Backend::Dapr
+        );
     }
 }

@@ -46,8 +46,16 @@ pub(crate) async fn invoke(function: &dyn DynFunction, metrics: &Metrics, event:
                 metrics.failure(name, failure.kind.as_str());
                 let locations: Vec<&str> = failure.issues.iter().map(|i| i.location.as_str()).collect();
                 match failure.kind {
-                    FailureKind::Transient => warn!(kind = "transient", detail = failure.detail.as_deref().unwrap_or(""), "backend unavailable"),
-                    FailureKind::Bug => error!(kind = "bug", detail = failure.detail.as_deref().unwrap_or(""), "internal error"),
+                    FailureKind::Transient => warn!(
+                        kind = "transient",
+                        detail = failure.detail.as_deref().unwrap_or(""),
+                        "backend unavailable"
+                    ),
+                    FailureKind::Bug => error!(
+                        kind = "bug",
+                        detail = failure.detail.as_deref().unwrap_or(""),
+                        "internal error"
+                    ),
                     kind => info!(kind = kind.as_str(), ?locations, "input refused"),
                 }
             }

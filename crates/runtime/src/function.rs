@@ -81,13 +81,22 @@ pub struct Output {
 
 impl Output {
     pub fn ok(body: serde_json::Value) -> Self {
-        Self { status: 200, body: Some(body) }
+        Self {
+            status: 200,
+            body: Some(body),
+        }
     }
     pub fn created(body: serde_json::Value) -> Self {
-        Self { status: 201, body: Some(body) }
+        Self {
+            status: 201,
+            body: Some(body),
+        }
     }
     pub fn accepted() -> Self {
-        Self { status: 200, body: None }
+        Self {
+            status: 200,
+            body: None,
+        }
     }
 }
 
@@ -142,7 +151,13 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), issues: Vec::new(), status: None, detail: None }
+        Self {
+            kind,
+            message: message.into(),
+            issues: Vec::new(),
+            status: None,
+            detail: None,
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(FailureKind::Invalid, message)
@@ -178,10 +193,15 @@ impl From<PortError> for Failure {
     fn from(e: PortError) -> Self {
         match e {
             PortError::Unavailable(_) => {
-                Failure::new(FailureKind::Transient, "a backend is unavailable; try again later").with_detail(e.to_string())
+                Failure::new(FailureKind::Transient, "a backend is unavailable; try again later")
+                    .with_detail(e.to_string())
             }
-            PortError::Conflict => Failure::new(FailureKind::Transient, "concurrent update; try again").with_detail(e.to_string()),
-            PortError::Corrupt(_) => Failure::new(FailureKind::Bug, "stored data could not be read").with_detail(e.to_string()),
+            PortError::Conflict => {
+                Failure::new(FailureKind::Transient, "concurrent update; try again").with_detail(e.to_string())
+            }
+            PortError::Corrupt(_) => {
+                Failure::new(FailureKind::Bug, "stored data could not be read").with_detail(e.to_string())
+            }
         }
     }
 }

@@ -49,7 +49,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 fn response(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -138,7 +139,11 @@ impl App {
             return response(200, "text/plain", "ok");
         }
         if let Some(token) = &self.0.token {
-            let sent = parts.headers.get("dapr-api-token").map(HeaderValue::as_bytes).unwrap_or_default();
+            let sent = parts
+                .headers
+                .get("dapr-api-token")
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
             if !bool::from(sent.ct_eq(token.expose().as_bytes())) {
                 return outcome_response(401, "security", "missing or wrong dapr-api-token");
             }
@@ -147,7 +152,11 @@ impl App {
         let body = match Limited::new(body, self.0.max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return outcome_response(413, "too-costly", &format!("request body larger than {} bytes", self.0.max_body));
+                return outcome_response(
+                    413,
+                    "too-costly",
+                    &format!("request body larger than {} bytes", self.0.max_body),
+                );
             }
             Err(_) => return outcome_response(400, "incomplete", "the request body could not be read"),
         };
@@ -211,7 +220,11 @@ impl App {
                 trigger: Trigger::Http,
                 source: parts.uri.path().to_owned(),
                 method: Some(parts.method.to_string()),
-                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+                content_type: parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
                 received_at: Utc::now(),
             },
         };
@@ -223,7 +236,8 @@ impl App {
             Err(failure) => {
                 let mut r = fhir_response(failure.http_status(), &failure.outcome());
                 if failure.http_status() == 503 {
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 r
             }
@@ -253,7 +267,8 @@ impl App {
             Disposition::Done | Disposition::Rejected => response(200, "text/plain", ""),
             Disposition::Retry => {
                 let mut r = outcome_response(503, "transient", "a backend is unavailable; redeliver later");
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
         }
@@ -322,7 +337,12 @@ impl AppBuilder {
             .bindings
             .into_iter()
             .map(|(name, function)| {
-                let d = Deliverer { binding: name.as_str().into(), function, rejects: self.rejects.clone(), metrics: self.metrics.clone() };
+                let d = Deliverer {
+                    binding: name.as_str().into(),
+                    function,
+                    rejects: self.rejects.clone(),
+                    metrics: self.metrics.clone(),
+                };
                 (name, d)
             })
             .collect();
@@ -341,7 +361,12 @@ impl AppBuilder {
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let in-flight
 /// requests finish (at most `drain`). The caller owns the socket and the stop signal.
-pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>, drain: Duration) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

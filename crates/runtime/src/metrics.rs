@@ -45,14 +45,28 @@ impl Metrics {
         let rejected = Family::<Labels, Counter>::default();
         let in_flight = Family::<Labels, Gauge>::default();
         let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
         });
         let first_request = Gauge::<f64, AtomicU64>::default();
         registry.register("requests", "Invocations by function and trigger", requests.clone());
-        registry.register("failures", "Failed invocations by function and failure kind", failures.clone());
-        registry.register("rejected", "Deliveries recorded on a rejected lane, by lane", rejected.clone());
+        registry.register(
+            "failures",
+            "Failed invocations by function and failure kind",
+            failures.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Deliveries recorded on a rejected lane, by lane",
+            rejected.clone(),
+        );
         registry.register("in_flight", "Invocations in progress by function", in_flight.clone());
-        registry.register("invocation_duration_seconds", "Invocation latency by function and trigger", latency.clone());
+        registry.register(
+            "invocation_duration_seconds",
+            "Invocation latency by function and trigger",
+            latency.clone(),
+        );
         registry.register(
             "start_to_first_request_seconds",
             "Seconds from process start to the first request served (cold start)",
@@ -73,13 +87,28 @@ impl Metrics {
 
     /// Start timing one invocation; call [`InvocationTimer::finish`] when it ends.
     pub fn start(&self, function: &'static str, trigger: &'static str) -> InvocationTimer {
-        self.0.requests.get_or_create(&vec![("function", function.into()), ("trigger", trigger.into())]).inc();
-        self.0.in_flight.get_or_create(&vec![("function", function.into())]).inc();
-        InvocationTimer { metrics: self.clone(), function, trigger, start: Instant::now(), done: false }
+        self.0
+            .requests
+            .get_or_create(&vec![("function", function.into()), ("trigger", trigger.into())])
+            .inc();
+        self.0
+            .in_flight
+            .get_or_create(&vec![("function", function.into())])
+            .inc();
+        InvocationTimer {
+            metrics: self.clone(),
+            function,
+            trigger,
+            start: Instant::now(),
+            done: false,
+        }
     }
 
     pub fn failure(&self, function: &'static str, kind: &'static str) {
-        self.0.failures.get_or_create(&vec![("function", function.into()), ("kind", kind.into())]).inc();
+        self.0
+            .failures
+            .get_or_create(&vec![("function", function.into()), ("kind", kind.into())])
+            .inc();
     }
 
     pub fn rejected(&self, lane: &str) {
@@ -122,9 +151,14 @@ impl InvocationTimer {
         }
         self.done = true;
         let m = &self.metrics.0;
-        m.in_flight.get_or_create(&vec![("function", self.function.into())]).dec();
+        m.in_flight
+            .get_or_create(&vec![("function", self.function.into())])
+            .dec();
         m.latency
-            .get_or_create(&vec![("function", self.function.into()), ("trigger", self.trigger.into())])
+            .get_or_create(&vec![
+                ("function", self.function.into()),
+                ("trigger", self.trigger.into()),
+            ])
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
@@ -146,8 +180,14 @@ mod tests {
         m.failure("admit", "invalid");
         m.served();
         let text = m.render();
-        assert!(text.contains(r#"wardwatch_requests_total{function="admit",trigger="http"} 1"#), "{text}");
-        assert!(text.contains(r#"wardwatch_failures_total{function="admit",kind="invalid"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"wardwatch_requests_total{function="admit",trigger="http"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wardwatch_failures_total{function="admit",kind="invalid"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"wardwatch_in_flight{function="admit"} 0"#), "{text}");
         assert!(text.contains("wardwatch_invocation_duration_seconds_count"), "{text}");
         assert!(text.contains("wardwatch_start_to_first_request_seconds"), "{text}");

@@ -25,7 +25,9 @@ impl Function for Echo {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Ok(Output::ok(json!({"slow": true})))
             }
-            other => Ok(Output::ok(json!({"echo": String::from_utf8_lossy(other), "trigger": event.context.trigger.as_str()}))),
+            other => Ok(Output::ok(
+                json!({"echo": String::from_utf8_lossy(other), "trigger": event.context.trigger.as_str()}),
+            )),
         }
     }
     async fn ready(&self) -> Result<(), String> {
@@ -63,13 +65,28 @@ struct Server {
 
 async fn spawn(configure: impl FnOnce(AppBuilder) -> AppBuilder) -> Server {
     let lane = Lane::default();
-    let builder = App::builder(Metrics::new(), lane.clone()).binding("lab-feed", Arc::new(Echo)).fhir("/fhir", Arc::new(Echo)).cloudevents_default("lab-feed");
+    let builder = App::builder(Metrics::new(), lane.clone())
+        .binding("lab-feed", Arc::new(Echo))
+        .fhir("/fhir", Arc::new(Echo))
+        .cloudevents_default("lab-feed");
     let app = configure(builder).build();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(serve(listener, app, async { let _ = rx.await; }, Duration::from_secs(5)));
-    Server { base, lane, stop: Some(tx), done }
+    let done = tokio::spawn(serve(
+        listener,
+        app,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Server {
+        base,
+        lane,
+        stop: Some(tx),
+        done,
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -88,7 +105,13 @@ async fn healthz_answers_200_and_readyz_reports_ready() {
 #[tokio::test]
 async fn a_binding_delivery_is_acked_with_exactly_200() {
     let s = spawn(|b| b).await;
-    let r = client().post(format!("{}/lab-feed", s.base)).header("content-type", "application/json").body("ok").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/lab-feed", s.base))
+        .header("content-type", "application/json")
+        .body("ok")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     assert!(s.lane.got.lock().expect("lock").is_empty());
 }
@@ -96,16 +119,29 @@ async fn a_binding_delivery_is_acked_with_exactly_200() {
 #[tokio::test]
 async fn daprs_options_probe_subscribes_and_unknown_routes_are_404() {
     let s = spawn(|b| b).await;
-    let r = client().request(reqwest::Method::OPTIONS, format!("{}/lab-feed", s.base)).send().await.expect("send");
+    let r = client()
+        .request(reqwest::Method::OPTIONS, format!("{}/lab-feed", s.base))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
-    let r = client().request(reqwest::Method::OPTIONS, format!("{}/alerts", s.base)).send().await.expect("send");
+    let r = client()
+        .request(reqwest::Method::OPTIONS, format!("{}/alerts", s.base))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 404);
 }
 
 #[tokio::test]
 async fn a_bad_delivery_is_recorded_on_the_rejected_lane_with_an_outcome_and_acked() {
     let s = spawn(|b| b).await;
-    let r = client().post(format!("{}/lab-feed", s.base)).body("bad").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/lab-feed", s.base))
+        .body("bad")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     let got = s.lane.got.lock().expect("lock").clone();
     assert_eq!(got.len(), 1);
@@ -118,31 +154,59 @@ async fn a_bad_delivery_is_recorded_on_the_rejected_lane_with_an_outcome_and_ack
 #[tokio::test]
 async fn a_transient_failure_answers_503_so_daprd_redelivers() {
     let s = spawn(|b| b).await;
-    let r = client().post(format!("{}/lab-feed", s.base)).body("down").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/lab-feed", s.base))
+        .body("down")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 503);
-    assert!(s.lane.got.lock().expect("lock").is_empty(), "nothing is rejected on a transient failure");
+    assert!(
+        s.lane.got.lock().expect("lock").is_empty(),
+        "nothing is rejected on a transient failure"
+    );
 }
 
 #[tokio::test]
 async fn when_the_rejected_lane_is_down_a_bad_delivery_is_not_acked() {
     let s = spawn(|b| b).await;
     *s.lane.broken.lock().expect("lock") = true;
-    let r = client().post(format!("{}/lab-feed", s.base)).body("bad").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/lab-feed", s.base))
+        .body("bad")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 503);
 }
 
 #[tokio::test]
 async fn the_http_trigger_maps_failures_to_status_and_operation_outcome() {
     let s = spawn(|b| b).await;
-    let r = client().post(format!("{}/fhir", s.base)).body("bad").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/fhir", s.base))
+        .body("bad")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.headers()["content-type"], "application/fhir+json");
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["resourceType"], "OperationOutcome");
-    let r = client().post(format!("{}/fhir", s.base)).body("down").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/fhir", s.base))
+        .body("down")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    let r = client().post(format!("{}/fhir", s.base)).body("bug").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/fhir", s.base))
+        .body("bug")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 500);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["issue"][0]["code"], "exception");
@@ -152,19 +216,54 @@ async fn the_http_trigger_maps_failures_to_status_and_operation_outcome() {
 async fn with_an_app_token_every_route_but_healthz_needs_it() {
     let s = spawn(|b| b.token(Some(Secret::new("s3cret")))).await;
     let c = client();
-    assert_eq!(c.get(format!("{}/healthz", s.base)).send().await.expect("send").status(), 200);
-    assert_eq!(c.post(format!("{}/lab-feed", s.base)).body("ok").send().await.expect("send").status(), 401);
-    assert_eq!(c.get(format!("{}/readyz", s.base)).send().await.expect("send").status(), 401);
-    let wrong = c.post(format!("{}/lab-feed", s.base)).header("dapr-api-token", "s3creT").body("ok").send().await.expect("send");
+    assert_eq!(
+        c.get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.post(format!("{}/lab-feed", s.base))
+            .body("ok")
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(format!("{}/readyz", s.base)).send().await.expect("send").status(),
+        401
+    );
+    let wrong = c
+        .post(format!("{}/lab-feed", s.base))
+        .header("dapr-api-token", "s3creT")
+        .body("ok")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(wrong.status(), 401);
-    let right = c.post(format!("{}/lab-feed", s.base)).header("dapr-api-token", "s3cret").body("ok").send().await.expect("send");
+    let right = c
+        .post(format!("{}/lab-feed", s.base))
+        .header("dapr-api-token", "s3cret")
+        .body("ok")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(right.status(), 200);
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_refused_with_413() {
     let s = spawn(|b| b.max_body(1024)).await;
-    let r = client().post(format!("{}/fhir", s.base)).body(vec![b'x'; 4096]).send().await.expect("send");
+    let r = client()
+        .post(format!("{}/fhir", s.base))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 413);
 }
 
@@ -194,17 +293,41 @@ async fn cloudevents_in_binary_and_structured_mode_reach_the_default_binding() {
     let got = s.lane.got.lock().expect("lock").clone();
     assert_eq!(got.len(), 2, "both reached the function and were rejected: {got:?}");
     assert_eq!(got[0].1["request_id"], "1");
-    let r = client().post(format!("{}/", s.base)).header("ce-specversion", "1.0").body("x").send().await.expect("send");
+    let r = client()
+        .post(format!("{}/", s.base))
+        .header("ce-specversion", "1.0")
+        .body("x")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 400, "a CloudEvent without ce-id is malformed");
 }
 
 #[tokio::test]
 async fn metrics_count_requests_and_failures_by_kind() {
     let s = spawn(|b| b).await;
-    client().post(format!("{}/lab-feed", s.base)).body("bad").send().await.expect("send");
-    let text = client().get(format!("{}/metrics", s.base)).send().await.expect("send").text().await.expect("text");
-    assert!(text.contains(r#"wardwatch_failures_total{function="echo",kind="invalid"} 1"#), "{text}");
-    assert!(text.contains(r#"wardwatch_rejected_total{lane="lab-feed-rejected"} 1"#), "{text}");
+    client()
+        .post(format!("{}/lab-feed", s.base))
+        .body("bad")
+        .send()
+        .await
+        .expect("send");
+    let text = client()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(r#"wardwatch_failures_total{function="echo",kind="invalid"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wardwatch_rejected_total{lane="lab-feed-rejected"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +340,10 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let r = pending.await.expect("join").expect("the in-flight request is answered");
     assert_eq!(r.status(), 200);
     s.done.await.expect("join").expect("server stopped cleanly");
-    assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer accepting");
+    assert!(
+        client().get(format!("{}/healthz", s.base)).send().await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]

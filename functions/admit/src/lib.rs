@@ -46,7 +46,9 @@ impl From<AdmitError> for Failure {
             AdmitError::MediaType(_) => Failure::invalid(message).with_status(415),
             AdmitError::NotJson(_) | AdmitError::NotTransaction(_) => Failure::invalid(message),
             AdmitError::Invalid(issues) => Failure::invalid(message).with_issues(issues),
-            AdmitError::Refused(issue) => Failure::invalid("the resource cannot be admitted").with_issues(vec![issue]).with_status(422),
+            AdmitError::Refused(issue) => Failure::invalid("the resource cannot be admitted")
+                .with_issues(vec![issue])
+                .with_status(422),
             AdmitError::ResourceType(_) => Failure::invalid(message).with_status(422),
             AdmitError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message).with_status(422),
             AdmitError::MrnTaken(issue) => Failure::new(FailureKind::Conflict, message).with_issues(vec![issue]),
@@ -103,12 +105,18 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
                 return Err(AdmitError::MediaType(media));
             }
         }
-        serde_json::from_slice(&event.payload).map_err(|e| AdmitError::NotJson(format!("line {} column {}", e.line(), e.column())))
+        serde_json::from_slice(&event.payload)
+            .map_err(|e| AdmitError::NotJson(format!("line {} column {}", e.line(), e.column())))
     }
 
     /// Patient id: the PUT URL's, else the resource's, else the one its MRN already has, else
     /// one derived from the MRN.
-    async fn plan_patient(&self, resource: Value, put_id: Option<String>, full_url: Option<String>) -> Result<PatientPlan, AdmitError> {
+    async fn plan_patient(
+        &self,
+        resource: Value,
+        put_id: Option<String>,
+        full_url: Option<String>,
+    ) -> Result<PatientPlan, AdmitError> {
         let facts = facts::patient(&resource, self.mrn_system.as_deref()).map_err(AdmitError::Refused)?;
         let known: Option<String> = get_json::<Value, _>(&self.store, &keys::mrn(&facts.mrn.value))
             .await?
@@ -124,7 +132,12 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => ids::derived("patient", &[&facts.mrn.value]),
         };
-        Ok(PatientPlan { id, facts, resource, full_url })
+        Ok(PatientPlan {
+            id,
+            facts,
+            resource,
+            full_url,
+        })
     }
 
     async fn patient_for(&self, subject: &SubjectRef, bundle: &[PatientPlan]) -> Result<String, AdmitError> {
@@ -152,7 +165,12 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         }
     }
 
-    async fn plan_encounter(&self, resource: Value, put_id: Option<String>, bundle: &[PatientPlan]) -> Result<EncounterPlan, AdmitError> {
+    async fn plan_encounter(
+        &self,
+        resource: Value,
+        put_id: Option<String>,
+        bundle: &[PatientPlan],
+    ) -> Result<EncounterPlan, AdmitError> {
         let facts = facts::encounter(&resource, self.mrn_system.as_deref()).map_err(AdmitError::Refused)?;
         let patient_id = self.patient_for(&facts.subject, bundle).await?;
         let identifier = resource
@@ -164,7 +182,12 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         let id = put_id
             .or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id)))
             .unwrap_or_else(|| ids::derived("encounter", &[&patient_id, &identifier]));
-        Ok(EncounterPlan { id, patient_id, facts, resource })
+        Ok(EncounterPlan {
+            id,
+            patient_id,
+            facts,
+            resource,
+        })
     }
 
     async fn store_patient(&self, plan: &PatientPlan) -> Result<(), AdmitError> {
@@ -172,12 +195,24 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         resource["id"] = Value::String(plan.id.clone());
         // The MRN → patient index is created once; a second creator gets a conflict.
         let mrn_key = keys::mrn(&plan.facts.mrn.value);
-        match put_json(&self.store, &mrn_key, &json!({"patient_id": plan.id}), Some(CREATE_ONLY_ETAG)).await {
+        match put_json(
+            &self.store,
+            &mrn_key,
+            &json!({"patient_id": plan.id}),
+            Some(CREATE_ONLY_ETAG),
+        )
+        .await
+        {
             Ok(()) => {}
             Err(PortError::Conflict) => {
-                let owner = get_json::<Value, _>(&self.store, &mrn_key).await?.and_then(|(v, _)| v["patient_id"].as_str().map(str::to_owned));
+                let owner = get_json::<Value, _>(&self.store, &mrn_key)
+                    .await?
+                    .and_then(|(v, _)| v["patient_id"].as_str().map(str::to_owned));
                 if owner.as_deref() != Some(plan.id.as_str()) {
-                    return Err(AdmitError::MrnTaken(Issue { location: "/identifier".into(), message: "this MRN is already held by another patient".into() }));
+                    return Err(AdmitError::MrnTaken(Issue {
+                        location: "/identifier".into(),
+                        message: "this MRN is already held by another patient".into(),
+                    }));
                 }
             }
             Err(e) => return Err(e.into()),
@@ -188,7 +223,12 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
     }
 
     /// Store the encounter, update the census, publish what changed.
-    async fn store_encounter(&self, plan: &EncounterPlan, patients: &[PatientPlan], now: DateTime<Utc>) -> Result<(), AdmitError> {
+    async fn store_encounter(
+        &self,
+        plan: &EncounterPlan,
+        patients: &[PatientPlan],
+        now: DateTime<Utc>,
+    ) -> Result<(), AdmitError> {
         let mut resource = plan.resource.clone();
         resource["id"] = Value::String(plan.id.clone());
         resource["subject"] = json!({"reference": format!("Patient/{}", plan.patient_id)});
@@ -199,7 +239,10 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             None => {
                 let stored: Option<(Value, String)> = get_json(&self.store, &keys::patient(&plan.patient_id)).await?;
                 let facts = stored.and_then(|(p, _)| facts::patient(&p, self.mrn_system.as_deref()).ok());
-                (facts.as_ref().map(|f| f.mrn.value.clone()).unwrap_or_default(), facts.and_then(|f| f.name))
+                (
+                    facts.as_ref().map(|f| f.mrn.value.clone()).unwrap_or_default(),
+                    facts.and_then(|f| f.name),
+                )
             }
         };
         let entry = CensusEntry {
@@ -218,7 +261,9 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             if current {
                 kind = match existing {
                     None => "admitted",
-                    Some(e) if e.encounter_id != entry.encounter_id || e.ward != entry.ward || e.bed != entry.bed => "transferred",
+                    Some(e) if e.encounter_id != entry.encounter_id || e.ward != entry.ward || e.bed != entry.bed => {
+                        "transferred"
+                    }
                     Some(_) => "updated",
                 };
                 if existing == Some(&entry) {
@@ -256,15 +301,26 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
     }
 
     async fn transaction(&self, bundle: Value, now: DateTime<Utc>) -> Result<Output, AdmitError> {
-        let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let kind = bundle
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if kind != "transaction" {
             return Err(AdmitError::NotTransaction(kind));
         }
-        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        let entries = bundle
+            .get("entry")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         // `validate_resource` has checked every entry already (in `call`), before any write.
         for (i, entry) in entries.iter().enumerate() {
             if entry.get("resource").is_none() {
-                return Err(AdmitError::Invalid(vec![Issue { location: format!("/entry/{i}"), message: "entry without a resource".into() }]));
+                return Err(AdmitError::Invalid(vec![Issue {
+                    location: format!("/entry/{i}"),
+                    message: "entry without a resource".into(),
+                }]));
             }
         }
         let mut patients = Vec::new();
@@ -272,26 +328,37 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         for (i, entry) in entries.iter().enumerate() {
             let resource = entry["resource"].clone();
             let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-            let at = |issue: Issue| Issue { location: format!("/entry/{i}/resource{}", issue.location), message: issue.message };
+            let at = |issue: Issue| Issue {
+                location: format!("/entry/{i}/resource{}", issue.location),
+                message: issue.message,
+            };
             match resource["resourceType"].as_str().unwrap_or_default() {
                 "Patient" => patients.push((resource, id_from_put_url(entry, "Patient"), full_url, i)),
                 "Encounter" => encounters.push((resource, id_from_put_url(entry, "Encounter"), full_url, i)),
                 other => {
                     return Err(AdmitError::Refused(at(Issue {
                         location: "/resourceType".into(),
-                        message: format!("`{other}` entries are not accepted: a transaction here holds Patients and Encounters"),
+                        message: format!(
+                            "`{other}` entries are not accepted: a transaction here holds Patients and Encounters"
+                        ),
                     })));
                 }
             }
         }
         let mut patient_plans: Vec<PatientPlan> = Vec::new();
         for (resource, put_id, full_url, i) in patients {
-            let plan = self.plan_patient(resource, put_id, full_url).await.map_err(|e| relocate(e, i))?;
+            let plan = self
+                .plan_patient(resource, put_id, full_url)
+                .await
+                .map_err(|e| relocate(e, i))?;
             patient_plans.push(plan);
         }
         let mut encounter_plans = Vec::new();
         for (resource, put_id, full_url, i) in encounters {
-            let plan = self.plan_encounter(resource, put_id, &patient_plans).await.map_err(|e| relocate(e, i))?;
+            let plan = self
+                .plan_encounter(resource, put_id, &patient_plans)
+                .await
+                .map_err(|e| relocate(e, i))?;
             encounter_plans.push((plan, full_url));
         }
         let mut response_entries = Vec::new();
@@ -303,14 +370,19 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             self.store_encounter(e, &patient_plans, now).await?;
             response_entries.push(json!({"response": {"status": "200 OK", "location": format!("Encounter/{}", e.id)}}));
         }
-        Ok(Output::ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries})))
+        Ok(Output::ok(
+            json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}),
+        ))
     }
 }
 
 /// Prefix an entry's issue locations with its place in the Bundle.
 fn relocate(e: AdmitError, i: usize) -> AdmitError {
     match e {
-        AdmitError::Refused(issue) => AdmitError::Refused(Issue { location: format!("/entry/{i}/resource{}", issue.location), message: issue.message }),
+        AdmitError::Refused(issue) => AdmitError::Refused(Issue {
+            location: format!("/entry/{i}/resource{}", issue.location),
+            message: issue.message,
+        }),
         other => other,
     }
 }
@@ -323,7 +395,11 @@ impl<S: StateStore, P: Publisher> Function for Admit<S, P> {
     async fn call(&self, event: Event) -> Result<Output, Failure> {
         let resource = self.parse(&event)?;
         let now = event.context.received_at;
-        let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if !matches!(resource_type.as_str(), "Bundle" | "Patient" | "Encounter") {
             validate_resource(&resource).map_err(AdmitError::Invalid)?;
             return Err(AdmitError::ResourceType(resource_type).into());

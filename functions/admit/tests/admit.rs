@@ -24,17 +24,27 @@ fn post(body: &Value) -> Event {
 }
 
 async fn census(store: &MemoryStateStore) -> Census {
-    get_json(store, keys::CENSUS).await.expect("get").map(|(c, _)| c).unwrap_or_default()
+    get_json(store, keys::CENSUS)
+        .await
+        .expect("get")
+        .map(|(c, _)| c)
+        .unwrap_or_default()
 }
 
 #[tokio::test]
 async fn a_transaction_bundle_admits_the_patient_to_the_census_and_announces_it() {
     let (f, store, bus) = setup();
-    let out = f.call(post(&fixture("examples/admission-bundle.json"))).await.expect("admitted");
+    let out = f
+        .call(post(&fixture("examples/admission-bundle.json")))
+        .await
+        .expect("admitted");
     assert_eq!(out.body.as_ref().expect("body")["type"], "transaction-response");
     let census = census(&store).await;
     let entry = census.patients.values().next().expect("one inpatient");
-    assert_eq!((entry.mrn.as_str(), entry.ward.as_deref(), entry.bed.as_deref()), ("MRN0001", Some("Ward 7B"), Some("Bed 4")));
+    assert_eq!(
+        (entry.mrn.as_str(), entry.ward.as_deref(), entry.bed.as_deref()),
+        ("MRN0001", Some("Ward 7B"), Some("Bed 4"))
+    );
     let events = bus.messages("admissions");
     assert_eq!(events.len(), 1);
     let event: Value = serde_json::from_slice(&events[0]).expect("json");
@@ -68,7 +78,10 @@ async fn a_finished_encounter_discharges_the_patient() {
 #[tokio::test]
 async fn the_official_patient_example_is_accepted_on_its_own() {
     let (f, store, _) = setup();
-    let out = f.call(post(&fixture("fhir/examples/patient-example.json"))).await.expect("accepted");
+    let out = f
+        .call(post(&fixture("fhir/examples/patient-example.json")))
+        .await
+        .expect("accepted");
     assert_eq!(out.status, 201);
     assert!(store.get("patient-example").await.expect("get").is_some());
 }
@@ -76,7 +89,10 @@ async fn the_official_patient_example_is_accepted_on_its_own() {
 #[tokio::test]
 async fn malformed_json_is_invalid_with_its_position() {
     let (f, _, _) = setup();
-    let err = f.call(Event::new(Trigger::Http, "/fhir", "{\"resourceType\":")).await.expect_err("refused");
+    let err = f
+        .call(Event::new(Trigger::Http, "/fhir", "{\"resourceType\":"))
+        .await
+        .expect_err("refused");
     assert_eq!((err.kind, err.http_status()), (FailureKind::Invalid, 400));
     assert!(err.message.contains("line 1"), "{}", err.message);
 }
@@ -94,7 +110,10 @@ async fn a_bundle_that_is_not_a_transaction_is_refused() {
 #[tokio::test]
 async fn a_resource_type_admit_does_not_take_is_422() {
     let (f, _, _) = setup();
-    let err = f.call(post(&fixture("examples/potassium-critical.json"))).await.expect_err("refused");
+    let err = f
+        .call(post(&fixture("examples/potassium-critical.json")))
+        .await
+        .expect_err("refused");
     assert_eq!(err.http_status(), 422);
 }
 
@@ -105,7 +124,11 @@ async fn a_schema_violation_inside_the_bundle_names_its_entry_and_writes_nothing
     bundle["entry"][0]["resource"]["gender"] = json!("sometimes");
     let err = f.call(post(&bundle)).await.expect_err("refused");
     assert_eq!(err.http_status(), 400);
-    assert!(err.issues.iter().any(|i| i.location == "/entry/0/resource/gender"), "{:?}", err.issues);
+    assert!(
+        err.issues.iter().any(|i| i.location == "/entry/0/resource/gender"),
+        "{:?}",
+        err.issues
+    );
     assert!(store.keys().is_empty(), "nothing written");
 }
 

@@ -7,10 +7,18 @@ use wardwatch_domain::ports::get_json;
 use wardwatch_domain::rules::CriticalLimits;
 use wardwatch_runtime::{Event, FailureKind, Function, Trigger};
 
-fn setup() -> (evaluate_alert::EvaluateAlert<MemoryStateStore, MemoryBus>, MemoryStateStore, MemoryBus) {
+fn setup() -> (
+    evaluate_alert::EvaluateAlert<MemoryStateStore, MemoryBus>,
+    MemoryStateStore,
+    MemoryBus,
+) {
     let store = MemoryStateStore::default();
     let bus = MemoryBus::default();
-    (evaluate_alert::EvaluateAlert::new(store.clone(), bus.clone(), CriticalLimits::default()), store, bus)
+    (
+        evaluate_alert::EvaluateAlert::new(store.clone(), bus.clone(), CriticalLimits::default()),
+        store,
+        bus,
+    )
 }
 
 fn resulted(value: f64) -> Event {
@@ -20,7 +28,11 @@ fn resulted(value: f64) -> Event {
 }
 
 async fn open(store: &MemoryStateStore) -> OpenAlerts {
-    get_json(store, keys::OPEN_ALERTS).await.expect("get").map(|(o, _)| o).unwrap_or_default()
+    get_json(store, keys::OPEN_ALERTS)
+        .await
+        .expect("get")
+        .map(|(o, _)| o)
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -32,8 +44,14 @@ async fn critical_potassium_raises_one_active_alert_stored_listed_and_published(
     let alerts = bus.messages("alerts");
     assert_eq!(alerts.len(), 1);
     let a: Value = serde_json::from_slice(&alerts[0]).expect("json");
-    assert_eq!((a["rule"].as_str(), a["status"].as_str(), a["severity"].as_str()), (Some("critical-high:potassium"), Some("active"), Some("critical")));
-    let (stored, _): (Value, String) = get_json(&store, &keys::alert(&open.ids[0])).await.expect("get").expect("stored");
+    assert_eq!(
+        (a["rule"].as_str(), a["status"].as_str(), a["severity"].as_str()),
+        (Some("critical-high:potassium"), Some("active"), Some("critical"))
+    );
+    let (stored, _): (Value, String) = get_json(&store, &keys::alert(&open.ids[0]))
+        .await
+        .expect("get")
+        .expect("stored");
     assert_eq!(stored["published"], true);
 }
 
@@ -57,6 +75,9 @@ async fn a_normal_potassium_raises_nothing() {
 #[tokio::test]
 async fn a_malformed_event_is_invalid() {
     let (f, _, _) = setup();
-    let err = f.call(Event::new(Trigger::Memory, "lab-resulted", "{\"result_id\": 3}")).await.expect_err("refused");
+    let err = f
+        .call(Event::new(Trigger::Memory, "lab-resulted", "{\"result_id\": 3}"))
+        .await
+        .expect_err("refused");
     assert_eq!(err.kind, FailureKind::Invalid);
 }

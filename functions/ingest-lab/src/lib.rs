@@ -39,12 +39,19 @@ impl From<IngestError> for Failure {
         match e {
             IngestError::NotJson(..) | IngestError::Hl7v2 | IngestError::ResourceType(_) => Failure::invalid(message),
             IngestError::Invalid(issues) => Failure::invalid(message).with_issues(issues),
-            IngestError::Refused(issue) => Failure::invalid("the result cannot be stored").with_issues(vec![issue]).with_status(422),
-            IngestError::Unit(_) => Failure::invalid(message)
-                .with_issues(vec![Issue { location: "/valueQuantity".into(), message: "unit not accepted".into() }])
+            IngestError::Refused(issue) => Failure::invalid("the result cannot be stored")
+                .with_issues(vec![issue])
                 .with_status(422),
-            IngestError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message)
-                .with_issues(vec![Issue { location: "/subject".into(), message: "no such patient".into() }]),
+            IngestError::Unit(_) => Failure::invalid(message)
+                .with_issues(vec![Issue {
+                    location: "/valueQuantity".into(),
+                    message: "unit not accepted".into(),
+                }])
+                .with_status(422),
+            IngestError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message).with_issues(vec![Issue {
+                location: "/subject".into(),
+                message: "no such patient".into(),
+            }]),
             IngestError::Port(p) => p.into(),
         }
     }
@@ -81,7 +88,9 @@ impl<S: StateStore, P: Publisher> IngestLab<S, P> {
         let (patient, _): (Value, String) = get_json(&self.store, &keys::patient(&id))
             .await?
             .ok_or_else(|| IngestError::UnknownPatient(format!("Patient/{id} does not exist")))?;
-        let mrn = facts::patient(&patient, self.mrn_system.as_deref()).map(|f| f.mrn.value).unwrap_or_default();
+        let mrn = facts::patient(&patient, self.mrn_system.as_deref())
+            .map(|f| f.mrn.value)
+            .unwrap_or_default();
         Ok((id, mrn))
     }
 }
@@ -96,14 +105,20 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
         if payload.starts_with(b"MSH|") {
             return Err(IngestError::Hl7v2.into());
         }
-        let mut resource: Value = serde_json::from_slice(payload).map_err(|e| IngestError::NotJson(e.line(), e.column()))?;
-        let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut resource: Value =
+            serde_json::from_slice(payload).map_err(|e| IngestError::NotJson(e.line(), e.column()))?;
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if resource_type != "Observation" {
             return Err(IngestError::ResourceType(resource_type).into());
         }
         validate_resource(&resource).map_err(IngestError::Invalid)?;
         let obs = facts::observation(&resource, self.mrn_system.as_deref()).map_err(IngestError::Refused)?;
-        let normalised = units::normalise(&obs.loinc, obs.quantity.value, &obs.quantity.unit).map_err(IngestError::Unit)?;
+        let normalised =
+            units::normalise(&obs.loinc, obs.quantity.value, &obs.quantity.unit).map_err(IngestError::Unit)?;
         let (patient_id, mrn) = self.patient(&obs.subject).await?;
 
         let effective = obs.effective.or(obs.issued);
@@ -112,7 +127,17 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
             (None, Some(id)) => ids::derived("result", &["id", id]),
             (None, None) => {
                 let when = effective.map(|t| t.to_rfc3339()).unwrap_or_default();
-                ids::derived("result", &["content", &patient_id, &obs.loinc, &when, &obs.quantity.value.to_string(), &obs.quantity.unit])
+                ids::derived(
+                    "result",
+                    &[
+                        "content",
+                        &patient_id,
+                        &obs.loinc,
+                        &when,
+                        &obs.quantity.value.to_string(),
+                        &obs.quantity.unit,
+                    ],
+                )
             }
         };
         resource["id"] = Value::String(result_id.clone());
@@ -136,7 +161,9 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
         };
         // Stored once: a redelivery finds the same record and does not write again.
         let existing: Option<(LabResult, String)> = get_json(&self.store, &keys::result(&result_id)).await?;
-        let unchanged = existing.as_ref().is_some_and(|(r, _)| r.result == record.result && r.resource == record.resource);
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|(r, _)| r.result == record.result && r.resource == record.resource);
         if !unchanged {
             put_json(&self.store, &keys::result(&result_id), &record, None).await?;
         }
@@ -167,7 +194,10 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
             other => other,
         })?;
         let payload = serde_json::to_vec(&resulted).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        self.bus.publish(lanes::LAB_RESULTED, &payload).await.map_err(IngestError::Port)?;
+        self.bus
+            .publish(lanes::LAB_RESULTED, &payload)
+            .await
+            .map_err(IngestError::Port)?;
         tracing::info!(%result_id, %patient_id, loinc = %resulted.loinc, duplicate = unchanged, "lab result stored");
         Ok(Output::ok(json!({"result_id": result_id, "patient_id": patient_id})))
     }

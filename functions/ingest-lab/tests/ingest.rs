@@ -9,7 +9,10 @@ use wardwatch_runtime::{Event, FailureKind, Function, Trigger};
 type Ingest = ingest_lab::IngestLab<MemoryStateStore, MemoryBus>;
 
 fn potassium() -> Value {
-    let path = format!("{}/../../schemas/examples/potassium-critical.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../schemas/examples/potassium-critical.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
@@ -19,8 +22,12 @@ async fn setup() -> (Ingest, MemoryStateStore, MemoryBus) {
     let bus = MemoryBus::default();
     let patient = json!({"resourceType": "Patient", "id": "p1",
         "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN0001"}]});
-    put_json(&store, &keys::patient("p1"), &patient, None).await.expect("seed");
-    put_json(&store, &keys::mrn("MRN0001"), &json!({"patient_id": "p1"}), None).await.expect("seed");
+    put_json(&store, &keys::patient("p1"), &patient, None)
+        .await
+        .expect("seed");
+    put_json(&store, &keys::mrn("MRN0001"), &json!({"patient_id": "p1"}), None)
+        .await
+        .expect("seed");
     (ingest_lab::IngestLab::new(store.clone(), bus.clone(), None), store, bus)
 }
 
@@ -29,7 +36,11 @@ fn deliver(body: &Value) -> Event {
 }
 
 async fn history(store: &MemoryStateStore) -> ResultHistory {
-    get_json(store, &keys::results_of("p1")).await.expect("get").map(|(h, _)| h).unwrap_or_default()
+    get_json(store, &keys::results_of("p1"))
+        .await
+        .expect("get")
+        .map(|(h, _)| h)
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -40,7 +51,10 @@ async fn a_result_by_mrn_is_stored_against_the_patient_and_announced() {
     let events = bus.messages("lab-resulted");
     assert_eq!(events.len(), 1);
     let e: Value = serde_json::from_slice(&events[0]).expect("json");
-    assert_eq!((e["patient_id"].as_str(), e["analyte"].as_str(), e["value"].as_f64()), (Some("p1"), Some("potassium"), Some(7.1)));
+    assert_eq!(
+        (e["patient_id"].as_str(), e["analyte"].as_str(), e["value"].as_f64()),
+        (Some("p1"), Some("potassium"), Some(7.1))
+    );
 }
 
 #[tokio::test]
@@ -67,10 +81,14 @@ async fn creatinine_in_mg_per_dl_is_stored_in_micromol_per_litre() {
     let mut obs = potassium();
     obs["identifier"][0]["value"] = json!("LAB-CR-1");
     obs["code"]["coding"][0] = json!({"system": "http://loinc.org", "code": "2160-0"});
-    obs["valueQuantity"] = json!({"value": 1.5, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"});
+    obs["valueQuantity"] =
+        json!({"value": 1.5, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"});
     f.call(deliver(&obs)).await.expect("stored");
     let e: Value = serde_json::from_slice(&bus.messages("lab-resulted")[0]).expect("json");
-    assert_eq!((e["value"].as_f64(), e["unit"].as_str()), (Some(132.63), Some("umol/L")));
+    assert_eq!(
+        (e["value"].as_f64(), e["unit"].as_str()),
+        (Some(132.63), Some("umol/L"))
+    );
 }
 
 #[tokio::test]
@@ -80,7 +98,10 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
     let mut no_subject = potassium();
     no_subject.as_object_mut().expect("object").remove("subject");
     let err = f.call(deliver(&no_subject)).await.expect_err("no subject");
-    assert_eq!((err.kind, err.issues[0].location.as_str()), (FailureKind::Invalid, "/subject"));
+    assert_eq!(
+        (err.kind, err.issues[0].location.as_str()),
+        (FailureKind::Invalid, "/subject")
+    );
 
     let mut wrong_unit = potassium();
     wrong_unit["valueQuantity"] = json!({"value": 7.1, "unit": "mg/dL"});
@@ -88,13 +109,31 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
 
     let mut stranger = potassium();
     stranger["subject"] = json!({"identifier": {"value": "NOBODY"}});
-    assert_eq!(f.call(deliver(&stranger)).await.expect_err("unknown").kind, FailureKind::NotFound);
+    assert_eq!(
+        f.call(deliver(&stranger)).await.expect_err("unknown").kind,
+        FailureKind::NotFound
+    );
 
     let hl7 = Event::new(Trigger::DaprBinding, "lab-feed", "MSH|^~\\&|LAB|...");
     assert!(f.call(hl7).await.expect_err("hl7").message.contains("HL7 v2"));
-    assert_eq!(f.call(Event::new(Trigger::DaprBinding, "lab-feed", "nope")).await.expect_err("json").kind, FailureKind::Invalid);
-    assert_eq!(f.call(deliver(&json!({"resourceType": "Patient"}))).await.expect_err("type").kind, FailureKind::Invalid);
-    assert_eq!(f.call(deliver(&json!([1, 2]))).await.expect_err("array").kind, FailureKind::Invalid);
+    assert_eq!(
+        f.call(Event::new(Trigger::DaprBinding, "lab-feed", "nope"))
+            .await
+            .expect_err("json")
+            .kind,
+        FailureKind::Invalid
+    );
+    assert_eq!(
+        f.call(deliver(&json!({"resourceType": "Patient"})))
+            .await
+            .expect_err("type")
+            .kind,
+        FailureKind::Invalid
+    );
+    assert_eq!(
+        f.call(deliver(&json!([1, 2]))).await.expect_err("array").kind,
+        FailureKind::Invalid
+    );
 
     assert_eq!(store.keys().len(), before, "nothing stored");
     assert!(bus.messages("lab-resulted").is_empty(), "nothing announced");

@@ -1,0 +1,7 @@
+//! One integration-test binary for the host: the whole process on 127.0.0.1:0, embedded and
+//! against the real Redis and RabbitMQ, plus the Dapr sidecar contract.
+
+mod dapr;
+mod embedded;
+mod helpers;
+mod services;
