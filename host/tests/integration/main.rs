@@ -4,4 +4,5 @@
 mod dapr;
 mod embedded;
 mod helpers;
+mod manifests;
 mod services;
