@@ -55,6 +55,10 @@ pub async fn run(
     inputs: &[&str],
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Compile the FHIR schema validators off the request path while the server starts.
+    let warm = tokio::task::spawn_blocking(|| {
+        wardwatch_domain::fhir::prepare(&["Bundle", "Patient", "Encounter", "Observation"])
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = JoinSet::new();
     for input in inputs {
@@ -77,6 +81,7 @@ pub async fn run(
         }
     }
     let served = serve(listener, app, shutdown, DRAIN).await;
+    let _ = warm.await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(DRAIN, async { while consumers.join_next().await.is_some() {} }).await;
     info!("stopped");

@@ -84,6 +84,14 @@ fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issu
     Ok(leaked)
 }
 
+/// Compile the schema validators for `resource_types` now rather than on the first request
+/// (each takes a moment: the R4 schema is large). Unknown types are ignored.
+pub fn prepare(resource_types: &[&str]) {
+    for t in resource_types {
+        let _ = validator(t);
+    }
+}
+
 /// Validate one resource: its `resourceType`, the R4 JSON Schema and, for the types in
 /// [`TYPED`], typed deserialization. Returns every schema issue found (at most 20), or the
 /// typed-deserialization error.

@@ -100,7 +100,8 @@ pub struct Config {
     /// Dapr state store component name (`DAPR_STATE_STORE`, default `statestore`).
     pub dapr_state_store: String,
     /// Prefix of every Redis key, as Dapr's `keyPrefix` would make it (`STATE_KEY_PREFIX`,
-    /// default `wardwatch`): keys are `<prefix>||<key>`. Empty = no prefix (`keyPrefix: none`).
+    /// default `wardwatch`, lower-cased): keys are `<prefix>||<key>`; `none` = no prefix, as Dapr's
+    /// `keyPrefix: none`.
     pub key_prefix: String,
     /// The identifier system of the hospital's MRN (`MRN_SYSTEM`); unset = the identifier typed MR.
     pub mrn_system: Option<String>,
@@ -180,7 +181,12 @@ impl Config {
             state,
             bus,
             dapr_state_store: get("DAPR_STATE_STORE").unwrap_or_else(|| "statestore".into()),
-            key_prefix: get("STATE_KEY_PREFIX").map_or_else(|| "wardwatch".into(), |p| p.to_lowercase()),
+            // As Dapr's `keyPrefix`: a custom prefix is lower-cased; `none` means no prefix.
+            key_prefix: match get("STATE_KEY_PREFIX").map(|p| p.to_lowercase()) {
+                None => "wardwatch".into(),
+                Some(p) if p == "none" => String::new(),
+                Some(p) => p,
+            },
             mrn_system: get("MRN_SYSTEM"),
             amqp_prefetch: match get("AMQP_PREFETCH") {
                 Some(p) => p
@@ -321,6 +327,17 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("amqp://mq:5672/%2f"), "{shown}");
+    }
+
+    #[test]
+    fn the_key_prefix_follows_daprs_key_prefix_rules() {
+        assert_eq!(config(&[]).expect("valid").key_prefix, "wardwatch");
+        assert_eq!(
+            config(&[("STATE_KEY_PREFIX", "Ward")]).expect("valid").key_prefix,
+            "ward"
+        );
+        assert_eq!(config(&[("STATE_KEY_PREFIX", "none")]).expect("valid").key_prefix, "");
+        assert!(config(&[("STATE_KEY_PREFIX", "a||b")]).is_err());
     }
 
     #[test]
