@@ -39,6 +39,9 @@ use crate::delivery::{Deliverer, Disposition, RejectLane, invoke};
 use crate::function::{BoxFuture, Context, DynFunction, Event, Function, Trigger};
 use crate::metrics::Metrics;
 
+/// How long a client may take to send a request body (headers: 30 s too, in `serve`).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Every response body.
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -149,16 +152,17 @@ impl App {
             }
         }
         let probe = matches!(path.as_str(), "/readyz" | "/metrics");
-        let body = match Limited::new(body, self.0.max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, self.0.max_body).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return outcome_response(
                     413,
                     "too-costly",
                     &format!("request body larger than {} bytes", self.0.max_body),
                 );
             }
-            Err(_) => return outcome_response(400, "incomplete", "the request body could not be read"),
+            Ok(Err(_)) => return outcome_response(400, "incomplete", "the request body could not be read"),
+            Err(_) => return outcome_response(408, "timeout", "the request body did not arrive in time"),
         };
         let request = Request::from_parts(parts, body);
         let answer = self.route(request).await;

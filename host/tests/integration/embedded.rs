@@ -116,3 +116,29 @@ async fn readyz_is_ready_and_metrics_are_served_without_any_backend() {
     assert!(text.contains("wardwatch_start_to_first_request_seconds"), "{text}");
     host.stop().await;
 }
+
+#[tokio::test]
+async fn every_official_example_gets_an_answer_and_never_a_5xx() {
+    let host = Host::spawn(config(&[])).await;
+    let dir = format!("{}/../schemas/fhir/examples", env!("CARGO_MANIFEST_DIR"));
+    let client = reqwest::Client::new();
+    let mut answered = 0;
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let body = std::fs::read(entry.expect("entry").path()).expect("read");
+        for route in ["/fhir", "/lab-feed"] {
+            let r = client
+                .post(host.url(route))
+                .header("content-type", "application/fhir+json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("send");
+            assert!(r.status().as_u16() < 500, "{route}: {}", r.status());
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 62);
+    // The official Patient examples were admitted; none of them is an inpatient.
+    assert!(host.get_json("/api/inpatients").await.as_array().is_some());
+    host.stop().await;
+}
