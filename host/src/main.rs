@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
-use wardwatch_adapters::launch::Wiring;
-use wardwatch_runtime::{Backend, Config, Metrics, Secret, shutdown_signal, telemetry};
+use wardwatch_adapters::launch::serve_main;
+use wardwatch_runtime::{Backend, Config, Metrics, Secret};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     let metrics = Metrics::new();
     let Command::Up { listen, redis, amqp } = Cli::parse().command;
+    // The environment first, then the command line over it.
     let config = Config::from_env().and_then(|mut c| {
         if let Some(l) = listen {
             c.listen = l;
@@ -56,48 +56,11 @@ fn main() -> ExitCode {
         c.check()?;
         Ok(c)
     });
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            telemetry::init(false);
-            error!("configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(config.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let wiring = match Wiring::new(config, metrics) {
-            Ok(w) => w,
-            Err(e) => {
-                error!("configuration error: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let listener = match tokio::net::TcpListener::bind(wiring.config.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!(listen = %wiring.config.listen, "cannot listen: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!(
-            "wardwatch listening on http://{addr} ({})",
-            wiring.config.describe_backends()
-        );
-        match wardwatch_host::up(&wiring, listener, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!("server failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    serve_main(
+        "wardwatch",
+        config,
+        metrics,
+        wardwatch_host::INPUTS,
+        wardwatch_host::app,
+    )
 }

@@ -103,6 +103,15 @@ impl DaprClient {
     }
 }
 
+/// A 2xx answer, or the port error it stands for.
+fn succeeded(status: StatusCode) -> Result<(), PortError> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(failed(status))
+    }
+}
+
 /// Turn a sidecar error answer into a port error (409 = ETag mismatch).
 fn failed(status: StatusCode) -> PortError {
     match status {
@@ -144,31 +153,19 @@ impl StateStore for DaprClient {
         let (status, _, _) = self
             .call(Method::POST, &self.state_path(None), Some(body), None)
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(failed(status))
-        }
+        succeeded(status)
     }
 
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {
         let (status, _, _) = self
             .call(Method::DELETE, &self.state_path(Some(key)), None, etag)
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(failed(status))
-        }
+        succeeded(status)
     }
 
     async fn ping(&self) -> Result<(), PortError> {
         let (status, _, _) = self.call(Method::GET, "/v1.0/healthz", None, None).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(failed(status))
-        }
+        succeeded(status)
     }
 }
 
@@ -188,11 +185,7 @@ impl Publisher for DaprClient {
                 None,
             )
             .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(failed(status))
-        }
+        succeeded(status)
     }
 
     async fn ping(&self) -> Result<(), PortError> {

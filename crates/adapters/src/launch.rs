@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info};
 use wardwatch_runtime::amqp::{consume, drain_channel};
-use wardwatch_runtime::{App, AppBuilder, Config, Metrics, serve, shutdown_signal, telemetry};
+use wardwatch_runtime::{App, AppBuilder, Config, ConfigError, Metrics, serve, shutdown_signal, telemetry};
 
 use crate::{Bus, Store};
 
@@ -92,11 +92,25 @@ pub async fn run(
 /// adapters it selects, `build` to mount the function, serve on `$PORT` until SIGTERM.
 pub fn main(name: &'static str, inputs: &[&str], build: impl FnOnce(&Wiring) -> AppBuilder) -> ExitCode {
     let metrics = Metrics::new();
-    let config = match Config::from_env() {
+    serve_main(name, Config::from_env(), metrics, inputs, |w| build(w).build())
+}
+
+/// Run a process until SIGTERM / Ctrl-C: logging, the async runtime, the adapters `config`
+/// selects, `app` on `config.listen`, and the consumers of `inputs`. A configuration error
+/// exits with code 2, any other start-up failure with 1. `metrics` should be created first
+/// thing in `main` (it starts the cold-start clock).
+pub fn serve_main(
+    name: &'static str,
+    config: Result<Config, ConfigError>,
+    metrics: Metrics,
+    inputs: &[&str],
+    app: impl FnOnce(&Wiring) -> App,
+) -> ExitCode {
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             telemetry::init(false);
-            error!(function = name, "configuration error: {e}");
+            error!(process = name, "configuration error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -112,11 +126,11 @@ pub fn main(name: &'static str, inputs: &[&str], build: impl FnOnce(&Wiring) -> 
         let wiring = match Wiring::new(config, metrics) {
             Ok(w) => w,
             Err(e) => {
-                error!(function = name, "configuration error: {e}");
+                error!(process = name, "configuration error: {e}");
                 return ExitCode::from(2);
             }
         };
-        let app = build(&wiring).build();
+        let app = app(&wiring);
         let listener = match TcpListener::bind(wiring.config.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -125,7 +139,10 @@ pub fn main(name: &'static str, inputs: &[&str], build: impl FnOnce(&Wiring) -> 
             }
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!(function = name, listen = %addr, backends = %wiring.config.describe_backends(), "serving");
+        info!(
+            "{name} listening on http://{addr} ({})",
+            wiring.config.describe_backends()
+        );
         match run(&wiring, app, listener, inputs, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
