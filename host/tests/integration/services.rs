@@ -269,3 +269,85 @@ async fn with_redis_killed_deliveries_answer_503_and_are_not_acked_and_the_alert
     assert_eq!(reqwest::get(host.url("/readyz")).await.expect("readyz").status(), 200);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn after_rabbitmq_drops_every_connection_consumers_and_publishers_reconnect_and_nothing_is_lost() {
+    require_redis().await;
+    let vhost = VHost::new().await;
+    let prefix = unique("ww-test");
+    let host = Host::spawn(config(&[
+        ("REDIS_URL", REDIS),
+        ("AMQP_URL", &vhost.url()),
+        ("STATE_KEY_PREFIX", &prefix),
+    ]))
+    .await;
+    assert_eq!(
+        host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
+            .await
+            .status(),
+        200
+    );
+    // Once both consumers (lab-feed, lab-resulted) and the publisher are connected, have the
+    // broker close every connection of this vhost.
+    let name = vhost.name.clone();
+    let before = eventually(Duration::from_secs(20), || {
+        let name = name.clone();
+        async move { Some(connections(&name).await).filter(|c| c.len() >= 3) }
+    })
+    .await
+    .expect("consumers and publisher connected");
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("rabbitmqctl")
+            .args(["close_all_connections", "-p", &n, "test: broker drops connections"])
+            .output()
+            .expect("rabbitmqctl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await
+    .expect("join");
+    // Both consumers come back on new connections (the old ones are gone).
+    eventually(Duration::from_secs(30), || {
+        let (name, before) = (name.clone(), before.clone());
+        async move {
+            let now = connections(&name).await;
+            (now.len() >= 2 && now.is_disjoint(&before)).then_some(())
+        }
+    })
+    .await
+    .expect("the consumers reconnected");
+
+    publish(
+        &vhost.url(),
+        "lab-feed",
+        fixture("examples/potassium-critical.json").to_string().as_bytes(),
+    )
+    .await;
+    let alerts = alerts_for(&host, "MRN0001", Duration::from_secs(60))
+        .await
+        .expect("the alert arrives after reconnecting");
+    assert_eq!(alerts.len(), 1);
+    host.stop().await;
+    let mut conn = redis_conn(REDIS).await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
+    let _: () = conn.del(keys).await.expect("clean up");
+}
+
+/// The names (client address → server address) of the broker's connections in `vhost`.
+async fn connections(vhost: &str) -> std::collections::HashSet<String> {
+    let vhost = vhost.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "-p", &vhost, "name"])
+            .output()
+            .expect("rabbitmqctl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains("->"))
+            .map(str::to_owned)
+            .collect()
+    })
+    .await
+    .expect("join")
+}

@@ -1,0 +1,154 @@
+//! The Redis adapter against the real Redis (127.0.0.1:6379): Dapr's layout and Dapr's ETag,
+//! first-write and delete rules (shared/docs/dapr-knative.md facts 13–16, §4.2), each test
+//! under a key prefix of its own.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use wardwatch_adapters::RedisStateStore;
+use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, StateStore, update_json};
+use wardwatch_runtime::Secret;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+async fn conn() -> redis::aio::MultiplexedConnection {
+    let attempt = async {
+        redis::Client::open(REDIS)
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .ok()
+        .flatten()
+    {
+        Some(c) => c,
+        None => panic!(
+            "Redis is not running on 127.0.0.1:6379. Start it with:\n  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no"
+        ),
+    }
+}
+
+async fn store() -> (RedisStateStore, String, redis::aio::MultiplexedConnection) {
+    let c = conn().await;
+    let prefix = format!("ww-adapter-{}", uuid::Uuid::new_v4().simple());
+    (
+        RedisStateStore::new(&Secret::new(REDIS), &prefix).expect("store"),
+        prefix,
+        c,
+    )
+}
+
+async fn cleanup(c: &mut redis::aio::MultiplexedConnection, prefix: &str) {
+    let keys: Vec<String> = c.keys(format!("{prefix}||*")).await.expect("keys");
+    if !keys.is_empty() {
+        let _: () = c.del(keys).await.expect("del");
+    }
+}
+
+#[tokio::test]
+async fn a_value_is_a_hash_with_data_and_a_version_counting_from_one() {
+    let (s, prefix, mut c) = store().await;
+    s.set("k", br#"{"a":1}"#, None).await.expect("set");
+    s.set("k", br#"{"a":2}"#, None).await.expect("set");
+    let key = format!("{prefix}||k");
+    let (data, version): (Vec<u8>, String) = redis::pipe()
+        .hget(&key, "data")
+        .hget(&key, "version")
+        .query_async(&mut c)
+        .await
+        .expect("hget");
+    assert_eq!((data.as_slice(), version.as_str()), (&br#"{"a":2}"#[..], "2"));
+    let got = s.get("k").await.expect("get").expect("some");
+    assert_eq!(got.etag, "2");
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_stale_etag_conflicts_and_a_matching_one_wins() {
+    let (s, prefix, mut c) = store().await;
+    s.set("k", b"1", None).await.expect("set");
+    assert_eq!(s.set("k", b"2", Some("7")).await, Err(PortError::Conflict));
+    s.set("k", b"2", Some("1")).await.expect("matching etag");
+    assert_eq!(s.delete("k", Some("1")).await, Err(PortError::Conflict));
+    s.delete("k", Some("2")).await.expect("delete with matching etag");
+    assert!(s.get("k").await.expect("get").is_none());
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_etag_on_a_missing_key_creates_it_and_the_create_only_etag_then_conflicts() {
+    let (s, prefix, mut c) = store().await;
+    s.set("new", b"1", Some(CREATE_ONLY_ETAG)).await.expect("creates");
+    assert_eq!(s.get("new").await.expect("get").expect("some").etag, "1");
+    assert_eq!(
+        s.set("new", b"2", Some(CREATE_ONLY_ETAG)).await,
+        Err(PortError::Conflict)
+    );
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_entry_dapr_wrote_with_first_write_is_read_and_only_written_with_its_etag() {
+    let (s, prefix, mut c) = store().await;
+    let key = format!("{prefix}||fw");
+    // As daprd leaves an entry saved with concurrency first-write (fact 16).
+    let _: () = c
+        .hset_multiple(&key, &[("data", "{\"x\":1}"), ("version", "3"), ("first-write", "0")])
+        .await
+        .expect("hset");
+    let got = s.get("fw").await.expect("get").expect("some");
+    assert_eq!((got.data.as_slice(), got.etag.as_str()), (&b"{\"x\":1}"[..], "3"));
+    assert_eq!(
+        s.set("fw", b"{}", None).await,
+        Err(PortError::Conflict),
+        "last-write refused on a first-write key"
+    );
+    s.set("fw", b"{}", Some("3")).await.expect("with its etag");
+    assert_eq!(s.get("fw").await.expect("get").expect("some").etag, "4");
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_hash_without_version_is_corrupt_not_missing() {
+    let (s, prefix, mut c) = store().await;
+    let _: () = c.hset(format!("{prefix}||broken"), "data", "x").await.expect("hset");
+    assert!(matches!(s.get("broken").await, Err(PortError::Corrupt(_))));
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn concurrent_read_modify_writes_all_land() {
+    let (s, prefix, mut c) = store().await;
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            update_json::<Vec<u32>, _, _>(&s, "list", 100, |l| {
+                l.push(i);
+                true
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("update");
+    }
+    let list: Vec<u32> = serde_json::from_slice(&s.get("list").await.expect("get").expect("some").data).expect("json");
+    assert_eq!(list.len(), 16, "{list:?}");
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable_not_an_error_of_the_data() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = RedisStateStore::new(&Secret::new(format!("redis://127.0.0.1:{port}")), "x").expect("lazy");
+    assert!(matches!(s.get("k").await, Err(PortError::Unavailable(_))));
+    assert!(matches!(s.ping().await, Err(PortError::Unavailable(_))));
+}
