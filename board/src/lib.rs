@@ -118,13 +118,13 @@ impl<S: StateStore> Endpoint for Board<S> {
                 "/api/alerts" => {
                     let status = match query_param(request.uri().query(), "status") {
                         None | Some("") => None,
-                        Some(s) => match status_of(s) {
+                        Some(s) => match status_of(s).filter(|s| *s != AlertStatus::Resolved) {
                             Some(s) => Some(s),
                             None => {
                                 return error(
                                     400,
                                     "invalid",
-                                    "status must be active, acknowledged, escalated or resolved",
+                                    "status must be active, acknowledged or escalated (open alerts only)",
                                 );
                             }
                         },

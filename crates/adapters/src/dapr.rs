@@ -112,10 +112,14 @@ fn succeeded(status: StatusCode) -> Result<(), PortError> {
     }
 }
 
-/// Turn a sidecar error answer into a port error (409 = ETag mismatch).
+/// Turn a sidecar error answer into a port error: 409 is an ETag mismatch; 400 is a request the
+/// sidecar will never accept (malformed key or ETag) and must not be retried forever; anything
+/// else (5xx: the store or broker behind daprd is down, 404: component not loaded yet) is
+/// worth retrying.
 fn failed(status: StatusCode) -> PortError {
     match status {
         StatusCode::CONFLICT => PortError::Conflict,
+        StatusCode::BAD_REQUEST => PortError::Corrupt("the sidecar refused the request as malformed (400)".into()),
         s => unavailable(format!("sidecar answered {s}")),
     }
 }
@@ -125,10 +129,12 @@ impl StateStore for DaprClient {
         let (status, headers, body) = self.call(Method::GET, &self.state_path(Some(key)), None, None).await?;
         match status {
             StatusCode::OK => {
+                // Without its ETag a read-modify-write would silently become last-write-wins.
                 let etag = headers
                     .get("etag")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| PortError::Corrupt("the sidecar returned state without an ETag".into()))?
                     .to_owned();
                 Ok(Some(Versioned {
                     data: body.to_vec(),

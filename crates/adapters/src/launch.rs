@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use wardwatch_runtime::amqp::{consume, drain_channel};
 use wardwatch_runtime::{App, AppBuilder, Config, ConfigError, Metrics, serve, shutdown_signal, telemetry};
 
 use crate::{Bus, Store};
 
-/// How long in-flight requests and deliveries may take to finish after SIGTERM (Knative's
-/// default grace period is 30 s).
+/// How long in-flight requests and deliveries may take to finish after SIGTERM: under
+/// Kubernetes' default termination grace period (30 s), before SIGKILL.
 pub const DRAIN: Duration = Duration::from_secs(25);
 
 /// The adapters and shared pieces a binary wires its functions with.
@@ -80,9 +80,13 @@ pub async fn run(
             _ => {}
         }
     }
+    // On shutdown the HTTP server and the consumers stop taking work at the same time.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let served = serve(listener, app, shutdown, DRAIN).await;
     let _ = warm.await;
-    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(DRAIN, async { while consumers.join_next().await.is_some() {} }).await;
     info!("stopped");
     served
@@ -143,6 +147,9 @@ pub fn serve_main(
             "{name} listening on http://{addr} ({})",
             wiring.config.describe_backends()
         );
+        if matches!(wiring.bus, Bus::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
+            warn!("durable state with the in-process bus: events between functions are lost if the process stops");
+        }
         match run(&wiring, app, listener, inputs, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -114,7 +114,8 @@ impl StateStore for RedisStateStore {
                 etag: String::from_utf8_lossy(version).into_owned(),
             })),
             _ => Err(PortError::Corrupt(format!(
-                "{key}: required hash field 'data' or 'version' was not found"
+                "{}: required hash field 'data' or 'version' was not found",
+                wardwatch_domain::ports::key_kind(key)
             ))),
         }
     }

@@ -10,7 +10,7 @@ use crate::rules::Severity;
 /// Published on `admissions` by admit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdmissionEvent {
-    /// `admitted`, `updated` or `discharged`.
+    /// `admitted`, `transferred` (ward or bed changed) or `discharged`.
     pub kind: String,
     pub patient_id: String,
     pub encounter_id: String,
@@ -153,5 +153,9 @@ pub mod keys {
     }
     pub fn alert(id: &str) -> String {
         format!("alert-{id}")
+    }
+    /// What admit last announced on `admissions` for an encounter.
+    pub fn announced(encounter_id: &str) -> String {
+        format!("announced-{encounter_id}")
     }
 }

@@ -304,8 +304,14 @@ pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<Observa
     let value = vq
         .get("value")
         .and_then(Value::as_f64)
-        .filter(|v| v.is_finite())
         .ok_or_else(|| issue("/valueQuantity/value", "the result has no numeric value"))?;
+    // Far beyond any laboratory value, and unit conversion must stay finite.
+    if !value.is_finite() || value.abs() > 1e12 {
+        return Err(issue(
+            "/valueQuantity/value",
+            "the result's value is not a plausible number",
+        ));
+    }
     let unit = str_at(vq, "code")
         .filter(|_| str_at(vq, "system").is_none_or(|s| s == "http://unitsofmeasure.org"))
         .or_else(|| str_at(vq, "unit"))
@@ -414,6 +420,18 @@ mod tests {
             "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
             "valueQuantity":{"value":7.1,"unit":"mmol/L"}});
         assert_eq!(observation(&o, None).expect_err("no subject").location, "/subject");
+    }
+
+    #[test]
+    fn an_implausibly_large_value_is_refused() {
+        let o = json!({"resourceType":"Observation","status":"final",
+            "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
+            "subject":{"reference":"Patient/p1"},
+            "valueQuantity":{"value":1.8e304,"unit":"mmol/L"}});
+        assert_eq!(
+            observation(&o, None).expect_err("refused").location,
+            "/valueQuantity/value"
+        );
     }
 
     #[test]

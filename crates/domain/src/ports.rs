@@ -42,9 +42,11 @@ pub trait StateStore: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
-/// Durable, at-least-once publication of one message to a named lane (queue / binding / topic).
+/// At-least-once publication of one message to a named lane (queue / binding / topic).
 pub trait Publisher: Send + Sync + 'static {
-    /// Returns once the broker has taken responsibility for the message (publisher confirm).
+    /// Returns once the message has been handed on: for RabbitMQ, once the broker confirmed it
+    /// (publisher confirm); through Dapr, once daprd published it (its RabbitMQ binding uses no
+    /// confirms, dapr-knative.md fact 21); in process, once the subscriber's channel has it.
     fn publish(&self, lane: &str, payload: &[u8]) -> impl Future<Output = Result<(), PortError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
@@ -65,7 +67,8 @@ pub async fn get_json<T: DeserializeOwned, S: StateStore>(
             // The serde message can quote stored values (patient data): keep only the position.
             .map_err(|e| {
                 PortError::Corrupt(format!(
-                    "{key}: unexpected JSON at line {} column {}",
+                    "{}: unexpected JSON at line {} column {}",
+                    key_kind(key),
                     e.line(),
                     e.column()
                 ))
@@ -86,14 +89,14 @@ pub async fn put_json<T: Serialize, S: StateStore>(
 
 /// Read-modify-write under optimistic concurrency: `change` gets the current value (or
 /// `T::default()`) and returns whether it changed anything; on an ETag conflict the whole
-/// cycle runs again, up to `attempts` times.
+/// cycle runs again, up to `attempts` times. Still contended after that, it is
+/// [`PortError::Unavailable`]: transient, to be retried later as a whole.
 pub async fn update_json<T, S, F>(store: &S, key: &str, attempts: u32, mut change: F) -> Result<T, PortError>
 where
     T: Serialize + DeserializeOwned + Default,
     S: StateStore,
     F: FnMut(&mut T) -> bool,
 {
-    let mut last = PortError::Conflict;
     for _ in 0..attempts.max(1) {
         let (mut value, etag) = match get_json::<T, S>(store, key).await? {
             Some((v, e)) => (v, Some(e)),
@@ -109,9 +112,35 @@ where
         let etag = etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned());
         match put_json(store, key, &value, Some(&etag)).await {
             Ok(()) => return Ok(value),
-            Err(PortError::Conflict) => last = PortError::Conflict,
+            Err(PortError::Conflict) => {}
             Err(e) => return Err(e),
         }
     }
-    Err(last)
+    Err(PortError::Unavailable(format!(
+        "{} still contended after {attempts} attempts",
+        key_kind(key)
+    )))
+}
+
+/// What kind of key this is (`mrn-MRN0001` → `mrn`), for messages and logs: keys can hold
+/// identifiers such as an MRN, which must not be logged.
+pub fn key_kind(key: &str) -> &str {
+    key.split('-').next().unwrap_or_default()
+}
+
+/// The id of the patient holding `mrn`, from the MRN index admit keeps.
+pub async fn patient_for_mrn<S: StateStore>(store: &S, mrn: &str) -> Result<Option<String>, PortError> {
+    #[derive(serde::Deserialize)]
+    struct MrnIndex {
+        patient_id: String,
+    }
+    Ok(get_json::<MrnIndex, S>(store, &crate::events::keys::mrn(mrn))
+        .await?
+        .map(|(i, _)| i.patient_id))
+}
+
+/// Readiness of a function's two ports, naming the one that does not answer.
+pub async fn ready<S: StateStore, P: Publisher>(store: &S, bus: &P) -> Result<(), String> {
+    store.ping().await.map_err(|e| format!("state store: {e}"))?;
+    bus.ping().await.map_err(|e| format!("publisher: {e}"))
 }

@@ -97,7 +97,8 @@ pub fn normalise(loinc: &str, value: f64, unit: &str) -> Result<Normalised, Unit
             unit: unit.to_owned(),
             accepted: analyte.units.iter().map(|(u, _)| *u).collect::<Vec<_>>().join(", "),
         })?;
-    // Round to 4 significant decimals so that conversions do not invent precision.
+    // Round to 4 decimals so that conversions do not invent precision. (Callers pass values
+    // that are finite and below 1e12, so this stays finite.)
     let converted = ((value * factor) * 10_000.0).round() / 10_000.0;
     Ok(Normalised {
         analyte: Some(analyte.name),

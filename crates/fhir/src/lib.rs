@@ -58,13 +58,7 @@ fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issu
         return Ok(v);
     }
     let root = schema_root();
-    let known = root
-        .get("definitions")
-        .and_then(|d| d.get(resource_type))
-        .and_then(|d| d.get("properties"))
-        .and_then(|p| p.get("resourceType"))
-        .is_some();
-    if !known {
+    if !is_resource_type(resource_type) {
         return Err(Issue {
             location: "/resourceType".into(),
             message: format!("`{resource_type}` is not a FHIR R4 resource type"),
@@ -82,6 +76,16 @@ fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issu
     let leaked: &'static jsonschema::Validator = Box::leak(Box::new(compiled));
     map.insert(resource_type.to_owned(), leaked);
     Ok(leaked)
+}
+
+/// Whether `name` is a FHIR R4 resource type (cheap: no validator is compiled).
+pub fn is_resource_type(name: &str) -> bool {
+    schema_root()
+        .get("definitions")
+        .and_then(|d| d.get(name))
+        .and_then(|d| d.get("properties"))
+        .and_then(|p| p.get("resourceType"))
+        .is_some()
 }
 
 /// Compile the schema validators for `resource_types` now rather than on the first request

@@ -23,6 +23,9 @@ use crate::function::Trigger;
 /// so that a backend outage does not become a hot redelivery loop.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// The first wait before reconnecting; it doubles up to 15 s while the broker stays away.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow() {
@@ -44,12 +47,12 @@ pub fn queue_declare_options() -> QueueDeclareOptions {
 /// Consume `deliverer`'s queue until `stop` turns true. Reconnects on failure.
 pub async fn consume(url: Secret, deliverer: Deliverer, prefetch: u16, mut stop: watch::Receiver<bool>) {
     let queue = deliverer.binding().to_owned();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         if *stop.borrow() {
             return;
         }
-        match consume_once(&url, &deliverer, prefetch, &mut stop).await {
+        match consume_once(&url, &deliverer, prefetch, &mut stop, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
                 // lapin's errors do not contain the URL or credentials.
@@ -64,11 +67,13 @@ pub async fn consume(url: Secret, deliverer: Deliverer, prefetch: u16, mut stop:
     }
 }
 
+/// One connection's worth of consuming; `backoff` is reset once consuming has started.
 async fn consume_once(
     url: &Secret,
     deliverer: &Deliverer,
     prefetch: u16,
     stop: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
 ) -> Result<(), lapin::Error> {
     let queue = deliverer.binding();
     let conn = Connection::connect(url.expose(), ConnectionProperties::default()).await?;
@@ -86,6 +91,7 @@ async fn consume_once(
         )
         .await?;
     info!(queue, prefetch, "consuming from RabbitMQ");
+    *backoff = FIRST_BACKOFF;
     let mut tasks = JoinSet::new();
     let outcome = loop {
         tokio::select! {

@@ -67,6 +67,14 @@ pub(crate) async fn invoke(function: &dyn DynFunction, metrics: &Metrics, event:
     .await
 }
 
+/// A sender's id for the request (`x-request-id`, CloudEvent `id`, AMQP `message-id`) when it
+/// is short printable ASCII — it is logged — else a new UUID.
+pub(crate) fn request_id_or_new(given: Option<&str>) -> String {
+    given
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
 /// What to tell the queue about a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -93,7 +101,7 @@ impl Deliverer {
     }
 
     pub async fn deliver(&self, payload: Bytes, trigger: Trigger, request_id: Option<String>) -> Disposition {
-        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = request_id_or_new(request_id.as_deref());
         let event = Event {
             payload: payload.clone(),
             context: Context {
@@ -110,6 +118,12 @@ impl Deliverer {
             Err(f) if f.kind == FailureKind::Transient => Disposition::Retry,
             Err(failure) => self.reject(&payload, &failure, request_id).await,
         }
+    }
+
+    /// Record `payload` on the rejected lane without calling the function (it could not even
+    /// be unwrapped, e.g. a malformed CloudEvent).
+    pub(crate) async fn reject_unread(&self, payload: &[u8], failure: &Failure) -> Disposition {
+        self.reject(payload, failure, request_id_or_new(None)).await
     }
 
     async fn reject(&self, payload: &[u8], failure: &Failure, request_id: String) -> Disposition {

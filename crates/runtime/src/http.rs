@@ -35,8 +35,8 @@ use wardwatch_domain::outcome::operation_outcome;
 
 use crate::cloudevents;
 use crate::config::Secret;
-use crate::delivery::{Deliverer, Disposition, RejectLane, invoke};
-use crate::function::{BoxFuture, Context, DynFunction, Event, Function, Trigger};
+use crate::delivery::{Deliverer, Disposition, RejectLane, invoke, request_id_or_new};
+use crate::function::{BoxFuture, Context, DynFunction, Event, Failure, Function, Trigger};
 use crate::metrics::Metrics;
 
 /// How long a client may take to send a request body (headers: 30 s too, in `serve`).
@@ -255,12 +255,17 @@ impl App {
         };
         let (parts, body) = request.into_parts();
         let (payload, trigger, id) = if cloudevents::is_cloudevent(&parts.headers) {
-            match cloudevents::from_http(&parts.headers, body) {
+            match cloudevents::from_http(&parts.headers, body.clone()) {
                 Ok(ce) => (ce.data, Trigger::CloudEvent, Some(ce.id)),
                 Err(reason) => {
-                    // Not even a CloudEvent: the sender (Knative) must not retry it forever.
-                    warn!(binding = name, "malformed CloudEvent refused");
-                    return outcome_response(400, "structure", &reason);
+                    // Not even a CloudEvent: recorded as received, so that nothing is lost and
+                    // the sender (Knative) does not retry it forever.
+                    warn!(
+                        binding = name,
+                        "malformed CloudEvent: recording it on the rejected lane"
+                    );
+                    let failure = Failure::invalid(reason);
+                    return binding_reply(deliverer.reject_unread(&body, &failure).await);
                 }
             }
         } else {
@@ -279,12 +284,21 @@ impl App {
     }
 }
 
+/// Exactly 200 to ack: with a resiliency policy daprd treats any other 2xx as a failure.
+fn binding_reply(disposition: Disposition) -> Response<Body> {
+    match disposition {
+        Disposition::Done | Disposition::Rejected => response(200, "text/plain", ""),
+        Disposition::Retry => {
+            let mut r = outcome_response(503, "transient", "a backend is unavailable; redeliver later");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
 fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+    request_id_or_new(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
 impl AppBuilder {

@@ -300,7 +300,16 @@ async fn cloudevents_in_binary_and_structured_mode_reach_the_default_binding() {
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status().as_u16(), 400, "a CloudEvent without ce-id is malformed");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "a CloudEvent without ce-id is malformed: recorded and acked"
+    );
+    let got = s.lane.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2].1["payload"], "x");
+    let reason = got[2].1["outcome"]["issue"][0]["diagnostics"].as_str().expect("text");
+    assert!(reason.contains("ce-id"), "{reason}");
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use wardwatch_domain::events::{AdmissionEvent, Census, CensusEntry, keys};
 use wardwatch_domain::facts::{self, EncounterFacts, PatientFacts, SubjectRef};
-use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, put_json, update_json};
+use wardwatch_domain::ports::{
+    CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, patient_for_mrn, put_json, ready, update_json,
+};
 use wardwatch_domain::{Issue, ids, lanes, validate_resource};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
@@ -72,6 +74,14 @@ struct PatientPlan {
     full_url: Option<String>,
 }
 
+/// What was last announced on `admissions` for an encounter (`announced-<encounter id>`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Announced {
+    in_census: bool,
+    ward: Option<String>,
+    bed: Option<String>,
+}
+
 /// An Encounter ready to store.
 struct EncounterPlan {
     id: String,
@@ -118,15 +128,14 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         full_url: Option<String>,
     ) -> Result<PatientPlan, AdmitError> {
         let facts = facts::patient(&resource, self.mrn_system.as_deref()).map_err(AdmitError::Refused)?;
-        let known: Option<String> = get_json::<Value, _>(&self.store, &keys::mrn(&facts.mrn.value))
-            .await?
-            .and_then(|(v, _)| v.get("patient_id").and_then(Value::as_str).map(str::to_owned));
+        let known = patient_for_mrn(&self.store, &facts.mrn.value).await?;
         let given = put_id.or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id)));
         let id = match (given, known) {
             (Some(given), Some(known)) if given != known => {
+                // Another patient's id is not told to the client.
                 return Err(AdmitError::MrnTaken(Issue {
                     location: "/identifier".into(),
-                    message: format!("this MRN is already held by Patient/{known}"),
+                    message: "this MRN is already held by another patient".into(),
                 }));
             }
             (Some(id), _) | (None, Some(id)) => id,
@@ -146,7 +155,9 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
                 if let Some(p) = bundle.iter().find(|p| p.full_url.as_deref() == Some(r.as_str())) {
                     return Ok(p.id.clone());
                 }
-                let id = facts::patient_id_of_reference(r).ok_or_else(|| AdmitError::UnknownPatient(r.clone()))?;
+                let id = facts::patient_id_of_reference(r)
+                    .filter(|id| ids::is_fhir_id(id))
+                    .ok_or_else(|| AdmitError::UnknownPatient(r.clone()))?;
                 if bundle.iter().any(|p| p.id == id) || self.store.get(&keys::patient(id)).await?.is_some() {
                     Ok(id.to_owned())
                 } else {
@@ -157,9 +168,11 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
                 if let Some(p) = bundle.iter().find(|p| p.facts.mrn.value == mrn.value) {
                     return Ok(p.id.clone());
                 }
-                get_json::<Value, _>(&self.store, &keys::mrn(&mrn.value))
+                if !facts::is_key_safe(&mrn.value) {
+                    return Err(AdmitError::UnknownPatient("identifier".into()));
+                }
+                patient_for_mrn(&self.store, &mrn.value)
                     .await?
-                    .and_then(|(v, _)| v.get("patient_id").and_then(Value::as_str).map(str::to_owned))
                     .ok_or_else(|| AdmitError::UnknownPatient("identifier".into()))
             }
         }
@@ -205,9 +218,7 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         {
             Ok(()) => {}
             Err(PortError::Conflict) => {
-                let owner = get_json::<Value, _>(&self.store, &mrn_key)
-                    .await?
-                    .and_then(|(v, _)| v["patient_id"].as_str().map(str::to_owned));
+                let owner = patient_for_mrn(&self.store, &plan.facts.mrn.value).await?;
                 if owner.as_deref() != Some(plan.id.as_str()) {
                     return Err(AdmitError::MrnTaken(Issue {
                         location: "/identifier".into(),
@@ -255,94 +266,90 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             admitted_at: plan.facts.start,
         };
         let current = plan.facts.is_current_inpatient();
-        let mut kind = "";
         update_json::<Census, _, _>(&self.store, keys::CENSUS, 20, |census| {
             let existing = census.patients.get(&plan.patient_id);
             if current {
-                kind = match existing {
-                    None => "admitted",
-                    Some(e) if e.encounter_id != entry.encounter_id || e.ward != entry.ward || e.bed != entry.bed => {
-                        "transferred"
-                    }
-                    Some(_) => "updated",
-                };
                 if existing == Some(&entry) {
                     return false;
                 }
                 census.patients.insert(plan.patient_id.clone(), entry.clone());
                 true
             } else if existing.is_some_and(|e| e.encounter_id == plan.id) {
-                kind = "discharged";
                 census.patients.remove(&plan.patient_id);
                 true
             } else {
-                kind = "updated";
                 false
             }
         })
-        .await
-        .map_err(|e| match e {
-            PortError::Conflict => PortError::Unavailable("census busy".into()),
-            other => other,
-        })?;
+        .await?;
+        self.announce(plan, mrn, current, now).await?;
+        tracing::info!(patient_id = %plan.patient_id, encounter_id = %plan.id, current, "encounter stored");
+        Ok(())
+    }
+
+    /// Publish on `admissions` what changed since the last announcement of this encounter:
+    /// `admitted`, `transferred` (ward or bed) or `discharged`; nothing when nothing changed.
+    /// The announced state is saved only after the publish, so a publish that failed is
+    /// retried with the same kind when the client (or the queue) tries again.
+    async fn announce(
+        &self,
+        plan: &EncounterPlan,
+        mrn: String,
+        current: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), AdmitError> {
+        let key = keys::announced(&plan.id);
+        let last: Option<(Announced, String)> = get_json(&self.store, &key).await?;
+        let state = Announced {
+            in_census: current,
+            ward: plan.facts.ward.clone(),
+            bed: plan.facts.bed.clone(),
+        };
+        let kind = match (last.as_ref().map(|(l, _)| l), current) {
+            (None, true) => "admitted",
+            (Some(l), true) if !l.in_census => "admitted",
+            (Some(l), true) if l.ward != state.ward || l.bed != state.bed => "transferred",
+            (Some(l), false) if l.in_census => "discharged",
+            _ => return Ok(()),
+        };
         let event = AdmissionEvent {
             kind: kind.to_owned(),
             patient_id: plan.patient_id.clone(),
             encounter_id: plan.id.clone(),
             mrn,
-            ward: plan.facts.ward.clone(),
-            bed: plan.facts.bed.clone(),
+            ward: state.ward.clone(),
+            bed: state.bed.clone(),
             at: now,
         };
         let payload = serde_json::to_vec(&event).map_err(|e| PortError::Corrupt(e.to_string()))?;
         self.bus.publish(lanes::ADMISSIONS, &payload).await?;
-        tracing::info!(patient_id = %plan.patient_id, encounter_id = %plan.id, kind, "encounter stored");
+        let etag = last.map_or_else(|| CREATE_ONLY_ETAG.to_owned(), |(_, e)| e);
+        match put_json(&self.store, &key, &state, Some(&etag)).await {
+            // A concurrent post of the same encounter announced it too (at least once).
+            Ok(()) | Err(PortError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(patient_id = %plan.patient_id, encounter_id = %plan.id, kind, "admission announced");
         Ok(())
     }
 
+    /// A transaction Bundle whose shape (`check_transaction_shape`) and resources
+    /// (`validate_resource`) have been checked: plan every entry, then write.
     async fn transaction(&self, bundle: Value, now: DateTime<Utc>) -> Result<Output, AdmitError> {
-        let kind = bundle
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if kind != "transaction" {
-            return Err(AdmitError::NotTransaction(kind));
-        }
         let entries = bundle
             .get("entry")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        // `validate_resource` has checked every entry already (in `call`), before any write.
-        for (i, entry) in entries.iter().enumerate() {
-            if entry.get("resource").is_none() {
-                return Err(AdmitError::Invalid(vec![Issue {
-                    location: format!("/entry/{i}"),
-                    message: "entry without a resource".into(),
-                }]));
-            }
-        }
         let mut patients = Vec::new();
         let mut encounters = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             let resource = entry["resource"].clone();
             let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
-            let at = |issue: Issue| Issue {
-                location: format!("/entry/{i}/resource{}", issue.location),
-                message: issue.message,
-            };
-            match resource["resourceType"].as_str().unwrap_or_default() {
-                "Patient" => patients.push((resource, id_from_put_url(entry, "Patient"), full_url, i)),
-                "Encounter" => encounters.push((resource, id_from_put_url(entry, "Encounter"), full_url, i)),
-                other => {
-                    return Err(AdmitError::Refused(at(Issue {
-                        location: "/resourceType".into(),
-                        message: format!(
-                            "`{other}` entries are not accepted: a transaction here holds Patients and Encounters"
-                        ),
-                    })));
-                }
+            if resource["resourceType"] == "Patient" {
+                patients.push((resource, id_from_put_url(entry, "Patient"), full_url, i));
+            } else {
+                encounters.push((resource, id_from_put_url(entry, "Encounter"), i));
             }
         }
         let mut patient_plans: Vec<PatientPlan> = Vec::new();
@@ -354,19 +361,19 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             patient_plans.push(plan);
         }
         let mut encounter_plans = Vec::new();
-        for (resource, put_id, full_url, i) in encounters {
+        for (resource, put_id, i) in encounters {
             let plan = self
                 .plan_encounter(resource, put_id, &patient_plans)
                 .await
                 .map_err(|e| relocate(e, i))?;
-            encounter_plans.push((plan, full_url));
+            encounter_plans.push(plan);
         }
         let mut response_entries = Vec::new();
         for p in &patient_plans {
             self.store_patient(p).await?;
             response_entries.push(json!({"response": {"status": "200 OK", "location": format!("Patient/{}", p.id)}}));
         }
-        for (e, _) in &encounter_plans {
+        for e in &encounter_plans {
             self.store_encounter(e, &patient_plans, now).await?;
             response_entries.push(json!({"response": {"status": "200 OK", "location": format!("Encounter/{}", e.id)}}));
         }
@@ -374,6 +381,36 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}),
         ))
     }
+}
+
+/// A transaction Bundle of Patients and Encounters, each entry with a resource.
+fn check_transaction_shape(bundle: &Value) -> Result<(), AdmitError> {
+    let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default();
+    if kind != "transaction" {
+        return Err(AdmitError::NotTransaction(kind.to_owned()));
+    }
+    for (i, entry) in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(resource) = entry.get("resource") else {
+            return Err(AdmitError::Invalid(vec![Issue {
+                location: format!("/entry/{i}"),
+                message: "entry without a resource".into(),
+            }]));
+        };
+        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(rt, "Patient" | "Encounter") {
+            return Err(AdmitError::Refused(Issue {
+                location: format!("/entry/{i}/resource/resourceType"),
+                message: format!("`{rt}` entries are not accepted: a transaction here holds Patients and Encounters"),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// Prefix an entry's issue locations with its place in the Bundle.
@@ -400,9 +437,21 @@ impl<S: StateStore, P: Publisher> Function for Admit<S, P> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if !matches!(resource_type.as_str(), "Bundle" | "Patient" | "Encounter") {
-            validate_resource(&resource).map_err(AdmitError::Invalid)?;
-            return Err(AdmitError::ResourceType(resource_type).into());
+        // Decide what is acceptable before validating: only these types' validators are ever
+        // compiled, whatever a client sends.
+        match resource_type.as_str() {
+            "Patient" | "Encounter" => {}
+            "Bundle" => check_transaction_shape(&resource)?,
+            other if wardwatch_domain::fhir::is_resource_type(other) => {
+                return Err(AdmitError::ResourceType(resource_type).into());
+            }
+            _ => {
+                return Err(AdmitError::Invalid(vec![Issue {
+                    location: "/resourceType".into(),
+                    message: format!("`{resource_type}` is not a FHIR R4 resource type"),
+                }])
+                .into());
+            }
         }
         validate_resource(&resource).map_err(AdmitError::Invalid)?;
         let output = match resource_type.as_str() {
@@ -427,7 +476,6 @@ impl<S: StateStore, P: Publisher> Function for Admit<S, P> {
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|e| e.to_string())?;
-        self.bus.ping().await.map_err(|e| e.to_string())
+        ready(&self.store, &self.bus).await
     }
 }

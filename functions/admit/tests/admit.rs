@@ -171,3 +171,113 @@ async fn only_post_is_accepted() {
     e.context.method = Some("DELETE".into());
     assert_eq!(f.call(e).await.expect_err("refused").http_status(), 405);
 }
+
+#[tokio::test]
+async fn posting_the_same_bundle_twice_announces_the_admission_once() {
+    let (f, _, bus) = setup();
+    let bundle = fixture("examples/admission-bundle.json");
+    f.call(post(&bundle)).await.expect("first");
+    f.call(post(&bundle)).await.expect("second");
+    assert_eq!(bus.messages("admissions").len(), 1);
+}
+
+#[tokio::test]
+async fn a_move_to_another_bed_is_announced_as_a_transfer() {
+    let (f, store, bus) = setup();
+    let mut bundle = fixture("examples/admission-bundle.json");
+    f.call(post(&bundle)).await.expect("admitted");
+    bundle["entry"][1]["resource"]["location"][1]["location"]["display"] = json!("Bed 9");
+    f.call(post(&bundle)).await.expect("moved");
+    let last: Value = serde_json::from_slice(bus.messages("admissions").last().expect("event")).expect("json");
+    assert_eq!(
+        (last["kind"].as_str(), last["bed"].as_str()),
+        (Some("transferred"), Some("Bed 9"))
+    );
+    assert_eq!(
+        census(&store)
+            .await
+            .patients
+            .values()
+            .next()
+            .expect("entry")
+            .bed
+            .as_deref(),
+        Some("Bed 9")
+    );
+}
+
+/// A publisher that is down for its first `failures` calls.
+#[derive(Clone)]
+struct Flaky {
+    bus: MemoryBus,
+    failures: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl wardwatch_domain::ports::Publisher for Flaky {
+    async fn publish(&self, lane: &str, payload: &[u8]) -> Result<(), wardwatch_domain::ports::PortError> {
+        use std::sync::atomic::Ordering;
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(wardwatch_domain::ports::PortError::Unavailable("down".into()));
+        }
+        self.bus.publish(lane, payload).await
+    }
+    async fn ping(&self) -> Result<(), wardwatch_domain::ports::PortError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn when_the_announcement_fails_the_retry_still_announces_the_admission() {
+    let store = MemoryStateStore::default();
+    let bus = MemoryBus::default();
+    let flaky = Flaky {
+        bus: bus.clone(),
+        failures: std::sync::Arc::new(1.into()),
+    };
+    let f = admit::Admit::new(store.clone(), flaky, None);
+    let bundle = fixture("examples/admission-bundle.json");
+    let err = f.call(post(&bundle)).await.expect_err("publisher down");
+    assert_eq!(err.http_status(), 503);
+    f.call(post(&bundle)).await.expect("retried");
+    let events = bus.messages("admissions");
+    assert_eq!(events.len(), 1);
+    let event: Value = serde_json::from_slice(&events[0]).expect("json");
+    assert_eq!(event["kind"], "admitted", "not lost as an `updated`");
+}
+
+#[tokio::test]
+async fn a_subject_that_cannot_be_a_key_is_refused_not_an_internal_error() {
+    let (f, _, _) = setup();
+    let bundle = fixture("examples/admission-bundle.json");
+    let mut encounter = bundle["entry"][1]["resource"].clone();
+    encounter["subject"] = json!({"reference": "Patient/a||b"});
+    assert_eq!(
+        f.call(post(&encounter)).await.expect_err("refused").kind,
+        FailureKind::NotFound
+    );
+    encounter["subject"] = json!({"identifier": {"value": "a||b"}});
+    assert_eq!(
+        f.call(post(&encounter)).await.expect_err("refused").kind,
+        FailureKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_resource_type_that_is_not_fhir_is_400_and_a_bundle_of_other_types_422() {
+    let (f, _, _) = setup();
+    assert_eq!(
+        f.call(post(&json!({"resourceType": "Pateint"})))
+            .await
+            .expect_err("refused")
+            .http_status(),
+        400
+    );
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}}]});
+    let err = f.call(post(&bundle)).await.expect_err("refused");
+    assert_eq!(
+        (err.http_status(), err.issues[0].location.as_str()),
+        (422, "/entry/0/resource/resourceType")
+    );
+}

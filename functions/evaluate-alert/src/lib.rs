@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use wardwatch_domain::events::{Alert, AlertStatus, LabResulted, OpenAlerts, keys};
-use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, put_json, update_json};
+use wardwatch_domain::ports::{
+    CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, put_json, ready, update_json,
+};
 use wardwatch_domain::rules::{CriticalLimits, Finding, critical_limits};
 use wardwatch_domain::{ids, lanes};
 use wardwatch_runtime::{Event, Failure, Function, Output};
@@ -78,11 +80,7 @@ impl<S: StateStore, P: Publisher> EvaluateAlert<S, P> {
                 true
             }
         })
-        .await
-        .map_err(|e| match e {
-            PortError::Conflict => PortError::Unavailable("open alerts busy".into()),
-            other => other,
-        })?;
+        .await?;
         if !alert.published {
             let payload = serde_json::to_vec(&alert).map_err(|e| PortError::Corrupt(e.to_string()))?;
             self.bus.publish(lanes::ALERTS, &payload).await?;
@@ -114,7 +112,6 @@ impl<S: StateStore, P: Publisher> Function for EvaluateAlert<S, P> {
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|e| e.to_string())?;
-        self.bus.ping().await.map_err(|e| e.to_string())
+        ready(&self.store, &self.bus).await
     }
 }

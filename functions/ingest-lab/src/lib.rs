@@ -1,15 +1,17 @@
 //! ingest-lab: laboratory results from the `lab-feed` queue, normalised to canonical units,
 //! stored once against their patient, and announced on `lab-resulted`.
 //!
-//! Stored once: a result's id is derived from the laboratory's identifier for it (else the
-//! Observation id, else its content), so a redelivered message overwrites itself. The event is
+//! Stored once: a result's id is derived from its patient and the laboratory's identifier for
+//! it (else the Observation id, else its content), so a redelivered message lands on itself. The event is
 //! published after the store on every delivery — at least once — and evaluate-alert is
 //! idempotent on the result id.
 
 use serde_json::{Value, json};
 use wardwatch_domain::events::{HistoryEntry, LabResult, LabResulted, ResultHistory, keys};
 use wardwatch_domain::facts::{self, SubjectRef};
-use wardwatch_domain::ports::{PortError, Publisher, StateStore, get_json, put_json, update_json};
+use wardwatch_domain::ports::{
+    PortError, Publisher, StateStore, get_json, patient_for_mrn, put_json, ready, update_json,
+};
 use wardwatch_domain::{Issue, ids, lanes, units, validate_resource};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
@@ -79,9 +81,8 @@ impl<S: StateStore, P: Publisher> IngestLab<S, P> {
                 if !facts::is_key_safe(&mrn.value) {
                     return Err(IngestError::UnknownPatient("the MRN is not a usable identifier".into()));
                 }
-                get_json::<Value, _>(&self.store, &keys::mrn(&mrn.value))
+                patient_for_mrn(&self.store, &mrn.value)
                     .await?
-                    .and_then(|(v, _)| v.get("patient_id").and_then(Value::as_str).map(str::to_owned))
                     .ok_or_else(|| IngestError::UnknownPatient("no patient has this MRN".into()))?
             }
         };
@@ -122,9 +123,11 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
         let (patient_id, mrn) = self.patient(&obs.subject).await?;
 
         let effective = obs.effective.or(obs.issued);
+        // Scoped to the patient: two laboratories' (or two patients') results that happen to
+        // share an identifier or an Observation id never land on each other.
         let result_id = match (&obs.identifier, &obs.id) {
-            (Some(identifier), _) => ids::derived("result", &["identifier", identifier]),
-            (None, Some(id)) => ids::derived("result", &["id", id]),
+            (Some(identifier), _) => ids::derived("result", &["identifier", &patient_id, identifier]),
+            (None, Some(id)) => ids::derived("result", &["id", &patient_id, id]),
             (None, None) => {
                 let when = effective.map(|t| t.to_rfc3339()).unwrap_or_default();
                 ids::derived(
@@ -188,11 +191,7 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
                 }
             }
         })
-        .await
-        .map_err(|e| match e {
-            PortError::Conflict => PortError::Unavailable("result history busy".into()),
-            other => other,
-        })?;
+        .await?;
         let payload = serde_json::to_vec(&resulted).map_err(|e| PortError::Corrupt(e.to_string()))?;
         self.bus
             .publish(lanes::LAB_RESULTED, &payload)
@@ -203,7 +202,6 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|e| e.to_string())?;
-        self.bus.ping().await.map_err(|e| e.to_string())
+        ready(&self.store, &self.bus).await
     }
 }

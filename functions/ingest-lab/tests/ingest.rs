@@ -138,3 +138,28 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
     assert_eq!(store.keys().len(), before, "nothing stored");
     assert!(bus.messages("lab-resulted").is_empty(), "nothing announced");
 }
+
+#[tokio::test]
+async fn two_patients_results_with_the_same_lab_identifier_are_kept_apart() {
+    let (f, store, bus) = setup().await;
+    let other = json!({"resourceType": "Patient", "id": "p2",
+        "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN0002"}]});
+    put_json(&store, &keys::patient("p2"), &other, None)
+        .await
+        .expect("seed");
+    put_json(&store, &keys::mrn("MRN0002"), &json!({"patient_id": "p2"}), None)
+        .await
+        .expect("seed");
+    let first = potassium();
+    let mut second = potassium();
+    second["subject"] = json!({"identifier": {"value": "MRN0002"}});
+    f.call(deliver(&first)).await.expect("first");
+    f.call(deliver(&second)).await.expect("second");
+    assert_eq!(store.keys().iter().filter(|k| k.starts_with("result-")).count(), 2);
+    let ids: Vec<Value> = bus
+        .messages("lab-resulted")
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(m).expect("json")["result_id"].clone())
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+}
