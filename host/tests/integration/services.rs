@@ -66,8 +66,8 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect")
 }
 
-#[tokio::test]
-async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert() {
+/// `wardwatch up --redis --amqp` with a Redis key prefix and a RabbitMQ vhost of its own.
+async fn direct_host() -> (VHost, String, Host) {
     require_redis().await;
     let vhost = VHost::new().await;
     let prefix = unique("ww-test");
@@ -77,6 +77,21 @@ async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert
         ("STATE_KEY_PREFIX", &prefix),
     ]))
     .await;
+    (vhost, prefix, host)
+}
+
+/// Delete every key under `prefix`.
+async fn clean_up(prefix: &str) {
+    let mut conn = redis_conn(REDIS).await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await.expect("clean up");
+    }
+}
+
+#[tokio::test]
+async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert() {
+    let (vhost, prefix, host) = direct_host().await;
 
     assert_eq!(
         host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
@@ -125,7 +140,7 @@ async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert
     }
     assert!(keys.contains(&format!("{prefix}||census")));
     host.stop().await;
-    let _: () = conn.del(keys).await.expect("clean up");
+    clean_up(&prefix).await;
 }
 
 /// A Redis server of this test's own, so that it can be killed and restarted.
@@ -272,15 +287,7 @@ async fn with_redis_killed_deliveries_answer_503_and_are_not_acked_and_the_alert
 
 #[tokio::test]
 async fn after_rabbitmq_drops_every_connection_consumers_and_publishers_reconnect_and_nothing_is_lost() {
-    require_redis().await;
-    let vhost = VHost::new().await;
-    let prefix = unique("ww-test");
-    let host = Host::spawn(config(&[
-        ("REDIS_URL", REDIS),
-        ("AMQP_URL", &vhost.url()),
-        ("STATE_KEY_PREFIX", &prefix),
-    ]))
-    .await;
+    let (vhost, prefix, host) = direct_host().await;
     assert_eq!(
         host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
             .await
@@ -328,9 +335,7 @@ async fn after_rabbitmq_drops_every_connection_consumers_and_publishers_reconnec
         .expect("the alert arrives after reconnecting");
     assert_eq!(alerts.len(), 1);
     host.stop().await;
-    let mut conn = redis_conn(REDIS).await;
-    let keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
-    let _: () = conn.del(keys).await.expect("clean up");
+    clean_up(&prefix).await;
 }
 
 /// The names (client address → server address) of the broker's connections in `vhost`.
