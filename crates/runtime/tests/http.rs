@@ -89,6 +89,18 @@ async fn spawn(configure: impl FnOnce(AppBuilder) -> AppBuilder) -> Server {
     }
 }
 
+impl Server {
+    /// POST `body` to `path`.
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        client()
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .expect("send")
+    }
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -136,12 +148,7 @@ async fn daprs_options_probe_subscribes_and_unknown_routes_are_404() {
 #[tokio::test]
 async fn a_bad_delivery_is_recorded_on_the_rejected_lane_with_an_outcome_and_acked() {
     let s = spawn(|b| b).await;
-    let r = client()
-        .post(format!("{}/lab-feed", s.base))
-        .body("bad")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/lab-feed", "bad").await;
     assert_eq!(r.status().as_u16(), 200);
     let got = s.lane.got.lock().expect("lock").clone();
     assert_eq!(got.len(), 1);
@@ -154,12 +161,7 @@ async fn a_bad_delivery_is_recorded_on_the_rejected_lane_with_an_outcome_and_ack
 #[tokio::test]
 async fn a_transient_failure_answers_503_so_daprd_redelivers() {
     let s = spawn(|b| b).await;
-    let r = client()
-        .post(format!("{}/lab-feed", s.base))
-        .body("down")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/lab-feed", "down").await;
     assert_eq!(r.status().as_u16(), 503);
     assert!(
         s.lane.got.lock().expect("lock").is_empty(),
@@ -171,42 +173,22 @@ async fn a_transient_failure_answers_503_so_daprd_redelivers() {
 async fn when_the_rejected_lane_is_down_a_bad_delivery_is_not_acked() {
     let s = spawn(|b| b).await;
     *s.lane.broken.lock().expect("lock") = true;
-    let r = client()
-        .post(format!("{}/lab-feed", s.base))
-        .body("bad")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/lab-feed", "bad").await;
     assert_eq!(r.status().as_u16(), 503);
 }
 
 #[tokio::test]
 async fn the_http_trigger_maps_failures_to_status_and_operation_outcome() {
     let s = spawn(|b| b).await;
-    let r = client()
-        .post(format!("{}/fhir", s.base))
-        .body("bad")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/fhir", "bad").await;
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.headers()["content-type"], "application/fhir+json");
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["resourceType"], "OperationOutcome");
-    let r = client()
-        .post(format!("{}/fhir", s.base))
-        .body("down")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/fhir", "down").await;
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    let r = client()
-        .post(format!("{}/fhir", s.base))
-        .body("bug")
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/fhir", "bug").await;
     assert_eq!(r.status().as_u16(), 500);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["issue"][0]["code"], "exception");
@@ -258,12 +240,7 @@ async fn with_an_app_token_every_route_but_healthz_needs_it() {
 #[tokio::test]
 async fn an_oversized_body_is_refused_with_413() {
     let s = spawn(|b| b.max_body(1024)).await;
-    let r = client()
-        .post(format!("{}/fhir", s.base))
-        .body(vec![b'x'; 4096])
-        .send()
-        .await
-        .expect("send");
+    let r = s.post("/fhir", vec![b'x'; 4096]).await;
     assert_eq!(r.status().as_u16(), 413);
 }
 
@@ -315,12 +292,7 @@ async fn cloudevents_in_binary_and_structured_mode_reach_the_default_binding() {
 #[tokio::test]
 async fn metrics_count_requests_and_failures_by_kind() {
     let s = spawn(|b| b).await;
-    client()
-        .post(format!("{}/lab-feed", s.base))
-        .body("bad")
-        .send()
-        .await
-        .expect("send");
+    s.post("/lab-feed", "bad").await;
     let text = client()
         .get(format!("{}/metrics", s.base))
         .send()
