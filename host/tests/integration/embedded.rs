@@ -107,12 +107,7 @@ async fn readyz_is_ready_and_metrics_are_served_without_any_backend() {
     let host = Host::spawn(config(&[])).await;
     let ready = host.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
-    let text = reqwest::get(host.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = host.metrics_text().await;
     assert!(text.contains("wardwatch_start_to_first_request_seconds"), "{text}");
     host.stop().await;
 }

@@ -161,6 +161,24 @@ impl Host {
         r.json().await.expect("json")
     }
 
+    /// Admit the example patient (MRN0001) with the example transaction Bundle.
+    pub async fn admit_example(&self) {
+        let r = self
+            .post_json("/fhir", &fixture("examples/admission-bundle.json"))
+            .await;
+        assert_eq!(r.status(), 200, "the example Bundle is admitted");
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Stop and wait for the drain.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

@@ -93,12 +93,7 @@ async fn clean_up(prefix: &str) {
 async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert() {
     let (vhost, prefix, host) = direct_host().await;
 
-    assert_eq!(
-        host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
-            .await
-            .status(),
-        200
-    );
+    host.admit_example().await;
     publish(
         &vhost.url(),
         "lab-feed",
@@ -227,12 +222,7 @@ impl Drop for OwnRedis {
 }
 
 async fn metric(host: &Host, needle: &str) -> u64 {
-    let text = reqwest::get(host.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = host.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(needle))
         .and_then(|l| l.rsplit(' ').next())
@@ -245,12 +235,7 @@ async fn with_redis_killed_deliveries_answer_503_and_are_not_acked_and_the_alert
     let mut redis = OwnRedis::new().await;
     let vhost = VHost::new().await;
     let host = Host::spawn(config(&[("REDIS_URL", &redis.url()), ("AMQP_URL", &vhost.url())])).await;
-    assert_eq!(
-        host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
-            .await
-            .status(),
-        200
-    );
+    host.admit_example().await;
 
     redis.kill();
     let r = host
@@ -288,12 +273,7 @@ async fn with_redis_killed_deliveries_answer_503_and_are_not_acked_and_the_alert
 #[tokio::test]
 async fn after_rabbitmq_drops_every_connection_consumers_and_publishers_reconnect_and_nothing_is_lost() {
     let (vhost, prefix, host) = direct_host().await;
-    assert_eq!(
-        host.post_json("/fhir", &fixture("examples/admission-bundle.json"))
-            .await
-            .status(),
-        200
-    );
+    host.admit_example().await;
     // Once both consumers (lab-feed, lab-resulted) and the publisher are connected, have the
     // broker close every connection of this vhost.
     let name = vhost.name.clone();
