@@ -21,23 +21,16 @@ pub const INPUTS: &[&str] = &[LAB_FEED, LAB_RESULTED];
 
 /// Every route of the all-in-one process.
 pub fn app(wiring: &Wiring) -> App {
-    let (store, bus, mrn) = (&wiring.store, &wiring.bus, &wiring.config.mrn_system);
+    let identity = &wiring.config.identity;
     wiring
         .app()
-        .fhir("/fhir", Arc::new(Admit::new(store.clone(), bus.clone(), mrn.clone())))
-        .binding(
-            LAB_FEED,
-            Arc::new(IngestLab::new(store.clone(), bus.clone(), mrn.clone())),
-        )
+        .fhir("/fhir", Arc::new(Admit::new(wiring.records(), identity.clone())))
+        .binding(LAB_FEED, Arc::new(IngestLab::new(wiring.records(), identity.clone())))
         .binding(
             LAB_RESULTED,
-            Arc::new(EvaluateAlert::new(
-                store.clone(),
-                bus.clone(),
-                CriticalLimits::default(),
-            )),
+            Arc::new(EvaluateAlert::new(wiring.records(), CriticalLimits::default())),
         )
-        .endpoint("/api/", Board::new(store.clone()))
+        .endpoint("/api/", Board::new(wiring.records()))
         .build()
 }
 

@@ -12,7 +12,9 @@ use tracing::{error, info, warn};
 use wardwatch_runtime::amqp::{consume, drain_channel};
 use wardwatch_runtime::{App, AppBuilder, Config, ConfigError, Metrics, serve, shutdown_signal, telemetry};
 
-use crate::{Bus, Store};
+use wardwatch_records::{Locks, Records};
+
+use crate::{Bus, Log, Store};
 
 /// How long in-flight requests and deliveries may take to finish after SIGTERM: under
 /// Kubernetes' default termination grace period (30 s), before SIGKILL.
@@ -23,6 +25,9 @@ pub struct Wiring {
     pub config: Config,
     pub store: Store,
     pub bus: Bus,
+    pub log: Log,
+    /// Per-patient turn-taking, shared by every function of the process.
+    pub locks: Locks,
     pub metrics: Metrics,
 }
 
@@ -30,12 +35,25 @@ impl Wiring {
     pub fn new(config: Config, metrics: Metrics) -> Result<Self, String> {
         let store = Store::from_config(&config)?;
         let bus = Bus::from_config(&config)?;
+        let log = Log::from_config(&config)?;
         Ok(Self {
             config,
             store,
             bus,
+            log,
+            locks: Locks::default(),
             metrics,
         })
+    }
+
+    /// The patient-record repository over this process's adapters.
+    pub fn records(&self) -> Records<Store, Log, Bus> {
+        Records::new(
+            self.store.clone(),
+            self.log.clone(),
+            self.bus.clone(),
+            self.locks.clone(),
+        )
     }
 
     /// An app builder with the rejected lanes, token and body limit set.
@@ -56,9 +74,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // Compile the FHIR schema validators off the request path while the server starts.
-    let warm = tokio::task::spawn_blocking(|| {
-        wardwatch_domain::fhir::prepare(&["Bundle", "Patient", "Encounter", "Observation"])
-    });
+    let warm = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.prepare())
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = JoinSet::new();
     for input in inputs {
@@ -134,6 +153,17 @@ pub fn serve_main(
                 return ExitCode::from(2);
             }
         };
+        info!("{}", wiring.config.identity.describe());
+        if matches!(wiring.store, Store::Dapr(_)) {
+            // The sidecar may not answer before this process listens (daprd waits for the app
+            // port), so the layout is not checked here; DEPLOY.md says so.
+        } else if let Err(e) = wardwatch_records::check_layout(&wiring.store).await {
+            error!(process = name, "{e}");
+            return ExitCode::from(2);
+        }
+        if matches!(wiring.log, Log::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
+            warn!("the event log is in process memory: set EVENTS_REDIS_URL so that readers resume across restarts and replicas");
+        }
         let app = app(&wiring);
         let listener = match TcpListener::bind(wiring.config.listen).await {
             Ok(l) => l,

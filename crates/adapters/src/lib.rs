@@ -4,21 +4,28 @@
 //! |---|---|---|---|
 //! | [`StateStore`] | [`MemoryStateStore`] | [`RedisStateStore`] (Dapr's on-Redis layout) | [`DaprClient`] (`/v1.0/state`) |
 //! | [`Publisher`] | [`MemoryBus`] | [`AmqpPublisher`] (publisher confirms) | [`DaprClient`] (`/v1.0/bindings`) |
+//! | [`EventLog`] | [`MemoryEventLog`] (bounded ring) | [`RedisEventLog`] (bounded Redis Stream) | the Redis Stream, reached directly (the Dapr state API cannot append) |
 //!
-//! The set is closed: [`Store`] and [`Bus`] are enums chosen once from the [`Config`].
+//! The set is closed: [`Store`], [`Bus`] and [`Log`] are enums chosen once from the [`Config`].
 
 pub mod amqp;
 pub mod dapr;
 pub mod launch;
 pub mod memory;
+pub mod memory_log;
 pub mod redis;
+pub mod redis_log;
 
 pub use amqp::AmqpPublisher;
 pub use dapr::DaprClient;
 pub use memory::{MemoryBus, MemoryStateStore};
+pub use memory_log::MemoryEventLog;
 pub use redis::RedisStateStore;
+pub use redis_log::RedisEventLog;
 
-use wardwatch_domain::ports::{PortError, Publisher, StateStore, Versioned};
+use wardwatch_domain::events::WardEvent;
+use wardwatch_domain::ports::{Appended, EventId, EventLog, LogPage, PortError, Publisher, StateStore, Versioned};
+use wardwatch_domain::record::Mark;
 use wardwatch_runtime::{Backend, Config};
 
 /// The state store chosen at start-up.
@@ -35,6 +42,61 @@ pub enum Bus {
     Memory(MemoryBus),
     Amqp(AmqpPublisher),
     Dapr(DaprClient),
+}
+
+/// The event log chosen at start-up.
+#[derive(Clone)]
+pub enum Log {
+    Memory(MemoryEventLog),
+    Redis(RedisEventLog),
+}
+
+impl Log {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Ok(match config.event_log_url() {
+            Some(url) => Log::Redis(RedisEventLog::new(url, &config.event_stream(), config.event_log_max)?),
+            None => Log::Memory(MemoryEventLog::new(config.event_log_max)),
+        })
+    }
+}
+
+impl EventLog for Log {
+    async fn append(&self, patient_id: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
+        match self {
+            Log::Memory(l) => l.append(patient_id, seq, event).await,
+            Log::Redis(l) => l.append(patient_id, seq, event).await,
+        }
+    }
+    async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
+        match self {
+            Log::Memory(l) => l.published(patient_id, seq).await,
+            Log::Redis(l) => l.published(patient_id, seq).await,
+        }
+    }
+    async fn mark(&self, patient_id: &str) -> Result<Option<Mark>, PortError> {
+        match self {
+            Log::Memory(l) => l.mark(patient_id).await,
+            Log::Redis(l) => l.mark(patient_id).await,
+        }
+    }
+    async fn read(&self, after: Option<EventId>, limit: usize) -> Result<LogPage, PortError> {
+        match self {
+            Log::Memory(l) => l.read(after, limit).await,
+            Log::Redis(l) => l.read(after, limit).await,
+        }
+    }
+    async fn newest(&self) -> Result<Option<String>, PortError> {
+        match self {
+            Log::Memory(l) => l.newest().await,
+            Log::Redis(l) => l.newest().await,
+        }
+    }
+    async fn ping(&self) -> Result<(), PortError> {
+        match self {
+            Log::Memory(l) => EventLog::ping(l).await,
+            Log::Redis(l) => EventLog::ping(l).await,
+        }
+    }
 }
 
 impl Store {
@@ -82,6 +144,13 @@ impl StateStore for Store {
             Store::Memory(s) => s.delete(key, etag).await,
             Store::Redis(s) => s.delete(key, etag).await,
             Store::Dapr(s) => s.delete(key, etag).await,
+        }
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, PortError> {
+        match self {
+            Store::Memory(s) => s.get_many(keys).await,
+            Store::Redis(s) => s.get_many(keys).await,
+            Store::Dapr(s) => s.get_many(keys).await,
         }
     }
     async fn ping(&self) -> Result<(), PortError> {

@@ -132,7 +132,7 @@ impl Publisher for MemoryBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wardwatch_domain::ports::{CREATE_ONLY_ETAG, update_json};
+    use wardwatch_domain::ports::CREATE_ONLY_ETAG;
 
     #[tokio::test]
     async fn versions_count_from_one_and_a_stale_etag_conflicts() {
@@ -158,7 +158,13 @@ mod tests {
         for i in 0..20 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                update_json::<Vec<u32>, _, _>(&s, "list", 50, |l| {
+                wardwatch_records::Records::new(
+                    s,
+                    crate::MemoryEventLog::default(),
+                    MemoryBus::default(),
+                    wardwatch_records::Locks::default(),
+                )
+                .cas::<Vec<u32>, _>("list", |l| {
                     l.push(i);
                     true
                 })

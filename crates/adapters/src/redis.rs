@@ -90,6 +90,26 @@ impl RedisStateStore {
     }
 }
 
+/// A Dapr state entry from its HASH fields: both `data` and `version`, or nothing at all.
+fn versioned(
+    key: &str,
+    mut fields: std::collections::HashMap<String, Vec<u8>>,
+) -> Result<Option<Versioned>, PortError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    match (fields.remove("data"), fields.remove("version")) {
+        (Some(data), Some(version)) => Ok(Some(Versioned {
+            data,
+            etag: String::from_utf8_lossy(&version).into_owned(),
+        })),
+        _ => Err(PortError::Corrupt(format!(
+            "{}: required hash field 'data' or 'version' was not found",
+            wardwatch_domain::ports::key_kind(key)
+        ))),
+    }
+}
+
 fn check_key(key: &str) -> Result<(), PortError> {
     if key.contains("||") || key.is_empty() {
         return Err(PortError::Corrupt(
@@ -105,19 +125,7 @@ impl StateStore for RedisStateStore {
         let mut conn = self.conn.clone();
         let fields: std::collections::HashMap<String, Vec<u8>> =
             conn.hgetall(self.redis_key(key)).await.map_err(|e| classify(&e))?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        match (fields.get("data"), fields.get("version")) {
-            (Some(data), Some(version)) => Ok(Some(Versioned {
-                data: data.clone(),
-                etag: String::from_utf8_lossy(version).into_owned(),
-            })),
-            _ => Err(PortError::Corrupt(format!(
-                "{}: required hash field 'data' or 'version' was not found",
-                wardwatch_domain::ports::key_kind(key)
-            ))),
-        }
+        versioned(key, fields)
     }
 
     async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
@@ -155,6 +163,25 @@ impl StateStore for RedisStateStore {
             .await
             .map_err(|e| classify(&e))?;
         Ok(())
+    }
+
+    /// One pipelined round trip of `HGETALL`s.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, PortError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            check_key(key)?;
+            pipe.cmd("HGETALL").arg(self.redis_key(key));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<std::collections::HashMap<String, Vec<u8>>> =
+            pipe.query_async(&mut conn).await.map_err(|e| classify(&e))?;
+        keys.iter()
+            .zip(replies)
+            .map(|(key, fields)| versioned(key, fields))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), PortError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use wardwatch_adapters::RedisStateStore;
-use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, StateStore, update_json};
+use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, StateStore};
 use wardwatch_runtime::Secret;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -126,7 +126,13 @@ async fn concurrent_read_modify_writes_all_land() {
     for i in 0..16u32 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            update_json::<Vec<u32>, _, _>(&s, "list", 100, |l| {
+            wardwatch_records::Records::new(
+                s,
+                wardwatch_adapters::MemoryEventLog::default(),
+                wardwatch_adapters::MemoryBus::default(),
+                wardwatch_records::Locks::default(),
+            )
+            .cas::<Vec<u32>, _>("list", |l| {
                 l.push(i);
                 true
             })

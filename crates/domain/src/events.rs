@@ -1,120 +1,65 @@
-//! Messages between functions and the records they keep. Field names are the wire format.
-
-use std::collections::BTreeMap;
+//! The ordered event log's one event type, and the record of a rejected delivery.
+//!
+//! Every function appends to the log; the lanes (`admissions`, `lab-resulted`, `alerts`) carry
+//! the same events. An event names what happened and to whom, by id: no names, birth dates,
+//! values or free text. Readers that need more read the patient's record.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::rules::Severity;
-
-/// Published on `admissions` by admit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdmissionEvent {
-    /// `admitted`, `transferred` (ward or bed changed) or `discharged`.
-    pub kind: String,
-    pub patient_id: String,
-    pub encounter_id: String,
-    pub mrn: String,
-    pub ward: Option<String>,
-    pub bed: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// Published on `lab-resulted` by ingest-lab, consumed by evaluate-alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabResulted {
-    pub result_id: String,
-    pub patient_id: String,
-    pub mrn: String,
-    pub loinc: String,
-    /// Known analyte name (`potassium`), when Wardwatch knows the LOINC code.
-    pub analyte: Option<String>,
-    /// In the canonical unit for a known analyte, else as reported.
-    pub value: f64,
-    pub unit: String,
-    /// The Observation's status (`final`, `amended`, …).
-    pub status: String,
-    pub effective: Option<DateTime<Utc>>,
-}
-
-/// A stored lab result (`result:<id>`): the normalised facts and the original resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabResult {
-    #[serde(flatten)]
-    pub result: LabResulted,
-    pub reported_value: f64,
-    pub reported_unit: String,
-    pub received_at: DateTime<Utc>,
-    /// The Observation as received (with the id Wardwatch gave it).
-    pub resource: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AlertStatus {
-    Active,
-    Acknowledged,
-    Escalated,
-    Resolved,
+pub enum EventType {
+    Admitted,
+    Transferred,
+    Discharged,
+    ResultStored,
+    AlertRaised,
 }
 
-/// An alert (`alert:<id>`), also the payload published on `alerts`.
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Admitted => "admitted",
+            EventType::Transferred => "transferred",
+            EventType::Discharged => "discharged",
+            EventType::ResultStored => "result-stored",
+            EventType::AlertRaised => "alert-raised",
+        }
+    }
+
+    /// The lane that carries this type of event.
+    pub fn lane(self) -> &'static str {
+        match self {
+            EventType::Admitted | EventType::Transferred | EventType::Discharged => crate::lanes::ADMISSIONS,
+            EventType::ResultStored => crate::lanes::LAB_RESULTED,
+            EventType::AlertRaised => crate::lanes::ALERTS,
+        }
+    }
+}
+
+/// One event, as the log stores it and the lanes carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
+pub struct WardEvent {
+    /// The log id, `<ms>-<seq>` (as Redis Stream ids are): unique, increasing. Empty until the
+    /// event is appended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub at: DateTime<Utc>,
     pub patient_id: String,
-    pub mrn: String,
-    pub rule: String,
-    pub severity: Severity,
-    pub status: AlertStatus,
-    pub message: String,
-    pub result_id: String,
-    pub loinc: String,
-    pub value: f64,
-    pub unit: String,
-    pub raised_at: DateTime<Utc>,
-    /// Whether the `alerts` lane has taken this alert (publish happens after the store).
-    #[serde(default)]
-    pub published: bool,
-}
-
-/// One current inpatient, as the ward board lists them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CensusEntry {
-    pub patient_id: String,
-    pub encounter_id: String,
-    pub mrn: String,
-    pub name: Option<String>,
+    /// The value of the identifier the patient is known by (the hospital number).
+    pub mrn: Option<String>,
     pub ward: Option<String>,
-    pub bed: Option<String>,
-    pub admitted_at: Option<DateTime<Utc>>,
-}
-
-/// The current inpatients (`census`), keyed by patient id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Census {
-    pub patients: BTreeMap<String, CensusEntry>,
-}
-
-/// Ids of the alerts that are not resolved (`alerts-open`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OpenAlerts {
-    pub ids: Vec<String>,
-}
-
-/// A patient's results in time order (`results:<patient-id>`), for rules that need history.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResultHistory {
-    pub results: Vec<HistoryEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub result_id: String,
-    pub loinc: String,
-    pub value: f64,
-    pub unit: String,
-    pub effective: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyte: Option<String>,
 }
 
 /// A delivery that could never be processed, recorded on `<lane>-rejected` with the reason.
@@ -130,32 +75,4 @@ pub struct Rejected {
     pub payload: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
-}
-
-/// State keys, in one place. None contains `||` (Dapr's key separator).
-pub mod keys {
-    pub const CENSUS: &str = "census";
-    pub const OPEN_ALERTS: &str = "alerts-open";
-    pub fn patient(id: &str) -> String {
-        format!("patient-{id}")
-    }
-    pub fn encounter(id: &str) -> String {
-        format!("encounter-{id}")
-    }
-    pub fn mrn(value: &str) -> String {
-        format!("mrn-{value}")
-    }
-    pub fn result(id: &str) -> String {
-        format!("result-{id}")
-    }
-    pub fn results_of(patient_id: &str) -> String {
-        format!("results-{patient_id}")
-    }
-    pub fn alert(id: &str) -> String {
-        format!("alert-{id}")
-    }
-    /// What admit last announced on `admissions` for an encounter.
-    pub fn announced(encounter_id: &str) -> String {
-        format!("announced-{encounter_id}")
-    }
 }

@@ -5,76 +5,32 @@
 //! required element is missing.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Issue;
+use crate::identity::RawIdentifier;
 
 const LOINC: &str = "http://loinc.org";
-const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
 
 fn issue(location: &str, message: impl Into<String>) -> Issue {
-    Issue {
-        location: location.to_owned(),
-        message: message.into(),
-    }
+    Issue::new(location, message)
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
 }
 
-/// An identifier value that is safe as part of a state key.
-pub fn is_key_safe(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 128 && !value.contains("||") && value.chars().all(|c| !c.is_control())
-}
-
-/// A patient's hospital number (medical record number).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mrn {
-    pub system: Option<String>,
-    pub value: String,
-}
-
-/// Pick the MRN among a resource's identifiers: the one in `mrn_system` when configured, else
-/// the one typed `MR` (HL7 v2 table 0203), else none.
-pub fn mrn_of(identifiers: Option<&Value>, mrn_system: Option<&str>) -> Option<Mrn> {
-    let list = identifiers?.as_array()?;
-    let pick = |id: &Value| -> Option<Mrn> {
-        let value = str_at(id, "value")?.trim().to_owned();
-        Some(Mrn {
-            system: str_at(id, "system").map(str::to_owned),
-            value,
-        })
-    };
-    if let Some(system) = mrn_system {
-        return list
-            .iter()
-            .find(|id| str_at(id, "system") == Some(system))
-            .and_then(pick);
-    }
-    list.iter()
-        .find(|id| {
-            id.pointer("/type/coding")
-                .and_then(Value::as_array)
-                .is_some_and(|codings| {
-                    codings
-                        .iter()
-                        .any(|c| str_at(c, "code") == Some("MR") && str_at(c, "system").is_none_or(|s| s == V2_0203))
-                })
-        })
-        .and_then(pick)
-}
-
 /// The facts of a Patient that the ward needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientFacts {
     pub id: Option<String>,
-    pub mrn: Mrn,
+    pub identifiers: Vec<RawIdentifier>,
     /// Display name (patient data: never logged).
     pub name: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub gender: Option<String>,
+    /// The sender's `meta.lastUpdated`: its own ordering of versions.
+    pub last_updated: Option<DateTime<Utc>>,
 }
 
 fn display_name(patient: &Value) -> Option<String> {
@@ -97,29 +53,22 @@ fn display_name(patient: &Value) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
-pub fn patient(resource: &Value, mrn_system: Option<&str>) -> Result<PatientFacts, Issue> {
-    let mrn = mrn_of(resource.get("identifier"), mrn_system).ok_or_else(|| {
-        issue(
-            "/identifier",
-            match mrn_system {
-                Some(s) => format!("the Patient has no identifier in the MRN system `{s}`"),
-                None => "the Patient has no MRN: an identifier typed MR (HL7 v2-0203) is required".to_owned(),
-            },
-        )
-    })?;
-    if !is_key_safe(&mrn.value) {
-        return Err(issue(
-            "/identifier",
-            "the MRN value is empty, too long or contains `||`",
-        ));
-    }
-    Ok(PatientFacts {
+fn last_updated(resource: &Value) -> Option<DateTime<Utc>> {
+    resource
+        .pointer("/meta/lastUpdated")
+        .and_then(Value::as_str)
+        .and_then(parse_instant)
+}
+
+pub fn patient(resource: &Value) -> PatientFacts {
+    PatientFacts {
         id: str_at(resource, "id").map(str::to_owned),
-        mrn,
+        identifiers: RawIdentifier::list(resource.get("identifier")),
         name: display_name(resource),
         birth_date: str_at(resource, "birthDate").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
         gender: str_at(resource, "gender").map(str::to_owned),
-    })
+        last_updated: last_updated(resource),
+    }
 }
 
 /// Who a resource is about: a literal reference or a logical one by identifier.
@@ -127,24 +76,17 @@ pub fn patient(resource: &Value, mrn_system: Option<&str>) -> Result<PatientFact
 pub enum SubjectRef {
     /// `Patient/<id>` (or a `urn:uuid:` inside a transaction Bundle).
     Reference(String),
-    /// `subject.identifier`: the patient's MRN.
-    Identifier(Mrn),
+    /// `subject.identifier`: one of the patient's identifiers.
+    Identifier(RawIdentifier),
 }
 
-fn subject_of(resource: &Value, mrn_system: Option<&str>) -> Option<SubjectRef> {
+fn subject_of(resource: &Value) -> Option<SubjectRef> {
     let subject = resource.get("subject")?;
     if let Some(reference) = str_at(subject, "reference") {
         return Some(SubjectRef::Reference(reference.trim().to_owned()));
     }
-    let identifier = subject.get("identifier")?;
-    let value = str_at(identifier, "value")?.trim().to_owned();
-    let system = str_at(identifier, "system").map(str::to_owned);
-    if let (Some(wanted), Some(got)) = (mrn_system, system.as_deref())
-        && wanted != got
-    {
-        return None;
-    }
-    Some(SubjectRef::Identifier(Mrn { system, value }))
+    let identifier = RawIdentifier::from_json(subject.get("identifier")?);
+    identifier.value.is_some().then_some(SubjectRef::Identifier(identifier))
 }
 
 /// The id in a `Patient/<id>` reference (absolute URLs ending in `/Patient/<id>` too).
@@ -158,6 +100,10 @@ pub fn patient_id_of_reference(reference: &str) -> Option<&str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncounterFacts {
     pub id: Option<String>,
+    /// The first identifier with a value, as `system|value`.
+    pub identifier: Option<String>,
+    /// The sender's `meta.lastUpdated`: its own ordering of versions.
+    pub last_updated: Option<DateTime<Utc>>,
     pub status: String,
     pub class: Option<String>,
     pub subject: SubjectRef,
@@ -199,14 +145,14 @@ pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-pub fn encounter(resource: &Value, mrn_system: Option<&str>) -> Result<EncounterFacts, Issue> {
+pub fn encounter(resource: &Value) -> Result<EncounterFacts, Issue> {
     let status = str_at(resource, "status")
         .ok_or_else(|| issue("/status", "the Encounter has no status"))?
         .to_owned();
-    let subject = subject_of(resource, mrn_system).ok_or_else(|| {
+    let subject = subject_of(resource).ok_or_else(|| {
         issue(
             "/subject",
-            "the Encounter has no subject (a Patient reference or MRN identifier)",
+            "the Encounter has no subject (a Patient reference or an identifier)",
         )
     })?;
     let locations: Vec<&Value> = resource
@@ -229,6 +175,8 @@ pub fn encounter(resource: &Value, mrn_system: Option<&str>) -> Result<Encounter
         .and_then(|l| location_name(l));
     Ok(EncounterFacts {
         id: str_at(resource, "id").map(str::to_owned),
+        identifier: first_identifier(resource),
+        last_updated: last_updated(resource),
         status,
         class: resource
             .pointer("/class/code")
@@ -272,14 +220,22 @@ pub struct ObservationFacts {
     pub issued: Option<DateTime<Utc>>,
 }
 
-pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<ObservationFacts, Issue> {
+/// The first identifier with a value, as `system|value`.
+fn first_identifier(resource: &Value) -> Option<String> {
+    resource.get("identifier").and_then(Value::as_array).and_then(|ids| {
+        ids.iter()
+            .find_map(|i| Some(format!("{}|{}", str_at(i, "system").unwrap_or(""), str_at(i, "value")?)))
+    })
+}
+
+pub fn observation(resource: &Value) -> Result<ObservationFacts, Issue> {
     let status = str_at(resource, "status")
         .ok_or_else(|| issue("/status", "the Observation has no status"))?
         .to_owned();
-    let subject = subject_of(resource, mrn_system).ok_or_else(|| {
+    let subject = subject_of(resource).ok_or_else(|| {
         issue(
             "/subject",
-            "the Observation has no patient: subject.reference or subject.identifier (MRN) is required",
+            "the Observation has no patient: subject.reference or subject.identifier is required",
         )
     })?;
     let coding = resource
@@ -317,10 +273,7 @@ pub fn observation(resource: &Value, mrn_system: Option<&str>) -> Result<Observa
         .or_else(|| str_at(vq, "unit"))
         .ok_or_else(|| issue("/valueQuantity/unit", "the result has no unit"))?
         .to_owned();
-    let identifier = resource.get("identifier").and_then(Value::as_array).and_then(|ids| {
-        ids.iter()
-            .find_map(|i| Some(format!("{}|{}", str_at(i, "system").unwrap_or(""), str_at(i, "value")?)))
-    });
+    let identifier = first_identifier(resource);
     Ok(ObservationFacts {
         id: str_at(resource, "id").map(str::to_owned),
         identifier,
@@ -352,27 +305,13 @@ mod tests {
     }
 
     #[test]
-    fn the_official_patient_example_has_mrn_12345_and_a_name() {
-        let p = patient(&example("patient-example.json"), None).expect("facts");
-        assert_eq!(p.mrn.value, "12345");
+    fn the_official_patient_example_has_identifiers_a_name_and_a_birth_date() {
+        let p = patient(&example("patient-example.json"));
+        assert_eq!(p.identifiers[0].value.as_deref(), Some("12345"));
+        assert!(p.identifiers[0].typed_mr);
         assert_eq!(p.id.as_deref(), Some("example"));
         assert_eq!(p.name.as_deref(), Some("Peter James Chalmers"));
         assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1974, 12, 25));
-    }
-
-    #[test]
-    fn a_patient_without_an_mr_identifier_is_refused_at_identifier() {
-        let err = patient(&json!({"resourceType":"Patient","identifier":[{"value":"1"}]}), None).expect_err("no MRN");
-        assert_eq!(err.location, "/identifier");
-    }
-
-    #[test]
-    fn a_configured_mrn_system_wins_over_the_mr_type() {
-        let p = json!({"resourceType":"Patient","identifier":[
-            {"system":"urn:a","value":"A1","type":{"coding":[{"code":"MR"}]}},
-            {"system":"urn:b","value":"B2"}]});
-        assert_eq!(patient(&p, Some("urn:b")).expect("facts").mrn.value, "B2");
-        assert_eq!(patient(&p, None).expect("facts").mrn.value, "A1");
     }
 
     #[test]
@@ -394,7 +333,7 @@ mod tests {
             "location":[
               {"location":{"display":"Bed 4"},"physicalType":{"coding":[{"code":"bd"}]}},
               {"location":{"display":"Ward 7B"},"physicalType":{"coding":[{"code":"wa"}]}}]});
-        let f = encounter(&e, None).expect("facts");
+        let f = encounter(&e).expect("facts");
         assert!(f.is_current_inpatient());
         assert_eq!(f.ward.as_deref(), Some("Ward 7B"));
         assert_eq!(f.bed.as_deref(), Some("Bed 4"));
@@ -407,7 +346,7 @@ mod tests {
 
     #[test]
     fn the_official_potassium_like_example_reads_loinc_value_and_unit() {
-        let o = observation(&example("observation-example-f001-glucose.json"), None).expect("facts");
+        let o = observation(&example("observation-example-f001-glucose.json")).expect("facts");
         assert_eq!(o.loinc, "15074-8");
         assert_eq!(o.quantity.value, 6.3);
         assert_eq!(o.quantity.unit, "mmol/L");
@@ -419,7 +358,7 @@ mod tests {
         let o = json!({"resourceType":"Observation","status":"final",
             "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
             "valueQuantity":{"value":7.1,"unit":"mmol/L"}});
-        assert_eq!(observation(&o, None).expect_err("no subject").location, "/subject");
+        assert_eq!(observation(&o).expect_err("no subject").location, "/subject");
     }
 
     #[test]
@@ -428,10 +367,7 @@ mod tests {
             "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
             "subject":{"reference":"Patient/p1"},
             "valueQuantity":{"value":1.8e304,"unit":"mmol/L"}});
-        assert_eq!(
-            observation(&o, None).expect_err("refused").location,
-            "/valueQuantity/value"
-        );
+        assert_eq!(observation(&o).expect_err("refused").location, "/valueQuantity/value");
     }
 
     #[test]
@@ -440,12 +376,13 @@ mod tests {
             "code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},
             "subject":{"identifier":{"value":"MRN1"}},
             "valueQuantity":{"value":7.1,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}});
-        let f = observation(&o, None).expect("facts");
+        let f = observation(&o).expect("facts");
         assert_eq!(
             f.subject,
-            SubjectRef::Identifier(Mrn {
+            SubjectRef::Identifier(RawIdentifier {
                 system: None,
-                value: "MRN1".into()
+                value: Some("MRN1".into()),
+                typed_mr: false,
             })
         );
     }

@@ -1,18 +1,24 @@
-//! Wardwatch's pure core: what a FHIR resource says, canonical units, clinical rules, the events
-//! that pass between functions, and the ports the functions use to reach the outside world.
+//! Wardwatch's pure core: what a FHIR resource says, patient identity, canonical units,
+//! clinical rules, the patient record and the decisions over it, the event log's events, state
+//! keys, and the ports the functions use to reach the outside world.
 //!
 //! Nothing here does I/O or knows about tokio; the current time is always passed in.
 
+pub mod alert;
+pub mod decide;
 pub mod events;
 pub mod facts;
+pub mod identity;
 pub mod ids;
+pub mod issue;
+pub mod keys;
 pub mod outcome;
 pub mod ports;
+pub mod record;
 pub mod rules;
 pub mod units;
 
-pub use fhir::{Issue, validate_resource};
-pub use wardwatch_fhir as fhir;
+pub use issue::Issue;
 
 /// Names shared by every way of running Wardwatch: Dapr binding name = HTTP route = queue name.
 pub mod lanes {

@@ -33,7 +33,6 @@ mod tests {
     fn an_outcome_without_issues_still_says_what_went_wrong() {
         let o = operation_outcome("invalid", "bad JSON", &[]);
         assert_eq!(o["issue"][0]["diagnostics"], "bad JSON");
-        assert!(crate::validate_resource(&o).is_ok(), "must itself be valid FHIR");
     }
 
     #[test]

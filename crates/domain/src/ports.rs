@@ -1,14 +1,17 @@
-//! Ports: the two capabilities a function needs from the outside world, kept small.
+//! Ports: the three capabilities a function needs from the outside world, kept small.
 //!
-//! The semantics are those of Dapr's state API so that every adapter (memory, Redis in Dapr's
-//! layout, the Dapr sidecar) behaves the same: an ETag is the entry's version; a write with an
-//! ETag that does not match is a [`PortError::Conflict`]; a write with an ETag to a missing key
-//! creates it; a write without an ETag always wins.
+//! The state semantics are those of Dapr's state API so that every adapter (memory, Redis in
+//! Dapr's layout, the Dapr sidecar) behaves the same: an ETag is the entry's version; a write
+//! with an ETag that does not match is a [`PortError::Conflict`]; a write with an ETag to a
+//! missing key creates it; a write without an ETag always wins.
 
 use std::future::Future;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::events::WardEvent;
+use crate::record::Mark;
 
 /// Why a port call failed. Only `Unavailable` is worth retrying as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +41,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// missing).
     fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
     fn delete(&self, key: &str, etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Several keys at once (for the board's reads), in order. Adapters that can pipeline do.
+    fn get_many(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Versioned>>, PortError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(self.get(k).await?);
+            }
+            Ok(out)
+        }
+    }
     /// Cheap liveness check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
@@ -49,6 +62,74 @@ pub trait Publisher: Send + Sync + 'static {
     /// confirms, dapr-knative.md fact 21); in process, once the subscriber's channel has it.
     fn publish(&self, lane: &str, payload: &[u8]) -> impl Future<Output = Result<(), PortError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// What an append found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended now, with this log id.
+    New(String),
+    /// Already appended (a re-drive), with this id; maybe not yet published.
+    Already(String),
+    /// A later item of this patient is already in the log, so this one was appended and
+    /// published before it.
+    Earlier,
+}
+
+/// One page of the event log.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogPage {
+    /// Oldest first, each with its `id`.
+    pub events: Vec<WardEvent>,
+    /// The oldest id the log still holds (it is bounded): a reader who last saw an id before
+    /// this one has missed events.
+    pub oldest: Option<String>,
+    /// The newest id in the log.
+    pub newest: Option<String>,
+}
+
+/// The ordered event log every function appends to: bounded, ids `<ms>-<seq>` that increase
+/// across restarts. Appends are exactly-once per (patient, outbox seq) thanks to a per-patient
+/// mark kept atomically with the append.
+pub trait EventLog: Send + Sync + 'static {
+    fn append(
+        &self,
+        patient_id: &str,
+        seq: u64,
+        event: &WardEvent,
+    ) -> impl Future<Output = Result<Appended, PortError>> + Send;
+    /// Record that the item `seq` was also published on its lane.
+    fn published(&self, patient_id: &str, seq: u64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn mark(&self, patient_id: &str) -> impl Future<Output = Result<Option<Mark>, PortError>> + Send;
+    /// Events after `after` (exclusive; none = from the oldest), oldest first, at most `limit`.
+    fn read(&self, after: Option<EventId>, limit: usize) -> impl Future<Output = Result<LogPage, PortError>> + Send;
+    /// The newest id, without reading events.
+    fn newest(&self) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A log id, `<ms>-<seq>`, ordered as Redis Stream ids are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// `<ms>-<seq>`, or `<ms>` alone (seq 0), as Redis accepts; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
+        Some(Self {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
 }
 
 /// An ETag no stored entry ever has (versions count up from 1): writing with it creates a
@@ -87,60 +168,31 @@ pub async fn put_json<T: Serialize, S: StateStore>(
     store.set(key, &data, etag).await
 }
 
-/// Read-modify-write under optimistic concurrency: `change` gets the current value (or
-/// `T::default()`) and returns whether it changed anything; on an ETag conflict the whole
-/// cycle runs again, up to `attempts` times. Still contended after that, it is
-/// [`PortError::Unavailable`]: transient, to be retried later as a whole.
-pub async fn update_json<T, S, F>(store: &S, key: &str, attempts: u32, mut change: F) -> Result<T, PortError>
-where
-    T: Serialize + DeserializeOwned + Default,
-    S: StateStore,
-    F: FnMut(&mut T) -> bool,
-{
-    for _ in 0..attempts.max(1) {
-        let (mut value, etag) = match get_json::<T, S>(store, key).await? {
-            Some((v, e)) => (v, Some(e)),
-            None => (T::default(), None),
-        };
-        if !change(&mut value) {
-            return Ok(value);
-        }
-        // For a key that does not exist yet we still write with an ETag: Dapr's stores create a
-        // missing key whatever the ETag, but a second writer racing to create it then finds
-        // version 1 and an ETag that can never match, and gets a conflict instead of silently
-        // overwriting the first.
-        let etag = etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned());
-        match put_json(store, key, &value, Some(&etag)).await {
-            Ok(()) => return Ok(value),
-            Err(PortError::Conflict) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(PortError::Unavailable(format!(
-        "{} still contended after {attempts} attempts",
-        key_kind(key)
-    )))
-}
-
-/// What kind of key this is (`mrn-MRN0001` → `mrn`), for messages and logs: keys can hold
-/// identifiers such as an MRN, which must not be logged.
+/// What kind of key this is, for messages and logs (keys never hold patient data, but the
+/// kind is all a log line needs).
 pub fn key_kind(key: &str) -> &str {
-    key.split('-').next().unwrap_or_default()
+    crate::keys::kind(key)
 }
 
-/// The id of the patient holding `mrn`, from the MRN index admit keeps.
-pub async fn patient_for_mrn<S: StateStore>(store: &S, mrn: &str) -> Result<Option<String>, PortError> {
-    #[derive(serde::Deserialize)]
-    struct MrnIndex {
-        patient_id: String,
-    }
-    Ok(get_json::<MrnIndex, S>(store, &crate::events::keys::mrn(mrn))
-        .await?
-        .map(|(i, _)| i.patient_id))
-}
-
-/// Readiness of a function's two ports, naming the one that does not answer.
-pub async fn ready<S: StateStore, P: Publisher>(store: &S, bus: &P) -> Result<(), String> {
+/// Readiness of a function's ports, naming the one that does not answer.
+pub async fn ready<S: StateStore, L: EventLog, P: Publisher>(store: &S, log: &L, bus: &P) -> Result<(), String> {
     store.ping().await.map_err(|e| format!("state store: {e}"))?;
+    log.ping().await.map_err(|e| format!("event log: {e}"))?;
     bus.ping().await.map_err(|e| format!("publisher: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    fn event_ids_order_by_time_then_sequence_and_bad_ones_are_refused() {
+        let a = EventId::parse("1700000000000-9").expect("id");
+        let b = EventId::parse("1700000000001-0").expect("id");
+        assert!(a < b);
+        assert_eq!(EventId::parse("5"), Some(EventId { ms: 5, seq: 0 }));
+        assert_eq!(a.to_string(), "1700000000000-9");
+        assert_eq!(EventId::parse("x-1"), None);
+        assert_eq!(EventId::parse("1-2-3"), None);
+    }
 }

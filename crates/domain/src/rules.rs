@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::LabResulted;
+use crate::alert::{Finding, Severity};
+use crate::record::ResultEntry;
 
 const DEFAULT_LIMITS: &str = include_str!("../data/critical-limits.json");
 
@@ -62,26 +63,9 @@ impl Default for CriticalLimits {
     }
 }
 
-/// What a rule found; evaluate-alert turns it into a stored [`crate::events::Alert`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    /// Stable rule name, e.g. `critical-high:potassium`.
-    pub rule: String,
-    pub severity: Severity,
-    /// A sentence for the clinician (no patient identifiers in it).
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    Critical,
-    Warning,
-}
-
 /// Critical limits for one result. A result in a unit other than the limit's is never compared
 /// (ingest-lab stores known analytes in their canonical unit, so this only guards the table).
-pub fn critical_limits(result: &LabResulted, limits: &CriticalLimits) -> Vec<Finding> {
+pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits) -> Vec<Finding> {
     let Some(analyte) = result.analyte.as_deref() else {
         return Vec::new();
     };
@@ -134,17 +118,21 @@ pub fn critical_limits(result: &LabResulted, limits: &CriticalLimits) -> Vec<Fin
 mod tests {
     use super::*;
 
-    fn potassium(value: f64) -> LabResulted {
-        LabResulted {
+    fn potassium(value: f64) -> ResultEntry {
+        ResultEntry {
             result_id: "r1".into(),
-            patient_id: "p1".into(),
-            mrn: "M1".into(),
             loinc: "2823-3".into(),
             analyte: Some("potassium".into()),
             value,
             unit: "mmol/L".into(),
+            comparator: None,
+            reported_value: value,
+            reported_unit: "mmol/L".into(),
             status: "final".into(),
             effective: None,
+            issued: None,
+            digest: String::new(),
+            resource_key: String::new(),
         }
     }
 

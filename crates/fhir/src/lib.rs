@@ -18,14 +18,7 @@ use serde_json::Value;
 /// The official FHIR R4 JSON Schema (4.0.1), as published at hl7.org/fhir/R4/fhir.schema.json.
 const SCHEMA: &str = include_str!("../../../schemas/fhir/fhir.schema.json");
 
-/// One problem found in a resource, with a FHIRPath-like location when one is known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    /// JSON pointer into the submitted resource (`/entry/0/resource/name`), empty for the root.
-    pub location: String,
-    /// What is wrong, in words fit for the client that sent it.
-    pub message: String,
-}
+pub use wardwatch_domain::Issue;
 
 /// The resource types this crate knows how to check with typed deserialization.
 pub const TYPED: &[&str] = &["Patient", "Encounter", "Observation", "Bundle"];
@@ -217,6 +210,21 @@ mod tests {
     fn an_unknown_resource_type_is_rejected() {
         let issues = validate_resource(&serde_json::json!({"resourceType": "Pateint"})).expect_err("must be rejected");
         assert!(issues[0].message.contains("Pateint"));
+    }
+
+    #[test]
+    fn the_operation_outcomes_wardwatch_sends_are_valid_fhir() {
+        let o =
+            wardwatch_domain::outcome::operation_outcome("invalid", "refused", &[Issue::new("/subject", "missing")]);
+        assert!(validate_resource(&o).is_ok(), "{o}");
+        assert!(
+            validate_resource(&wardwatch_domain::outcome::operation_outcome(
+                "invalid",
+                "bad JSON",
+                &[]
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use wardwatch_domain::identity::IdentityRules;
+
 /// A credential or a URL that may contain one. Never printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -103,8 +105,13 @@ pub struct Config {
     /// default `wardwatch`, lower-cased): keys are `<prefix>||<key>`; `none` = no prefix, as Dapr's
     /// `keyPrefix: none`.
     pub key_prefix: String,
-    /// The identifier system of the hospital's MRN (`MRN_SYSTEM`); unset = the identifier typed MR.
-    pub mrn_system: Option<String>,
+    /// How a patient is known (`MRN_SYSTEMS`, `V2_IDENTIFIER_SYSTEMS`; see `domain::identity`).
+    pub identity: IdentityRules,
+    /// Where the event log lives (`EVENTS_REDIS_URL`, default `REDIS_URL`): a Redis Stream there,
+    /// else a ring in process memory.
+    pub events_url: Option<Secret>,
+    /// How many events the log keeps (`EVENT_LOG_MAX`, default 100000; Redis trims approximately).
+    pub event_log_max: usize,
     /// Unacknowledged deliveries per AMQP consumer (`AMQP_PREFETCH`, default 16).
     pub amqp_prefetch: u16,
     /// Largest accepted request body in bytes (`MAX_BODY_BYTES`, default 4 MiB, daprd's own limit).
@@ -187,7 +194,32 @@ impl Config {
                 Some(p) if p == "none" => String::new(),
                 Some(p) => p,
             },
-            mrn_system: get("MRN_SYSTEM"),
+            identity: IdentityRules {
+                // `MRN_SYSTEM` (one system) is still read, as the first of the list.
+                systems: get("MRN_SYSTEMS")
+                    .or_else(|| get("MRN_SYSTEM"))
+                    .map(|l| {
+                        l.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                v2: match get("V2_IDENTIFIER_SYSTEMS") {
+                    Some(t) => IdentityRules::parse_v2_table(&t).map_err(|e| invalid("V2_IDENTIFIER_SYSTEMS", e))?,
+                    None => Vec::new(),
+                },
+            },
+            events_url: get("EVENTS_REDIS_URL").map(Secret::new),
+            event_log_max: match get("EVENT_LOG_MAX") {
+                Some(n) => n
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 100)
+                    .ok_or_else(|| invalid("EVENT_LOG_MAX", format!("`{n}`: expected a count ≥ 100")))?,
+                None => 100_000,
+            },
             amqp_prefetch: match get("AMQP_PREFETCH") {
                 Some(p) => p
                     .parse()
@@ -222,6 +254,14 @@ impl Config {
         {
             return Err(invalid(
                 "REDIS_URL",
+                "must start with redis:// (TLS, rediss://, is not built in yet)",
+            ));
+        }
+        if let Some(u) = &self.events_url
+            && !u.expose().starts_with("redis://")
+        {
+            return Err(invalid(
+                "EVENTS_REDIS_URL",
                 "must start with redis:// (TLS, rediss://, is not built in yet)",
             ));
         }
@@ -275,7 +315,25 @@ impl Config {
             ),
             Backend::Dapr => "dapr output bindings".to_owned(),
         };
-        format!("state: {state}; bus: {bus}")
+        let log = match self.event_log_url() {
+            Some(u) => format!("redis stream {} `{}`", u.redacted_url(), self.event_stream()),
+            None => "in process memory".to_owned(),
+        };
+        format!("state: {state}; bus: {bus}; event log: {log}")
+    }
+
+    /// The Redis holding the event log: `EVENTS_REDIS_URL`, else `REDIS_URL`.
+    pub fn event_log_url(&self) -> Option<&Secret> {
+        self.events_url.as_ref().or(self.redis_url.as_ref())
+    }
+
+    /// The event log's stream key: `<prefix>:events`.
+    pub fn event_stream(&self) -> String {
+        if self.key_prefix.is_empty() {
+            "wardwatch:events".to_owned()
+        } else {
+            format!("{}:events", self.key_prefix)
+        }
     }
 }
 

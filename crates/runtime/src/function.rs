@@ -213,6 +213,8 @@ pub trait Function: Send + Sync + 'static {
     fn call(&self, event: Event) -> impl Future<Output = Result<Output, Failure>> + Send;
     /// Whether the function's backends answer (for `/readyz`). The error names the backend.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Slow one-off preparation (compiling validators), run off the request path at start-up.
+    fn prepare(&self) {}
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -222,6 +224,7 @@ pub(crate) trait DynFunction: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn call(&self, event: Event) -> BoxFuture<'_, Result<Output, Failure>>;
     fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn prepare(&self);
 }
 
 impl<F: Function> DynFunction for F {
@@ -233,5 +236,8 @@ impl<F: Function> DynFunction for F {
     }
     fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(Function::ready(self))
+    }
+    fn prepare(&self) {
+        Function::prepare(self)
     }
 }

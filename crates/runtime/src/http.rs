@@ -126,6 +126,13 @@ impl App {
         &self.0.metrics
     }
 
+    /// Run every function's one-off preparation (blocking: call it from `spawn_blocking`).
+    pub fn prepare(&self) {
+        for f in &self.0.functions {
+            f.prepare();
+        }
+    }
+
     /// Whether every function's backends answer; the error names the first that does not.
     pub async fn ready(&self) -> Result<(), String> {
         for f in &self.0.functions {

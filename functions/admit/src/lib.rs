@@ -1,18 +1,27 @@
-//! admit: FHIR R4 Patient, Encounter and transaction Bundles in; patients, encounters, the ward
-//! census and `admissions` events out.
+//! admit: FHIR R4 Patients, Encounters and transaction Bundles in; patient records, ward
+//! indexes and `admitted` / `transferred` / `discharged` events out.
 //!
-//! Idempotent: a patient without an id gets one derived from its MRN, an encounter one derived
-//! from its patient and identifier (or start), so posting the same Bundle twice updates what the
-//! first post created instead of duplicating it.
+//! parse → resolve who each entry is about → for each patient: load the record, decide
+//! (`domain::decide::admission`), write it back with its ETag → claim the patient's identifiers
+//! (after the record they point at) → the outbox drains indexes, the event log and `admissions`.
+//!
+//! Idempotent: a patient without an id gets one derived from its identity (system + value), an
+//! encounter one derived from its patient and identifier (or, with neither id nor identifier,
+//! from its content: a new encounter, never an overwrite of another), so posting the same Bundle
+//! twice changes nothing and announces nothing new.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use wardwatch_domain::events::{AdmissionEvent, Census, CensusEntry, keys};
+use wardwatch_domain::decide::admission::{self, AdmissionInput, EncounterUpdate, PatientUpdate};
+use wardwatch_domain::decide::digest;
 use wardwatch_domain::facts::{self, EncounterFacts, PatientFacts, SubjectRef};
-use wardwatch_domain::ports::{
-    CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, patient_for_mrn, put_json, ready, update_json,
-};
-use wardwatch_domain::{Issue, ids, lanes, validate_resource};
+use wardwatch_domain::identity::{Identifier, IdentityRules};
+use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
+use wardwatch_domain::record::{EncounterState, PatientRecord};
+use wardwatch_domain::{Issue, ids, keys};
+use wardwatch_records::{Claim, Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 /// Why an admission was refused. Each variant classifies itself for the runtime.
@@ -34,8 +43,8 @@ pub enum AdmitError {
     NotTransaction(String),
     #[error("the Encounter's subject `{0}` is not a known patient")]
     UnknownPatient(String),
-    #[error("MRN already belongs to another patient id")]
-    MrnTaken(Issue),
+    #[error("this identifier already belongs to another patient")]
+    IdentifierTaken(Issue),
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -53,41 +62,47 @@ impl From<AdmitError> for Failure {
                 .with_status(422),
             AdmitError::ResourceType(_) => Failure::invalid(message).with_status(422),
             AdmitError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message).with_status(422),
-            AdmitError::MrnTaken(issue) => Failure::new(FailureKind::Conflict, message).with_issues(vec![issue]),
+            AdmitError::IdentifierTaken(issue) => Failure::new(FailureKind::Conflict, message).with_issues(vec![issue]),
             AdmitError::Port(p) => p.into(),
         }
     }
 }
 
-/// The admit function. Owns its ports.
-pub struct Admit<S, P> {
-    store: S,
-    bus: P,
-    mrn_system: Option<String>,
+/// The admit function. Owns its ports, through the record repository.
+pub struct Admit<S, L, P> {
+    records: Records<S, L, P>,
+    identity: IdentityRules,
 }
 
-/// A Patient ready to store.
+/// A Patient entry, its identity chosen.
 struct PatientPlan {
-    id: String,
-    facts: PatientFacts,
-    resource: Value,
+    /// The Bundle entry (none for a resource posted on its own).
+    entry: Option<usize>,
     full_url: Option<String>,
+    given_id: Option<String>,
+    facts: PatientFacts,
+    identity: Identifier,
+    identifiers: Vec<Identifier>,
+    resource: Value,
 }
 
-/// What was last announced on `admissions` for an encounter (`announced-<encounter id>`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Announced {
-    in_census: bool,
-    ward: Option<String>,
-    bed: Option<String>,
-}
-
-/// An Encounter ready to store.
+/// An Encounter entry.
 struct EncounterPlan {
-    id: String,
-    patient_id: String,
+    entry: Option<usize>,
+    given_id: Option<String>,
     facts: EncounterFacts,
     resource: Value,
+}
+
+/// Everything one patient gets from one request.
+#[derive(Default)]
+struct Group {
+    /// The Patient resource (stored form) and its update.
+    patient: Option<(Value, PatientUpdate)>,
+    encounters: Vec<(Value, EncounterUpdate)>,
+    identifiers: Vec<Identifier>,
+    /// A record made by results that came before this patient, to join.
+    pending: Option<String>,
 }
 
 fn id_from_put_url(entry: &Value, resource_type: &str) -> Option<String> {
@@ -100,9 +115,24 @@ fn id_from_put_url(entry: &Value, resource_type: &str) -> Option<String> {
     (rt == resource_type && ids::is_fhir_id(id)).then(|| id.to_owned())
 }
 
-impl<S: StateStore, P: Publisher> Admit<S, P> {
-    pub fn new(store: S, bus: P, mrn_system: Option<String>) -> Self {
-        Self { store, bus, mrn_system }
+fn to_bytes(v: &Value) -> Result<Vec<u8>, PortError> {
+    serde_json::to_vec(v).map_err(|e| PortError::Corrupt(e.to_string()))
+}
+
+/// Prefix an entry's issue locations with its place in the Bundle.
+fn relocate(e: AdmitError, entry: Option<usize>) -> AdmitError {
+    let Some(i) = entry else { return e };
+    let at = |issue: Issue| Issue::new(format!("/entry/{i}/resource{}", issue.location), issue.message);
+    match e {
+        AdmitError::Refused(issue) => AdmitError::Refused(at(issue)),
+        AdmitError::IdentifierTaken(issue) => AdmitError::IdentifierTaken(at(issue)),
+        other => other,
+    }
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
+    pub fn new(records: Records<S, L, P>, identity: IdentityRules) -> Self {
+        Self { records, identity }
     }
 
     fn parse(&self, event: &Event) -> Result<Value, AdmitError> {
@@ -119,222 +149,239 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
             .map_err(|e| AdmitError::NotJson(format!("line {} column {}", e.line(), e.column())))
     }
 
-    /// Patient id: the PUT URL's, else the resource's, else the one its MRN already has, else
-    /// one derived from the MRN.
-    async fn plan_patient(
+    fn plan_patient(
         &self,
+        entry: Option<usize>,
         resource: Value,
         put_id: Option<String>,
         full_url: Option<String>,
     ) -> Result<PatientPlan, AdmitError> {
-        let facts = facts::patient(&resource, self.mrn_system.as_deref()).map_err(AdmitError::Refused)?;
-        let known = patient_for_mrn(&self.store, &facts.mrn.value).await?;
-        let given = put_id.or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id)));
-        let id = match (given, known) {
-            (Some(given), Some(known)) if given != known => {
-                // Another patient's id is not told to the client.
-                return Err(AdmitError::MrnTaken(Issue {
-                    location: "/identifier".into(),
-                    message: "this MRN is already held by another patient".into(),
-                }));
-            }
-            (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => ids::derived("patient", &[&facts.mrn.value]),
-        };
+        let facts = facts::patient(&resource);
+        let identity = self.identity.primary(&facts.identifiers).map_err(AdmitError::Refused)?;
+        let identifiers = self.identity.all(&facts.identifiers);
+        let given_id = put_id.or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id)));
         Ok(PatientPlan {
-            id,
-            facts,
-            resource,
+            entry,
             full_url,
+            given_id,
+            facts,
+            identity,
+            identifiers,
+            resource,
         })
     }
 
-    async fn patient_for(&self, subject: &SubjectRef, bundle: &[PatientPlan]) -> Result<String, AdmitError> {
+    /// The patient id for a Patient: the one it was given, else the one its identity already
+    /// has, else one derived from its identity. A given id whose identity another patient holds
+    /// is refused, unless that other record only holds results that came first: it is joined.
+    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, Option<String>), AdmitError> {
+        let holder = self.records.lookup(&plan.identity).await?;
+        match (&plan.given_id, holder) {
+            (Some(given), Some(holder)) if *given != holder => match self.records.load(&holder).await? {
+                Some(r) if r.known => Err(AdmitError::IdentifierTaken(Issue::new(
+                    "/identifier",
+                    "this identifier (system and value) is already held by another patient",
+                ))),
+                Some(r) if r.merged_into.as_deref() == Some(given.as_str()) => Ok((given.clone(), None)),
+                Some(_) => Ok((given.clone(), Some(holder))),
+                // An index pointing nowhere: repaired when this patient claims the identifier.
+                None => Ok((given.clone(), None)),
+            },
+            (Some(given), _) => Ok((given.clone(), None)),
+            (None, Some(holder)) => Ok((holder, None)),
+            (None, None) => Ok((
+                ids::derived("patient", &[&plan.identity.system, &plan.identity.value]),
+                None,
+            )),
+        }
+    }
+
+    /// Who an Encounter is about: a Patient of the same Bundle (by `fullUrl`, id or identifier),
+    /// or a patient Wardwatch already has a record of.
+    async fn patient_for(&self, subject: &SubjectRef, bundle: &[(String, &PatientPlan)]) -> Result<String, AdmitError> {
         match subject {
             SubjectRef::Reference(r) => {
-                if let Some(p) = bundle.iter().find(|p| p.full_url.as_deref() == Some(r.as_str())) {
-                    return Ok(p.id.clone());
+                if let Some((id, _)) = bundle.iter().find(|(_, p)| p.full_url.as_deref() == Some(r.as_str())) {
+                    return Ok(id.clone());
                 }
                 let id = facts::patient_id_of_reference(r)
                     .filter(|id| ids::is_fhir_id(id))
                     .ok_or_else(|| AdmitError::UnknownPatient(r.clone()))?;
-                if bundle.iter().any(|p| p.id == id) || self.store.get(&keys::patient(id)).await?.is_some() {
+                if bundle.iter().any(|(pid, _)| pid == id) || self.records.load(id).await?.is_some() {
                     Ok(id.to_owned())
                 } else {
                     Err(AdmitError::UnknownPatient(r.clone()))
                 }
             }
-            SubjectRef::Identifier(mrn) => {
-                if let Some(p) = bundle.iter().find(|p| p.facts.mrn.value == mrn.value) {
-                    return Ok(p.id.clone());
+            SubjectRef::Identifier(raw) => {
+                let identifier = self
+                    .identity
+                    .subject(raw)
+                    .map_err(|m| AdmitError::Refused(Issue::new("/subject/identifier", m)))?;
+                if let Some((id, _)) = bundle.iter().find(|(_, p)| p.identifiers.contains(&identifier)) {
+                    return Ok(id.clone());
                 }
-                if !facts::is_key_safe(&mrn.value) {
-                    return Err(AdmitError::UnknownPatient("identifier".into()));
-                }
-                patient_for_mrn(&self.store, &mrn.value)
+                self.records
+                    .lookup(&identifier)
                     .await?
                     .ok_or_else(|| AdmitError::UnknownPatient("identifier".into()))
             }
         }
     }
 
-    async fn plan_encounter(
-        &self,
-        resource: Value,
-        put_id: Option<String>,
-        bundle: &[PatientPlan],
-    ) -> Result<EncounterPlan, AdmitError> {
-        let facts = facts::encounter(&resource, self.mrn_system.as_deref()).map_err(AdmitError::Refused)?;
-        let patient_id = self.patient_for(&facts.subject, bundle).await?;
-        let identifier = resource
-            .pointer("/identifier/0/value")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| facts.start.map(|s| s.to_rfc3339()))
-            .unwrap_or_default();
-        let id = put_id
-            .or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id)))
-            .unwrap_or_else(|| ids::derived("encounter", &[&patient_id, &identifier]));
-        Ok(EncounterPlan {
-            id,
-            patient_id,
-            facts,
+    fn encounter_update(&self, plan: &EncounterPlan, patient_id: &str) -> (Value, EncounterUpdate) {
+        let mut resource = plan.resource.clone();
+        let id = plan.given_id.clone().unwrap_or_else(|| match &plan.facts.identifier {
+            Some(identifier) => ids::derived("encounter", &[patient_id, identifier]),
+            // Neither id nor identifier: a new encounter, named by its content.
+            None => ids::derived(
+                "encounter",
+                &[patient_id, "content", &digest(&plan.resource.to_string())],
+            ),
+        });
+        resource["id"] = Value::String(id.clone());
+        resource["subject"] = json!({"reference": format!("Patient/{patient_id}")});
+        let d = digest(&resource.to_string());
+        let f = &plan.facts;
+        let state = EncounterState {
+            id: id.clone(),
+            status: f.status.clone(),
+            class: f.class.clone(),
+            ward: f.ward.clone(),
+            bed: f.bed.clone(),
+            start: f.start,
+            end: f.end,
+            source_version: f.last_updated,
+            resource_key: keys::encounter_resource(&id, &d),
+            digest: d,
+        };
+        (
             resource,
-        })
-    }
-
-    async fn store_patient(&self, plan: &PatientPlan) -> Result<(), AdmitError> {
-        let mut resource = plan.resource.clone();
-        resource["id"] = Value::String(plan.id.clone());
-        // The MRN → patient index is created once; a second creator gets a conflict.
-        let mrn_key = keys::mrn(&plan.facts.mrn.value);
-        match put_json(
-            &self.store,
-            &mrn_key,
-            &json!({"patient_id": plan.id}),
-            Some(CREATE_ONLY_ETAG),
+            EncounterUpdate {
+                state,
+                cancel_discharge: false,
+            },
         )
-        .await
-        {
-            Ok(()) => {}
-            Err(PortError::Conflict) => {
-                let owner = patient_for_mrn(&self.store, &plan.facts.mrn.value).await?;
-                if owner.as_deref() != Some(plan.id.as_str()) {
-                    return Err(AdmitError::MrnTaken(Issue {
-                        location: "/identifier".into(),
-                        message: "this MRN is already held by another patient".into(),
-                    }));
+    }
+
+    /// Write one patient's part of the request: one compare-and-set of their record.
+    async fn apply(&self, patient_id: &str, group: Group, now: DateTime<Utc>) -> Result<(), AdmitError> {
+        let pending: Option<PatientRecord> = match &group.pending {
+            Some(p) => self.records.load(p).await?,
+            None => None,
+        };
+        let mut resources = Vec::new();
+        if let Some((resource, update)) = &group.patient {
+            resources.push((update.resource_key.clone(), to_bytes(resource)?));
+        }
+        for (resource, update) in &group.encounters {
+            resources.push((update.state.resource_key.clone(), to_bytes(resource)?));
+        }
+        let input = AdmissionInput {
+            patient: group.patient.as_ref().map(|(_, u)| u.clone()),
+            encounters: group.encounters.iter().map(|(_, u)| u.clone()).collect(),
+        };
+        self.records
+            .update(patient_id, |record| {
+                let record = match &pending {
+                    Some(p) => Some(admission::absorb(record, patient_id, p, now).record),
+                    None => record,
+                };
+                let d = admission::decide(record, patient_id, input.clone(), now);
+                Ok::<_, AdmitError>(if d.changed {
+                    Step::Write {
+                        record: d.record,
+                        resources: resources.clone(),
+                        out: (),
+                    }
+                } else {
+                    Step::Keep(())
+                })
+            })
+            .await?;
+        // Identifiers point at the record only now that it exists.
+        for identifier in &group.identifiers {
+            match &group.pending {
+                Some(p) => self.records.repoint(identifier, p, patient_id).await?,
+                None => {
+                    if let Claim::HeldBy(_) = self.records.claim(identifier, patient_id).await? {
+                        tracing::warn!(patient_id, "an identifier of this patient is held by another record");
+                    }
                 }
             }
-            Err(e) => return Err(e.into()),
         }
-        put_json(&self.store, &keys::patient(&plan.id), &resource, None).await?;
-        tracing::info!(patient_id = %plan.id, "patient stored");
-        Ok(())
-    }
-
-    /// Store the encounter, update the census, publish what changed.
-    async fn store_encounter(
-        &self,
-        plan: &EncounterPlan,
-        patients: &[PatientPlan],
-        now: DateTime<Utc>,
-    ) -> Result<(), AdmitError> {
-        let mut resource = plan.resource.clone();
-        resource["id"] = Value::String(plan.id.clone());
-        resource["subject"] = json!({"reference": format!("Patient/{}", plan.patient_id)});
-        put_json(&self.store, &keys::encounter(&plan.id), &resource, None).await?;
-
-        let (mrn, name) = match patients.iter().find(|p| p.id == plan.patient_id) {
-            Some(p) => (p.facts.mrn.value.clone(), p.facts.name.clone()),
-            None => {
-                let stored: Option<(Value, String)> = get_json(&self.store, &keys::patient(&plan.patient_id)).await?;
-                let facts = stored.and_then(|(p, _)| facts::patient(&p, self.mrn_system.as_deref()).ok());
-                (
-                    facts.as_ref().map(|f| f.mrn.value.clone()).unwrap_or_default(),
-                    facts.and_then(|f| f.name),
-                )
-            }
-        };
-        let entry = CensusEntry {
-            patient_id: plan.patient_id.clone(),
-            encounter_id: plan.id.clone(),
-            mrn: mrn.clone(),
-            name,
-            ward: plan.facts.ward.clone(),
-            bed: plan.facts.bed.clone(),
-            admitted_at: plan.facts.start,
-        };
-        let current = plan.facts.is_current_inpatient();
-        update_json::<Census, _, _>(&self.store, keys::CENSUS, 20, |census| {
-            let existing = census.patients.get(&plan.patient_id);
-            if current {
-                if existing == Some(&entry) {
-                    return false;
-                }
-                census.patients.insert(plan.patient_id.clone(), entry.clone());
-                true
-            } else if existing.is_some_and(|e| e.encounter_id == plan.id) {
-                census.patients.remove(&plan.patient_id);
-                true
-            } else {
-                false
-            }
-        })
-        .await?;
-        self.announce(plan, mrn, current, now).await?;
-        tracing::info!(patient_id = %plan.patient_id, encounter_id = %plan.id, current, "encounter stored");
-        Ok(())
-    }
-
-    /// Publish on `admissions` what changed since the last announcement of this encounter:
-    /// `admitted`, `transferred` (ward or bed) or `discharged`; nothing when nothing changed.
-    /// The announced state is saved only after the publish, so a publish that failed is
-    /// retried with the same kind when the client (or the queue) tries again.
-    async fn announce(
-        &self,
-        plan: &EncounterPlan,
-        mrn: String,
-        current: bool,
-        now: DateTime<Utc>,
-    ) -> Result<(), AdmitError> {
-        let key = keys::announced(&plan.id);
-        let last: Option<(Announced, String)> = get_json(&self.store, &key).await?;
-        let state = Announced {
-            in_census: current,
-            ward: plan.facts.ward.clone(),
-            bed: plan.facts.bed.clone(),
-        };
-        let kind = match (last.as_ref().map(|(l, _)| l), current) {
-            (None, true) => "admitted",
-            (Some(l), true) if !l.in_census => "admitted",
-            (Some(l), true) if l.ward != state.ward || l.bed != state.bed => "transferred",
-            (Some(l), false) if l.in_census => "discharged",
-            _ => return Ok(()),
-        };
-        let event = AdmissionEvent {
-            kind: kind.to_owned(),
-            patient_id: plan.patient_id.clone(),
-            encounter_id: plan.id.clone(),
-            mrn,
-            ward: state.ward.clone(),
-            bed: state.bed.clone(),
-            at: now,
-        };
-        let payload = serde_json::to_vec(&event).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        self.bus.publish(lanes::ADMISSIONS, &payload).await?;
-        let etag = last.map_or_else(|| CREATE_ONLY_ETAG.to_owned(), |(_, e)| e);
-        match put_json(&self.store, &key, &state, Some(&etag)).await {
-            // A concurrent post of the same encounter announced it too (at least once).
-            Ok(()) | Err(PortError::Conflict) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(p) = &group.pending {
+            self.records
+                .update(p, |record| {
+                    Ok::<_, AdmitError>(match record {
+                        Some(r) if r.merged_into.is_none() => {
+                            let d = admission::closed_into(r, patient_id, now);
+                            Step::Write {
+                                record: d.record,
+                                resources: Vec::new(),
+                                out: (),
+                            }
+                        }
+                        _ => Step::Keep(()),
+                    })
+                })
+                .await?;
+            tracing::info!(patient_id, joined = %p, "results that came before the patient were joined to the record");
         }
-        tracing::info!(patient_id = %plan.patient_id, encounter_id = %plan.id, kind, "admission announced");
+        tracing::info!(patient_id, "admission recorded");
         Ok(())
     }
 
-    /// A transaction Bundle whose shape (`check_transaction_shape`) and resources
-    /// (`validate_resource`) have been checked: plan every entry, then write.
+    /// Plan every entry, resolve every patient, then write patient by patient.
+    async fn admit(
+        &self,
+        patients: Vec<PatientPlan>,
+        encounters: Vec<EncounterPlan>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Option<usize>, String, Value)>, AdmitError> {
+        let mut resolved: Vec<(String, &PatientPlan)> = Vec::new();
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut locations: Vec<(Option<usize>, String, Value)> = Vec::new();
+        for plan in &patients {
+            let (pid, pending) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
+            let mut resource = plan.resource.clone();
+            resource["id"] = Value::String(pid.clone());
+            let d = digest(&resource.to_string());
+            let update = PatientUpdate {
+                identity: plan.identity.clone(),
+                identifiers: plan.identifiers.clone(),
+                name: plan.facts.name.clone(),
+                birth_date: plan.facts.birth_date,
+                gender: plan.facts.gender.clone(),
+                source_version: plan.facts.last_updated,
+                resource_key: keys::patient_resource(&pid, &d),
+                digest: d,
+            };
+            locations.push((plan.entry, format!("Patient/{pid}"), resource.clone()));
+            let group = groups.entry(pid.clone()).or_default();
+            group.identifiers = plan.identifiers.clone();
+            group.pending = pending;
+            group.patient = Some((resource, update));
+            resolved.push((pid, plan));
+        }
+        for plan in &encounters {
+            let pid = self
+                .patient_for(&plan.facts.subject, &resolved)
+                .await
+                .map_err(|e| relocate(e, plan.entry))?;
+            let (resource, update) = self.encounter_update(plan, &pid);
+            locations.push((plan.entry, format!("Encounter/{}", update.state.id), resource.clone()));
+            groups.entry(pid).or_default().encounters.push((resource, update));
+        }
+        for (pid, group) in groups {
+            self.apply(&pid, group, now).await?;
+        }
+        locations.sort_by_key(|(i, _, _)| *i);
+        Ok(locations)
+    }
+
+    /// A transaction Bundle whose shape (`check_transaction_shape`) and resources have been
+    /// checked.
     async fn transaction(&self, bundle: Value, now: DateTime<Utc>) -> Result<Output, AdmitError> {
         let entries = bundle
             .get("entry")
@@ -345,40 +392,30 @@ impl<S: StateStore, P: Publisher> Admit<S, P> {
         let mut encounters = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             let resource = entry["resource"].clone();
-            let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
             if resource["resourceType"] == "Patient" {
-                patients.push((resource, id_from_put_url(entry, "Patient"), full_url, i));
+                let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+                let plan = self
+                    .plan_patient(Some(i), resource, id_from_put_url(entry, "Patient"), full_url)
+                    .map_err(|e| relocate(e, Some(i)))?;
+                patients.push(plan);
             } else {
-                encounters.push((resource, id_from_put_url(entry, "Encounter"), i));
+                let facts = facts::encounter(&resource).map_err(|e| relocate(AdmitError::Refused(e), Some(i)))?;
+                encounters.push(EncounterPlan {
+                    entry: Some(i),
+                    given_id: id_from_put_url(entry, "Encounter")
+                        .or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id))),
+                    facts,
+                    resource,
+                });
             }
         }
-        let mut patient_plans: Vec<PatientPlan> = Vec::new();
-        for (resource, put_id, full_url, i) in patients {
-            let plan = self
-                .plan_patient(resource, put_id, full_url)
-                .await
-                .map_err(|e| relocate(e, i))?;
-            patient_plans.push(plan);
-        }
-        let mut encounter_plans = Vec::new();
-        for (resource, put_id, i) in encounters {
-            let plan = self
-                .plan_encounter(resource, put_id, &patient_plans)
-                .await
-                .map_err(|e| relocate(e, i))?;
-            encounter_plans.push(plan);
-        }
-        let mut response_entries = Vec::new();
-        for p in &patient_plans {
-            self.store_patient(p).await?;
-            response_entries.push(json!({"response": {"status": "200 OK", "location": format!("Patient/{}", p.id)}}));
-        }
-        for e in &encounter_plans {
-            self.store_encounter(e, &patient_plans, now).await?;
-            response_entries.push(json!({"response": {"status": "200 OK", "location": format!("Encounter/{}", e.id)}}));
-        }
+        let written = self.admit(patients, encounters, now).await?;
+        let response: Vec<Value> = written
+            .iter()
+            .map(|(_, location, _)| json!({"response": {"status": "200 OK", "location": location}}))
+            .collect();
         Ok(Output::ok(
-            json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}),
+            json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response}),
         ))
     }
 }
@@ -397,34 +434,23 @@ fn check_transaction_shape(bundle: &Value) -> Result<(), AdmitError> {
         .enumerate()
     {
         let Some(resource) = entry.get("resource") else {
-            return Err(AdmitError::Invalid(vec![Issue {
-                location: format!("/entry/{i}"),
-                message: "entry without a resource".into(),
-            }]));
+            return Err(AdmitError::Invalid(vec![Issue::new(
+                format!("/entry/{i}"),
+                "entry without a resource",
+            )]));
         };
         let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default();
         if !matches!(rt, "Patient" | "Encounter") {
-            return Err(AdmitError::Refused(Issue {
-                location: format!("/entry/{i}/resource/resourceType"),
-                message: format!("`{rt}` entries are not accepted: a transaction here holds Patients and Encounters"),
-            }));
+            return Err(AdmitError::Refused(Issue::new(
+                format!("/entry/{i}/resource/resourceType"),
+                format!("`{rt}` entries are not accepted: a transaction here holds Patients and Encounters"),
+            )));
         }
     }
     Ok(())
 }
 
-/// Prefix an entry's issue locations with its place in the Bundle.
-fn relocate(e: AdmitError, i: usize) -> AdmitError {
-    match e {
-        AdmitError::Refused(issue) => AdmitError::Refused(Issue {
-            location: format!("/entry/{i}/resource{}", issue.location),
-            message: issue.message,
-        }),
-        other => other,
-    }
-}
-
-impl<S: StateStore, P: Publisher> Function for Admit<S, P> {
+impl<S: StateStore, L: EventLog, P: Publisher> Function for Admit<S, L, P> {
     fn name(&self) -> &'static str {
         "admit"
     }
@@ -442,40 +468,45 @@ impl<S: StateStore, P: Publisher> Function for Admit<S, P> {
         match resource_type.as_str() {
             "Patient" | "Encounter" => {}
             "Bundle" => check_transaction_shape(&resource)?,
-            other if wardwatch_domain::fhir::is_resource_type(other) => {
+            other if wardwatch_fhir::is_resource_type(other) => {
                 return Err(AdmitError::ResourceType(resource_type).into());
             }
             _ => {
-                return Err(AdmitError::Invalid(vec![Issue {
-                    location: "/resourceType".into(),
-                    message: format!("`{resource_type}` is not a FHIR R4 resource type"),
-                }])
+                return Err(AdmitError::Invalid(vec![Issue::new(
+                    "/resourceType",
+                    format!("`{resource_type}` is not a FHIR R4 resource type"),
+                )])
                 .into());
             }
         }
-        validate_resource(&resource).map_err(AdmitError::Invalid)?;
+        wardwatch_fhir::validate_resource(&resource).map_err(AdmitError::Invalid)?;
         let output = match resource_type.as_str() {
             "Bundle" => self.transaction(resource, now).await?,
             "Patient" => {
-                let plan = self.plan_patient(resource, None, None).await?;
-                self.store_patient(&plan).await?;
-                let mut stored = plan.resource.clone();
-                stored["id"] = Value::String(plan.id.clone());
-                Output::created(stored)
+                let plan = self.plan_patient(None, resource, None, None)?;
+                let mut written = self.admit(vec![plan], Vec::new(), now).await?;
+                Output::created(written.pop().map(|(_, _, r)| r).unwrap_or_default())
             }
             _ => {
-                let plan = self.plan_encounter(resource, None, &[]).await?;
-                self.store_encounter(&plan, &[], now).await?;
-                let mut stored = plan.resource.clone();
-                stored["id"] = Value::String(plan.id.clone());
-                stored["subject"] = json!({"reference": format!("Patient/{}", plan.patient_id)});
-                Output::created(stored)
+                let facts = facts::encounter(&resource).map_err(AdmitError::Refused)?;
+                let plan = EncounterPlan {
+                    entry: None,
+                    given_id: facts.id.clone().filter(|id| ids::is_fhir_id(id)),
+                    facts,
+                    resource,
+                };
+                let mut written = self.admit(Vec::new(), vec![plan], now).await?;
+                Output::created(written.pop().map(|(_, _, r)| r).unwrap_or_default())
             }
         };
         Ok(output)
     }
 
     async fn ready(&self) -> Result<(), String> {
-        ready(&self.store, &self.bus).await
+        ready(&self.records.store, &self.records.log, &self.records.bus).await
+    }
+
+    fn prepare(&self) {
+        wardwatch_fhir::prepare(&["Bundle", "Patient", "Encounter"]);
     }
 }

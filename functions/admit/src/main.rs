@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
     wardwatch_adapters::launch::main("admit", &[], |w| {
-        let admit = admit::Admit::new(w.store.clone(), w.bus.clone(), w.config.mrn_system.clone());
+        let admit = admit::Admit::new(w.records(), w.config.identity.clone());
         w.app().fhir("/fhir", Arc::new(admit))
     })
 }

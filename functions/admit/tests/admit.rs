@@ -1,54 +1,89 @@
 //! admit on memory adapters: no socket, no services.
 
 use serde_json::{Value, json};
-use wardwatch_adapters::{MemoryBus, MemoryStateStore};
-use wardwatch_domain::events::{Census, keys};
-use wardwatch_domain::ports::{StateStore, get_json};
+use wardwatch_adapters::{MemoryBus, MemoryEventLog, MemoryStateStore};
+use wardwatch_domain::keys;
+use wardwatch_domain::ports::{EventLog, Publisher, StateStore};
+use wardwatch_domain::record::PatientRecord;
+use wardwatch_records::{Locks, Records};
 use wardwatch_runtime::{Event, FailureKind, Function, Trigger};
 
-type Admit = admit::Admit<MemoryStateStore, MemoryBus>;
+type Admit<P = MemoryBus> = admit::Admit<MemoryStateStore, MemoryEventLog, P>;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../../schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
-fn setup() -> (Admit, MemoryStateStore, MemoryBus) {
+fn with_bus<P: Publisher + Clone>(bus: P) -> (Admit<P>, MemoryStateStore, MemoryEventLog) {
     let store = MemoryStateStore::default();
+    let log = MemoryEventLog::default();
+    let records = Records::new(store.clone(), log.clone(), bus, Locks::default());
+    (admit::Admit::new(records, Default::default()), store, log)
+}
+
+fn setup() -> (Admit, MemoryStateStore, MemoryBus) {
     let bus = MemoryBus::default();
-    (admit::Admit::new(store.clone(), bus.clone(), None), store, bus)
+    let (f, store, _) = with_bus(bus.clone());
+    (f, store, bus)
 }
 
 fn post(body: &Value) -> Event {
     Event::new(Trigger::Http, "/fhir", body.to_string())
 }
 
-async fn census(store: &MemoryStateStore) -> Census {
-    get_json(store, keys::CENSUS)
-        .await
-        .expect("get")
-        .map(|(c, _)| c)
-        .unwrap_or_default()
+/// Every record in the store.
+async fn records(store: &MemoryStateStore) -> Vec<PatientRecord> {
+    let mut out = Vec::new();
+    for k in store.keys().into_iter().filter(|k| k.starts_with("record-")) {
+        let v = store.get(&k).await.expect("get").expect("some");
+        out.push(serde_json::from_slice(&v.data).expect("record"));
+    }
+    out
+}
+
+/// The patients a ward's index lists.
+async fn on_ward(store: &MemoryStateStore, ward: &str) -> Vec<String> {
+    let records = Records::new(
+        store.clone(),
+        MemoryEventLog::default(),
+        MemoryBus::default(),
+        Locks::default(),
+    );
+    records.members(&keys::ward(ward)).await.expect("members")
+}
+
+fn lane(bus: &MemoryBus, name: &str) -> Vec<Value> {
+    bus.messages(name)
+        .iter()
+        .map(|m| serde_json::from_slice(m).expect("json"))
+        .collect()
 }
 
 #[tokio::test]
-async fn a_transaction_bundle_admits_the_patient_to_the_census_and_announces_it() {
+async fn a_transaction_bundle_admits_the_patient_to_the_ward_and_announces_it() {
     let (f, store, bus) = setup();
     let out = f
         .call(post(&fixture("examples/admission-bundle.json")))
         .await
         .expect("admitted");
     assert_eq!(out.body.as_ref().expect("body")["type"], "transaction-response");
-    let census = census(&store).await;
-    let entry = census.patients.values().next().expect("one inpatient");
+    let records = records(&store).await;
+    let r = &records[0];
+    let p = r.placement.as_ref().expect("placed");
     assert_eq!(
-        (entry.mrn.as_str(), entry.ward.as_deref(), entry.bed.as_deref()),
-        ("MRN0001", Some("Ward 7B"), Some("Bed 4"))
+        (r.mrn().as_deref(), p.ward.as_deref(), p.bed.as_deref()),
+        (Some("MRN0001"), Some("Ward 7B"), Some("Bed 4"))
     );
-    let events = bus.messages("admissions");
+    assert_eq!(on_ward(&store, "Ward 7B").await, vec![r.id.clone()]);
+    let events = lane(&bus, "admissions");
     assert_eq!(events.len(), 1);
-    let event: Value = serde_json::from_slice(&events[0]).expect("json");
-    assert_eq!(event["kind"], "admitted");
+    assert_eq!(events[0]["type"], "admitted");
+    assert!(
+        events[0]["id"].as_str().is_some_and(|id| id.contains('-')),
+        "carries its log id"
+    );
+    assert!(events[0].get("name").is_none(), "no patient data beyond the listed ids");
 }
 
 #[tokio::test]
@@ -58,9 +93,9 @@ async fn posting_the_same_bundle_twice_duplicates_nothing() {
     let first = f.call(post(&bundle)).await.expect("first");
     let second = f.call(post(&bundle)).await.expect("second");
     assert_eq!(first, second, "same ids both times");
-    assert_eq!(census(&store).await.patients.len(), 1);
+    assert_eq!(records(&store).await.len(), 1);
     let patients = store.keys().into_iter().filter(|k| k.starts_with("patient-")).count();
-    assert_eq!(patients, 1);
+    assert_eq!(patients, 1, "the same Patient version is stored once");
 }
 
 #[tokio::test]
@@ -70,9 +105,10 @@ async fn a_finished_encounter_discharges_the_patient() {
     f.call(post(&bundle)).await.expect("admitted");
     bundle["entry"][1]["resource"]["status"] = json!("finished");
     f.call(post(&bundle)).await.expect("discharged");
-    assert!(census(&store).await.patients.is_empty());
-    let last: Value = serde_json::from_slice(bus.messages("admissions").last().expect("event")).expect("json");
-    assert_eq!(last["kind"], "discharged");
+    assert!(on_ward(&store, "Ward 7B").await.is_empty());
+    assert!(records(&store).await[0].placement.is_none());
+    let last = lane(&bus, "admissions").pop().expect("event");
+    assert_eq!(last["type"], "discharged");
 }
 
 #[tokio::test]
@@ -83,7 +119,7 @@ async fn the_official_patient_example_is_accepted_on_its_own() {
         .await
         .expect("accepted");
     assert_eq!(out.status, 201);
-    assert!(store.get("patient-example").await.expect("get").is_some());
+    assert!(store.get(&keys::record("example")).await.expect("get").is_some());
 }
 
 #[tokio::test]
@@ -133,13 +169,52 @@ async fn a_schema_violation_inside_the_bundle_names_its_entry_and_writes_nothing
 }
 
 #[tokio::test]
-async fn a_patient_without_an_mrn_is_422_at_its_identifier() {
+async fn a_patient_without_a_usable_identifier_is_422_at_its_identifier_naming_the_setting() {
     let (f, _, _) = setup();
     let mut bundle = fixture("examples/admission-bundle.json");
     bundle["entry"][0]["resource"]["identifier"] = json!([{"value": "x"}]);
     let err = f.call(post(&bundle)).await.expect_err("refused");
     assert_eq!(err.http_status(), 422);
     assert_eq!(err.issues[0].location, "/entry/0/resource/identifier");
+    assert!(
+        err.issues[0].message.contains("MRN_SYSTEMS"),
+        "{}",
+        err.issues[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_patient_with_a_system_only_identifier_is_admitted_with_no_configuration() {
+    let (f, store, _) = setup();
+    let mut bundle = fixture("examples/admission-bundle.json");
+    bundle["entry"][0]["resource"]["identifier"] =
+        json!([{"system": "urn:oid:2.16.840.1.113883.19.5", "value": "abc-1"}]);
+    f.call(post(&bundle)).await.expect("admitted");
+    let r = &records(&store).await[0];
+    assert_eq!(r.mrn().as_deref(), Some("abc-1"));
+    assert!(r.placement.is_some());
+}
+
+#[tokio::test]
+async fn the_same_hospital_number_under_two_systems_is_two_patients() {
+    let (f, store, _) = setup();
+    for (system, bed) in [
+        ("https://hospital-a.example/mrn", "Bed 1"),
+        ("https://hospital-b.example/mrn", "Bed 2"),
+    ] {
+        let mut bundle = fixture("examples/admission-bundle.json");
+        bundle["entry"][0]["resource"]["identifier"][0]["system"] = json!(system);
+        bundle["entry"][0]["resource"]["identifier"][0]["value"] = json!("555");
+        bundle["entry"][1]["resource"]["location"][1]["location"]["display"] = json!(bed);
+        f.call(post(&bundle)).await.expect("admitted");
+    }
+    let records = records(&store).await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        on_ward(&store, "Ward 7B").await.len(),
+        2,
+        "both on the ward, neither replaced"
+    );
 }
 
 #[tokio::test]
@@ -153,7 +228,7 @@ async fn an_encounter_for_an_unknown_patient_is_refused() {
 }
 
 #[tokio::test]
-async fn an_mrn_held_by_another_patient_id_is_a_conflict() {
+async fn an_identifier_held_by_another_patient_id_is_a_conflict() {
     let (f, _, _) = setup();
     let bundle = fixture("examples/admission-bundle.json");
     let mut a = bundle["entry"][0]["resource"].clone();
@@ -188,20 +263,13 @@ async fn a_move_to_another_bed_is_announced_as_a_transfer() {
     f.call(post(&bundle)).await.expect("admitted");
     bundle["entry"][1]["resource"]["location"][1]["location"]["display"] = json!("Bed 9");
     f.call(post(&bundle)).await.expect("moved");
-    let last: Value = serde_json::from_slice(bus.messages("admissions").last().expect("event")).expect("json");
+    let last = lane(&bus, "admissions").pop().expect("event");
+    assert_eq!(last["type"], "transferred");
     assert_eq!(
-        (last["kind"].as_str(), last["bed"].as_str()),
-        (Some("transferred"), Some("Bed 9"))
-    );
-    assert_eq!(
-        census(&store)
-            .await
-            .patients
-            .values()
-            .next()
-            .expect("entry")
-            .bed
-            .as_deref(),
+        records(&store).await[0]
+            .placement
+            .as_ref()
+            .and_then(|p| p.bed.as_deref()),
         Some("Bed 9")
     );
 }
@@ -229,21 +297,22 @@ impl wardwatch_domain::ports::Publisher for Flaky {
 
 #[tokio::test]
 async fn when_the_announcement_fails_the_retry_still_announces_the_admission() {
-    let store = MemoryStateStore::default();
     let bus = MemoryBus::default();
     let flaky = Flaky {
         bus: bus.clone(),
         failures: std::sync::Arc::new(1.into()),
     };
-    let f = admit::Admit::new(store.clone(), flaky, None);
+    let (f, _, log) = with_bus(flaky);
     let bundle = fixture("examples/admission-bundle.json");
     let err = f.call(post(&bundle)).await.expect_err("publisher down");
     assert_eq!(err.http_status(), 503);
     f.call(post(&bundle)).await.expect("retried");
-    let events = bus.messages("admissions");
+    let events = lane(&bus, "admissions");
     assert_eq!(events.len(), 1);
-    let event: Value = serde_json::from_slice(&events[0]).expect("json");
-    assert_eq!(event["kind"], "admitted", "not lost as an `updated`");
+    assert_eq!(events[0]["type"], "admitted", "re-driven from the outbox, not lost");
+    let logged = log.read(None, 10).await.expect("log").events;
+    assert_eq!(logged.len(), 1, "appended to the log once, although drained twice");
+    assert_eq!(logged[0].id, events[0]["id"].as_str().expect("id"));
 }
 
 #[tokio::test]
@@ -256,7 +325,7 @@ async fn a_subject_that_cannot_be_a_key_is_refused_not_an_internal_error() {
         f.call(post(&encounter)).await.expect_err("refused").kind,
         FailureKind::NotFound
     );
-    encounter["subject"] = json!({"identifier": {"value": "a||b"}});
+    encounter["subject"] = json!({"identifier": {"system": "urn:h", "value": "a||b"}});
     assert_eq!(
         f.call(post(&encounter)).await.expect_err("refused").kind,
         FailureKind::NotFound

@@ -1,24 +1,26 @@
-//! evaluate-alert: every `lab-resulted` event is checked against the critical limits; each
-//! finding becomes one alert (stored once, listed as open, then published on `alerts`).
+//! evaluate-alert: every `result-stored` event (lane `lab-resulted`) is checked against the
+//! critical limits; each new finding becomes one alert in the patient's record and one
+//! `alert-raised` event (event log, then lane `alerts`).
 //!
-//! Idempotent: an alert's id is derived from the result and the rule, so a redelivered event
-//! finds the alert it raised. An alert is marked `published` only after the `alerts` lane
-//! confirmed it, so a crash in between publishes it again rather than never.
+//! parse the event → load the patient's record → decide (`domain::decide::alerting`) on the
+//! result's current version in the record → write back with the ETag → the outbox drains.
+//! Idempotent: an alert's id is derived from the result and the rule, and a redelivered event
+//! finds the alert already in the record, so it raises nothing twice.
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
-use wardwatch_domain::events::{Alert, AlertStatus, LabResulted, OpenAlerts, keys};
-use wardwatch_domain::ports::{
-    CREATE_ONLY_ETAG, PortError, Publisher, StateStore, get_json, put_json, ready, update_json,
-};
-use wardwatch_domain::rules::{CriticalLimits, Finding, critical_limits};
-use wardwatch_domain::{ids, lanes};
-use wardwatch_runtime::{Event, Failure, Function, Output};
+use wardwatch_domain::decide::alerting;
+use wardwatch_domain::events::{EventType, WardEvent};
+use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
+use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_records::{Records, Step};
+use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
-    #[error("not a lab-resulted event: {0}")]
+    #[error("not a result-stored event: {0}")]
     Malformed(String),
+    #[error("the event's patient record does not exist")]
+    NoRecord,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -27,91 +29,82 @@ impl From<EvaluateError> for Failure {
     fn from(e: EvaluateError) -> Self {
         match e {
             EvaluateError::Malformed(_) => Failure::invalid(e.to_string()),
+            EvaluateError::NoRecord => Failure::new(FailureKind::NotFound, e.to_string()),
             EvaluateError::Port(p) => p.into(),
         }
     }
 }
 
-pub struct EvaluateAlert<S, P> {
-    store: S,
-    bus: P,
+pub struct EvaluateAlert<S, L, P> {
+    records: Records<S, L, P>,
     limits: CriticalLimits,
 }
 
-impl<S: StateStore, P: Publisher> EvaluateAlert<S, P> {
-    pub fn new(store: S, bus: P, limits: CriticalLimits) -> Self {
-        Self { store, bus, limits }
-    }
+enum Found {
+    Raised(Vec<String>),
+    Moved(String),
+}
 
-    async fn raise(&self, result: &LabResulted, finding: Finding, now: DateTime<Utc>) -> Result<String, EvaluateError> {
-        let id = ids::derived("alert", &[&result.result_id, &finding.rule]);
-        let key = keys::alert(&id);
-        let mut stored: Option<(Alert, String)> = get_json(&self.store, &key).await?;
-        if stored.is_none() {
-            let alert = Alert {
-                id: id.clone(),
-                patient_id: result.patient_id.clone(),
-                mrn: result.mrn.clone(),
-                rule: finding.rule,
-                severity: finding.severity,
-                status: AlertStatus::Active,
-                message: finding.message,
-                result_id: result.result_id.clone(),
-                loinc: result.loinc.clone(),
-                value: result.value,
-                unit: result.unit.clone(),
-                raised_at: now,
-                published: false,
-            };
-            match put_json(&self.store, &key, &alert, Some(CREATE_ONLY_ETAG)).await {
-                Ok(()) | Err(PortError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-            stored = get_json(&self.store, &key).await?;
-        }
-        let Some((mut alert, etag)) = stored else {
-            return Err(PortError::Unavailable("alert vanished after it was written".into()).into());
-        };
-        update_json::<OpenAlerts, _, _>(&self.store, keys::OPEN_ALERTS, 20, |open| {
-            if open.ids.contains(&id) {
-                false
-            } else {
-                open.ids.push(id.clone());
-                true
-            }
-        })
-        .await?;
-        if !alert.published {
-            let payload = serde_json::to_vec(&alert).map_err(|e| PortError::Corrupt(e.to_string()))?;
-            self.bus.publish(lanes::ALERTS, &payload).await?;
-            alert.published = true;
-            match put_json(&self.store, &key, &alert, Some(&etag)).await {
-                // Someone else changed it meanwhile (acknowledged it, or published it too).
-                Ok(()) | Err(PortError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-            tracing::info!(alert_id = %id, patient_id = %alert.patient_id, rule = %alert.rule, "alert raised");
-        }
-        Ok(id)
+impl<S: StateStore, L: EventLog, P: Publisher> EvaluateAlert<S, L, P> {
+    pub fn new(records: Records<S, L, P>, limits: CriticalLimits) -> Self {
+        Self { records, limits }
     }
 }
 
-impl<S: StateStore, P: Publisher> Function for EvaluateAlert<S, P> {
+impl<S: StateStore, L: EventLog, P: Publisher> Function for EvaluateAlert<S, L, P> {
     fn name(&self) -> &'static str {
         "evaluate-alert"
     }
 
     async fn call(&self, event: Event) -> Result<Output, Failure> {
-        let result: LabResulted = serde_json::from_slice(&event.payload)
+        let stored: WardEvent = serde_json::from_slice(&event.payload)
             .map_err(|e| EvaluateError::Malformed(format!("line {} column {}", e.line(), e.column())))?;
-        let mut raised = Vec::new();
-        for finding in critical_limits(&result, &self.limits) {
-            raised.push(self.raise(&result, finding, event.context.received_at).await?);
+        if stored.kind != EventType::ResultStored {
+            return Err(EvaluateError::Malformed(format!("type is `{}`", stored.kind.as_str())).into());
         }
-        Ok(Output::ok(json!({"alerts": raised})))
+        let result_id = stored
+            .result_id
+            .clone()
+            .ok_or_else(|| EvaluateError::Malformed("no result_id".into()))?;
+        let now = event.context.received_at;
+        let mut patient_id = stored.patient_id.clone();
+        for _ in 0..4 {
+            let found = self
+                .records
+                .update(&patient_id, |record| {
+                    let Some(record) = record else {
+                        return Err(EvaluateError::NoRecord);
+                    };
+                    if let Some(into) = record.merged_into.clone() {
+                        return Ok(Step::Keep(Found::Moved(into)));
+                    }
+                    let d = alerting::decide(record, &result_id, &self.limits, now);
+                    let raised: Vec<String> = d.events().filter_map(|e| e.alert_id.clone()).collect();
+                    Ok(if d.changed {
+                        Step::Write {
+                            record: d.record,
+                            resources: Vec::new(),
+                            out: Found::Raised(raised),
+                        }
+                    } else {
+                        Step::Keep(Found::Raised(Vec::new()))
+                    })
+                })
+                .await?;
+            match found {
+                Found::Moved(into) => patient_id = into,
+                Found::Raised(alerts) => {
+                    for alert_id in &alerts {
+                        tracing::info!(%alert_id, %patient_id, %result_id, "alert raised");
+                    }
+                    return Ok(Output::ok(json!({"alerts": alerts})));
+                }
+            }
+        }
+        Err(EvaluateError::Port(PortError::Corrupt("patient records are joined in a loop".into())).into())
     }
 
     async fn ready(&self) -> Result<(), String> {
-        ready(&self.store, &self.bus).await
+        ready(&self.records.store, &self.records.log, &self.records.bus).await
     }
 }

@@ -5,7 +5,7 @@ use wardwatch_domain::rules::CriticalLimits;
 
 fn main() -> std::process::ExitCode {
     wardwatch_adapters::launch::main("evaluate-alert", &[LAB_RESULTED], |w| {
-        let evaluate = evaluate_alert::EvaluateAlert::new(w.store.clone(), w.bus.clone(), CriticalLimits::default());
+        let evaluate = evaluate_alert::EvaluateAlert::new(w.records(), CriticalLimits::default());
         w.app()
             .binding(LAB_RESULTED, Arc::new(evaluate))
             .cloudevents_default(LAB_RESULTED)

@@ -1,83 +1,137 @@
-//! evaluate-alert on memory adapters.
+//! evaluate-alert on memory adapters: results put in a record the way ingest-lab does, then the
+//! `result-stored` event delivered.
 
+use chrono::Utc;
 use serde_json::{Value, json};
-use wardwatch_adapters::{MemoryBus, MemoryStateStore};
-use wardwatch_domain::events::{OpenAlerts, keys};
-use wardwatch_domain::ports::get_json;
+use wardwatch_adapters::{MemoryBus, MemoryEventLog, MemoryStateStore};
+use wardwatch_domain::decide::result;
+use wardwatch_domain::ports::{EventLog, PortError};
+use wardwatch_domain::record::ResultEntry;
 use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_records::{Locks, Records, Step};
 use wardwatch_runtime::{Event, FailureKind, Function, Trigger};
 
-fn setup() -> (
-    evaluate_alert::EvaluateAlert<MemoryStateStore, MemoryBus>,
-    MemoryStateStore,
-    MemoryBus,
-) {
-    let store = MemoryStateStore::default();
+type Repo = Records<MemoryStateStore, MemoryEventLog, MemoryBus>;
+type Evaluate = evaluate_alert::EvaluateAlert<MemoryStateStore, MemoryEventLog, MemoryBus>;
+
+async fn setup(value: f64) -> (Evaluate, Repo, MemoryBus) {
     let bus = MemoryBus::default();
+    let records = Records::new(
+        MemoryStateStore::default(),
+        MemoryEventLog::default(),
+        bus.clone(),
+        Locks::default(),
+    );
+    let entry = ResultEntry {
+        result_id: "r1".into(),
+        loinc: "2823-3".into(),
+        analyte: Some("potassium".into()),
+        value,
+        unit: "mmol/L".into(),
+        comparator: None,
+        reported_value: value,
+        reported_unit: "mmol/L".into(),
+        status: "final".into(),
+        effective: Some(Utc::now()),
+        issued: Some(Utc::now()),
+        digest: "d".into(),
+        resource_key: "result-r1-d".into(),
+    };
+    records
+        .update("p1", |r| {
+            let d = result::decide(r, "p1", entry.clone(), None, Utc::now());
+            Ok::<_, PortError>(Step::Write {
+                record: d.record,
+                resources: Vec::new(),
+                out: (),
+            })
+        })
+        .await
+        .expect("seed");
     (
-        evaluate_alert::EvaluateAlert::new(store.clone(), bus.clone(), CriticalLimits::default()),
-        store,
+        evaluate_alert::EvaluateAlert::new(records.clone(), CriticalLimits::default()),
+        records,
         bus,
     )
 }
 
-fn resulted(value: f64) -> Event {
-    let body = json!({"result_id": "r1", "patient_id": "p1", "mrn": "MRN0001", "loinc": "2823-3",
-        "analyte": "potassium", "value": value, "unit": "mmol/L", "status": "final", "effective": null});
+fn resulted() -> Event {
+    let body = json!({"id": "1-0", "type": "result-stored", "at": "2026-11-27T10:00:00Z", "patient_id": "p1",
+        "mrn": null, "ward": null, "result_id": "r1", "analyte": "potassium"});
     Event::new(Trigger::Memory, "lab-resulted", body.to_string())
 }
 
-async fn open(store: &MemoryStateStore) -> OpenAlerts {
-    get_json(store, keys::OPEN_ALERTS)
-        .await
-        .expect("get")
-        .map(|(o, _)| o)
-        .unwrap_or_default()
+fn alerts_lane(bus: &MemoryBus) -> Vec<Value> {
+    bus.messages("alerts")
+        .iter()
+        .map(|m| serde_json::from_slice(m).expect("json"))
+        .collect()
 }
 
 #[tokio::test]
-async fn critical_potassium_raises_one_active_alert_stored_listed_and_published() {
-    let (f, store, bus) = setup();
-    f.call(resulted(7.1)).await.expect("evaluated");
-    let open = open(&store).await;
-    assert_eq!(open.ids.len(), 1);
-    let alerts = bus.messages("alerts");
-    assert_eq!(alerts.len(), 1);
-    let a: Value = serde_json::from_slice(&alerts[0]).expect("json");
+async fn critical_potassium_raises_one_active_alert_in_the_record_the_log_and_the_lane() {
+    let (f, records, bus) = setup(7.1).await;
+    f.call(resulted()).await.expect("evaluated");
+    let r = records.load("p1").await.expect("load").expect("record");
+    assert_eq!(r.alerts.len(), 1);
+    assert_eq!(r.alerts[0].rule, "critical-high:potassium");
+    let lane = alerts_lane(&bus);
+    assert_eq!(lane.len(), 1);
     assert_eq!(
-        (a["rule"].as_str(), a["status"].as_str(), a["severity"].as_str()),
-        (Some("critical-high:potassium"), Some("active"), Some("critical"))
+        (lane[0]["type"].as_str(), lane[0]["alert_id"].as_str()),
+        (Some("alert-raised"), Some(r.alerts[0].id.as_str()))
     );
-    let (stored, _): (Value, String) = get_json(&store, &keys::alert(&open.ids[0]))
-        .await
-        .expect("get")
-        .expect("stored");
-    assert_eq!(stored["published"], true);
+    let logged = records.log.read(None, 10).await.expect("log").events;
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.alert_id.as_deref() == Some(r.alerts[0].id.as_str()))
+    );
+    assert_eq!(
+        records.members(wardwatch_domain::keys::UNPLACED).await.expect("list"),
+        vec!["p1".to_owned()],
+        "a patient on no ward with an alert is on the work list"
+    );
 }
 
 #[tokio::test]
 async fn a_redelivered_event_raises_and_publishes_nothing_new() {
-    let (f, store, bus) = setup();
-    f.call(resulted(7.1)).await.expect("first");
-    f.call(resulted(7.1)).await.expect("again");
-    assert_eq!(open(&store).await.ids.len(), 1);
-    assert_eq!(bus.messages("alerts").len(), 1);
+    let (f, records, bus) = setup(7.1).await;
+    f.call(resulted()).await.expect("first");
+    f.call(resulted()).await.expect("again");
+    assert_eq!(records.load("p1").await.expect("load").expect("record").alerts.len(), 1);
+    assert_eq!(alerts_lane(&bus).len(), 1);
 }
 
 #[tokio::test]
 async fn a_normal_potassium_raises_nothing() {
-    let (f, store, bus) = setup();
-    f.call(resulted(4.2)).await.expect("evaluated");
-    assert!(open(&store).await.ids.is_empty());
+    let (f, records, bus) = setup(4.2).await;
+    f.call(resulted()).await.expect("evaluated");
+    assert!(
+        records
+            .load("p1")
+            .await
+            .expect("load")
+            .expect("record")
+            .alerts
+            .is_empty()
+    );
     assert!(bus.messages("alerts").is_empty());
 }
 
 #[tokio::test]
-async fn a_malformed_event_is_invalid() {
-    let (f, _, _) = setup();
+async fn a_malformed_event_is_invalid_and_one_for_no_record_is_not_found() {
+    let (f, _, _) = setup(7.1).await;
     let err = f
         .call(Event::new(Trigger::Memory, "lab-resulted", "{\"result_id\": 3}"))
         .await
         .expect_err("refused");
     assert_eq!(err.kind, FailureKind::Invalid);
+    let body = json!({"type": "result-stored", "at": "2026-11-27T10:00:00Z", "patient_id": "nobody",
+        "mrn": null, "ward": null, "result_id": "r1"});
+    let err = f
+        .call(Event::new(Trigger::Memory, "lab-resulted", body.to_string()))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, FailureKind::NotFound);
 }

@@ -1,19 +1,26 @@
-//! ingest-lab: laboratory results from the `lab-feed` queue, normalised to canonical units,
-//! stored once against their patient, and announced on `lab-resulted`.
+//! ingest-lab: laboratory results from the `lab-feed` queue, normalised to canonical units and
+//! added to their patient's record once, then announced (`result-stored`, on `lab-resulted`).
 //!
-//! Stored once: a result's id is derived from its patient and the laboratory's identifier for
-//! it (else the Observation id, else its content), so a redelivered message lands on itself. The event is
-//! published after the store on every delivery — at least once — and evaluate-alert is
-//! idempotent on the result id.
+//! parse → resolve the patient → load the record, decide (`domain::decide::result`), write it
+//! back with its ETag → the outbox drains the event log and `lab-resulted`.
+//!
+//! - **Stored once**: a result's id is derived from its subject as given and the laboratory's
+//!   identifier for it (else the Observation id, else its content); a redelivery lands on itself
+//!   and changes nothing.
+//! - **The laboratory's order, not arrival order**: versions of one result are ordered by status
+//!   and issue time; an older version processed late changes nothing.
+//! - **Results before their patient** are kept in a record of their own, named by the identifier
+//!   they carry (the id a Patient with that identity will get), and evaluated like any other.
 
 use serde_json::{Value, json};
-use wardwatch_domain::events::{HistoryEntry, LabResult, LabResulted, ResultHistory, keys};
+use wardwatch_domain::decide::{digest, result};
 use wardwatch_domain::facts::{self, SubjectRef};
-use wardwatch_domain::ports::{
-    PortError, Publisher, StateStore, get_json, patient_for_mrn, put_json, ready, update_json,
-};
-use wardwatch_domain::{Issue, ids, lanes, units, validate_resource};
-use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
+use wardwatch_domain::identity::{Identifier, IdentityRules};
+use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
+use wardwatch_domain::record::ResultEntry;
+use wardwatch_domain::{Issue, ids, keys, units};
+use wardwatch_records::{Records, Step};
+use wardwatch_runtime::{Event, Failure, Function, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -29,8 +36,6 @@ pub enum IngestError {
     Refused(Issue),
     #[error("{0}")]
     Unit(#[from] units::UnitError),
-    #[error("the result's patient is not known: {0}")]
-    UnknownPatient(String),
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -45,58 +50,74 @@ impl From<IngestError> for Failure {
                 .with_issues(vec![issue])
                 .with_status(422),
             IngestError::Unit(_) => Failure::invalid(message)
-                .with_issues(vec![Issue {
-                    location: "/valueQuantity".into(),
-                    message: "unit not accepted".into(),
-                }])
+                .with_issues(vec![Issue::new("/valueQuantity", "unit not accepted")])
                 .with_status(422),
-            IngestError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message).with_issues(vec![Issue {
-                location: "/subject".into(),
-                message: "no such patient".into(),
-            }]),
             IngestError::Port(p) => p.into(),
         }
     }
 }
 
-pub struct IngestLab<S, P> {
-    store: S,
-    bus: P,
-    mrn_system: Option<String>,
+pub struct IngestLab<S, L, P> {
+    records: Records<S, L, P>,
+    identity: IdentityRules,
 }
 
-impl<S: StateStore, P: Publisher> IngestLab<S, P> {
-    pub fn new(store: S, bus: P, mrn_system: Option<String>) -> Self {
-        Self { store, bus, mrn_system }
+/// Who a result is about.
+struct Subject {
+    patient_id: String,
+    /// The identifier it named, when it named one.
+    identifier: Option<Identifier>,
+    /// Whether the identifier index already pointed at the patient.
+    indexed: bool,
+    /// The subject as given, to scope the result's id.
+    scope: String,
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
+    pub fn new(records: Records<S, L, P>, identity: IdentityRules) -> Self {
+        Self { records, identity }
     }
 
-    /// The patient's id and MRN.
-    async fn patient(&self, subject: &SubjectRef) -> Result<(String, String), IngestError> {
-        let id = match subject {
-            SubjectRef::Reference(r) => facts::patient_id_of_reference(r)
-                .filter(|id| ids::is_fhir_id(id))
-                .ok_or_else(|| IngestError::UnknownPatient("subject.reference is not a Patient reference".into()))?
-                .to_owned(),
-            SubjectRef::Identifier(mrn) => {
-                if !facts::is_key_safe(&mrn.value) {
-                    return Err(IngestError::UnknownPatient("the MRN is not a usable identifier".into()));
-                }
-                patient_for_mrn(&self.store, &mrn.value)
-                    .await?
-                    .ok_or_else(|| IngestError::UnknownPatient("no patient has this MRN".into()))?
+    /// The patient's record id: a `Patient/<id>` reference names it; an identifier leads to it
+    /// through the index, or, for a patient not seen yet, to the id a Patient with that identity
+    /// will get.
+    async fn subject(&self, subject: &SubjectRef) -> Result<Subject, IngestError> {
+        match subject {
+            SubjectRef::Reference(r) => {
+                let id = facts::patient_id_of_reference(r)
+                    .filter(|id| ids::is_fhir_id(id))
+                    .ok_or_else(|| {
+                        IngestError::Refused(Issue::new(
+                            "/subject/reference",
+                            "subject.reference is not a Patient reference (Patient/<id>)",
+                        ))
+                    })?;
+                Ok(Subject {
+                    patient_id: id.to_owned(),
+                    identifier: None,
+                    indexed: true,
+                    scope: format!("reference|{id}"),
+                })
             }
-        };
-        let (patient, _): (Value, String) = get_json(&self.store, &keys::patient(&id))
-            .await?
-            .ok_or_else(|| IngestError::UnknownPatient(format!("Patient/{id} does not exist")))?;
-        let mrn = facts::patient(&patient, self.mrn_system.as_deref())
-            .map(|f| f.mrn.value)
-            .unwrap_or_default();
-        Ok((id, mrn))
+            SubjectRef::Identifier(raw) => {
+                let identifier = self
+                    .identity
+                    .subject(raw)
+                    .map_err(|m| IngestError::Refused(Issue::new("/subject/identifier", m)))?;
+                let known = self.records.lookup(&identifier).await?;
+                Ok(Subject {
+                    indexed: known.is_some(),
+                    patient_id: known
+                        .unwrap_or_else(|| ids::derived("patient", &[&identifier.system, &identifier.value])),
+                    scope: format!("identifier|{}|{}", identifier.system, identifier.value),
+                    identifier: Some(identifier),
+                })
+            }
+        }
     }
 }
 
-impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
+impl<S: StateStore, L: EventLog, P: Publisher> Function for IngestLab<S, L, P> {
     fn name(&self) -> &'static str {
         "ingest-lab"
     }
@@ -116,25 +137,25 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
         if resource_type != "Observation" {
             return Err(IngestError::ResourceType(resource_type).into());
         }
-        validate_resource(&resource).map_err(IngestError::Invalid)?;
-        let obs = facts::observation(&resource, self.mrn_system.as_deref()).map_err(IngestError::Refused)?;
+        wardwatch_fhir::validate_resource(&resource).map_err(IngestError::Invalid)?;
+        let obs = facts::observation(&resource).map_err(IngestError::Refused)?;
         let normalised =
             units::normalise(&obs.loinc, obs.quantity.value, &obs.quantity.unit).map_err(IngestError::Unit)?;
-        let (patient_id, mrn) = self.patient(&obs.subject).await?;
+        let subject = self.subject(&obs.subject).await?;
 
         let effective = obs.effective.or(obs.issued);
-        // Scoped to the patient: two laboratories' (or two patients') results that happen to
-        // share an identifier or an Observation id never land on each other.
+        // Scoped to the subject: two patients' results that share a laboratory identifier or an
+        // Observation id never land on each other.
         let result_id = match (&obs.identifier, &obs.id) {
-            (Some(identifier), _) => ids::derived("result", &["identifier", &patient_id, identifier]),
-            (None, Some(id)) => ids::derived("result", &["id", &patient_id, id]),
+            (Some(identifier), _) => ids::derived("result", &["identifier", &subject.scope, identifier]),
+            (None, Some(id)) => ids::derived("result", &["id", &subject.scope, id]),
             (None, None) => {
                 let when = effective.map(|t| t.to_rfc3339()).unwrap_or_default();
                 ids::derived(
                     "result",
                     &[
                         "content",
-                        &patient_id,
+                        &subject.scope,
                         &obs.loinc,
                         &when,
                         &obs.quantity.value.to_string(),
@@ -144,64 +165,70 @@ impl<S: StateStore, P: Publisher> Function for IngestLab<S, P> {
             }
         };
         resource["id"] = Value::String(result_id.clone());
-        let resulted = LabResulted {
+        let stored = serde_json::to_vec(&resource).map_err(|e| IngestError::Port(PortError::Corrupt(e.to_string())))?;
+        let d = digest(&resource.to_string());
+        let entry = ResultEntry {
             result_id: result_id.clone(),
-            patient_id: patient_id.clone(),
-            mrn,
             loinc: obs.loinc.clone(),
             analyte: normalised.analyte.map(str::to_owned),
             value: normalised.value,
             unit: normalised.unit.clone(),
-            status: obs.status.clone(),
-            effective,
-        };
-        let record = LabResult {
-            result: resulted.clone(),
+            comparator: obs.quantity.comparator.clone(),
             reported_value: obs.quantity.value,
             reported_unit: obs.quantity.unit.clone(),
-            received_at: event.context.received_at,
-            resource,
+            status: obs.status.clone(),
+            effective: obs.effective,
+            issued: obs.issued,
+            resource_key: keys::result_resource(&result_id, &d),
+            digest: d,
         };
-        // Stored once: a redelivery finds the same record and does not write again.
-        let existing: Option<(LabResult, String)> = get_json(&self.store, &keys::result(&result_id)).await?;
-        let unchanged = existing
-            .as_ref()
-            .is_some_and(|(r, _)| r.result == record.result && r.resource == record.resource);
-        if !unchanged {
-            put_json(&self.store, &keys::result(&result_id), &record, None).await?;
-        }
-        let entry = HistoryEntry {
-            result_id: result_id.clone(),
-            loinc: resulted.loinc.clone(),
-            value: resulted.value,
-            unit: resulted.unit.clone(),
-            effective,
-        };
-        update_json::<ResultHistory, _, _>(&self.store, &keys::results_of(&patient_id), 20, |h| {
-            match h.results.iter_mut().find(|e| e.result_id == entry.result_id) {
-                Some(e) if *e == entry => false,
-                Some(e) => {
-                    *e = entry.clone();
-                    true
-                }
+        let now = event.context.received_at;
+        let mut patient_id = subject.patient_id.clone();
+        // A record joined into another sends its results on (at most a few hops).
+        let mut stored_now = false;
+        for _ in 0..4 {
+            let outcome = self
+                .records
+                .update(&patient_id, |record| {
+                    if let Some(into) = record.as_ref().and_then(|r| r.merged_into.clone()) {
+                        return Ok::<_, IngestError>(Step::Keep(Some(into)));
+                    }
+                    let d = result::decide(record, &patient_id, entry.clone(), subject.identifier.clone(), now);
+                    Ok(if d.changed {
+                        Step::Write {
+                            record: d.record,
+                            resources: vec![(entry.resource_key.clone(), stored.clone())],
+                            out: None,
+                        }
+                    } else {
+                        Step::Keep(None)
+                    })
+                })
+                .await?;
+            match outcome {
+                Some(into) => patient_id = into,
                 None => {
-                    h.results.push(entry.clone());
-                    h.results.sort_by_key(|e| e.effective);
-                    true
+                    stored_now = true;
+                    break;
                 }
             }
-        })
-        .await?;
-        let payload = serde_json::to_vec(&resulted).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        self.bus
-            .publish(lanes::LAB_RESULTED, &payload)
-            .await
-            .map_err(IngestError::Port)?;
-        tracing::info!(%result_id, %patient_id, loinc = %resulted.loinc, duplicate = unchanged, "lab result stored");
+        }
+        if !stored_now {
+            return Err(IngestError::Port(PortError::Corrupt("patient records are joined in a loop".into())).into());
+        }
+        // A new record for a patient not seen yet: its identifier now points at it.
+        if let (Some(identifier), false) = (&subject.identifier, subject.indexed) {
+            self.records.claim(identifier, &patient_id).await?;
+        }
+        tracing::info!(%result_id, %patient_id, loinc = %entry.loinc, "lab result processed");
         Ok(Output::ok(json!({"result_id": result_id, "patient_id": patient_id})))
     }
 
     async fn ready(&self) -> Result<(), String> {
-        ready(&self.store, &self.bus).await
+        ready(&self.records.store, &self.records.log, &self.records.bus).await
+    }
+
+    fn prepare(&self) {
+        wardwatch_fhir::prepare(&["Observation"]);
     }
 }

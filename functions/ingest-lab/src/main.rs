@@ -4,7 +4,7 @@ use wardwatch_domain::lanes::LAB_FEED;
 
 fn main() -> std::process::ExitCode {
     wardwatch_adapters::launch::main("ingest-lab", &[LAB_FEED], |w| {
-        let ingest = ingest_lab::IngestLab::new(w.store.clone(), w.bus.clone(), w.config.mrn_system.clone());
+        let ingest = ingest_lab::IngestLab::new(w.records(), w.config.identity.clone());
         w.app()
             .binding(LAB_FEED, Arc::new(ingest))
             .cloudevents_default(LAB_FEED)

@@ -1,12 +1,18 @@
 //! ingest-lab on memory adapters.
 
+use chrono::Utc;
 use serde_json::{Value, json};
-use wardwatch_adapters::{MemoryBus, MemoryStateStore};
-use wardwatch_domain::events::{ResultHistory, keys};
-use wardwatch_domain::ports::{get_json, put_json};
+use wardwatch_adapters::{MemoryBus, MemoryEventLog, MemoryStateStore};
+use wardwatch_domain::identity::Identifier;
+use wardwatch_domain::ports::{PortError, StateStore};
+use wardwatch_domain::record::PatientRecord;
+use wardwatch_records::{Locks, Records, Step};
 use wardwatch_runtime::{Event, FailureKind, Function, Trigger};
 
-type Ingest = ingest_lab::IngestLab<MemoryStateStore, MemoryBus>;
+type Ingest = ingest_lab::IngestLab<MemoryStateStore, MemoryEventLog, MemoryBus>;
+type Repo = Records<MemoryStateStore, MemoryEventLog, MemoryBus>;
+
+const MRN_SYSTEM: &str = "https://fhir.example-hospital.nhs.uk/Id/mrn";
 
 fn potassium() -> Value {
     let path = format!(
@@ -16,85 +22,153 @@ fn potassium() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
-/// A store with patient `p1`, MRN `MRN0001`.
-async fn setup() -> (Ingest, MemoryStateStore, MemoryBus) {
+/// A known patient's record and its identifier index, as admit leaves them.
+async fn seed(records: &Repo, id: &str, mrn: &str) {
+    let identity = Identifier {
+        system: MRN_SYSTEM.into(),
+        value: mrn.into(),
+    };
+    let mut r = PatientRecord::new(id, Utc::now());
+    r.known = true;
+    r.identity = Some(identity.clone());
+    r.identifiers = vec![identity.clone()];
+    records
+        .update(id, |_| {
+            Ok::<_, PortError>(Step::Write {
+                record: r.clone(),
+                resources: Vec::new(),
+                out: (),
+            })
+        })
+        .await
+        .expect("seed");
+    records.claim(&identity, id).await.expect("claim");
+}
+
+/// Patient `p1`, MRN `MRN0001`.
+async fn setup() -> (Ingest, Repo, MemoryBus) {
     let store = MemoryStateStore::default();
     let bus = MemoryBus::default();
-    let patient = json!({"resourceType": "Patient", "id": "p1",
-        "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN0001"}]});
-    put_json(&store, &keys::patient("p1"), &patient, None)
-        .await
-        .expect("seed");
-    put_json(&store, &keys::mrn("MRN0001"), &json!({"patient_id": "p1"}), None)
-        .await
-        .expect("seed");
-    (ingest_lab::IngestLab::new(store.clone(), bus.clone(), None), store, bus)
+    let records = Records::new(store, MemoryEventLog::default(), bus.clone(), Locks::default());
+    seed(&records, "p1", "MRN0001").await;
+    (
+        ingest_lab::IngestLab::new(records.clone(), Default::default()),
+        records,
+        bus,
+    )
 }
 
 fn deliver(body: &Value) -> Event {
     Event::new(Trigger::DaprBinding, "lab-feed", body.to_string())
 }
 
-async fn history(store: &MemoryStateStore) -> ResultHistory {
-    get_json(store, &keys::results_of("p1"))
-        .await
-        .expect("get")
-        .map(|(h, _)| h)
-        .unwrap_or_default()
+async fn results(records: &Repo, id: &str) -> usize {
+    records.load(id).await.expect("load").map_or(0, |r| r.results.len())
+}
+
+fn lane(bus: &MemoryBus, name: &str) -> Vec<Value> {
+    bus.messages(name)
+        .iter()
+        .map(|m| serde_json::from_slice(m).expect("json"))
+        .collect()
+}
+
+fn result_keys(records: &Repo) -> usize {
+    records.store.keys().iter().filter(|k| k.starts_with("result-")).count()
 }
 
 #[tokio::test]
-async fn a_result_by_mrn_is_stored_against_the_patient_and_announced() {
-    let (f, store, bus) = setup().await;
+async fn a_result_by_identifier_is_stored_in_the_patients_record_and_announced() {
+    let (f, records, bus) = setup().await;
     f.call(deliver(&potassium())).await.expect("stored");
-    assert_eq!(history(&store).await.results.len(), 1);
-    let events = bus.messages("lab-resulted");
+    let r = records.load("p1").await.expect("load").expect("record");
+    assert_eq!((r.results[0].value, r.results[0].unit.as_str()), (7.1, "mmol/L"));
+    let events = lane(&bus, "lab-resulted");
     assert_eq!(events.len(), 1);
-    let e: Value = serde_json::from_slice(&events[0]).expect("json");
     assert_eq!(
-        (e["patient_id"].as_str(), e["analyte"].as_str(), e["value"].as_f64()),
-        (Some("p1"), Some("potassium"), Some(7.1))
+        (
+            events[0]["type"].as_str(),
+            events[0]["patient_id"].as_str(),
+            events[0]["analyte"].as_str()
+        ),
+        (Some("result-stored"), Some("p1"), Some("potassium"))
     );
+    assert!(events[0].get("value").is_none(), "events carry ids, not values");
 }
 
 #[tokio::test]
 async fn a_redelivered_result_is_stored_once() {
-    let (f, store, _) = setup().await;
+    let (f, records, bus) = setup().await;
     f.call(deliver(&potassium())).await.expect("first");
     f.call(deliver(&potassium())).await.expect("again");
-    assert_eq!(history(&store).await.results.len(), 1);
-    assert_eq!(store.keys().iter().filter(|k| k.starts_with("result-")).count(), 1);
+    assert_eq!(results(&records, "p1").await, 1);
+    assert_eq!(result_keys(&records), 1);
+    assert_eq!(lane(&bus, "lab-resulted").len(), 1, "announced once");
 }
 
 #[tokio::test]
-async fn a_reference_to_the_patient_works_as_well_as_the_mrn() {
-    let (f, store, _) = setup().await;
+async fn a_reference_to_the_patient_works_as_well_as_the_identifier() {
+    let (f, records, _) = setup().await;
     let mut obs = potassium();
     obs["subject"] = json!({"reference": "Patient/p1"});
     f.call(deliver(&obs)).await.expect("stored");
-    assert_eq!(history(&store).await.results.len(), 1);
+    assert_eq!(results(&records, "p1").await, 1);
 }
 
 #[tokio::test]
 async fn creatinine_in_mg_per_dl_is_stored_in_micromol_per_litre() {
-    let (f, _, bus) = setup().await;
+    let (f, records, _) = setup().await;
     let mut obs = potassium();
     obs["identifier"][0]["value"] = json!("LAB-CR-1");
     obs["code"]["coding"][0] = json!({"system": "http://loinc.org", "code": "2160-0"});
     obs["valueQuantity"] =
         json!({"value": 1.5, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"});
     f.call(deliver(&obs)).await.expect("stored");
-    let e: Value = serde_json::from_slice(&bus.messages("lab-resulted")[0]).expect("json");
+    let r = records.load("p1").await.expect("load").expect("record");
+    assert_eq!((r.results[0].value, r.results[0].unit.as_str()), (132.63, "umol/L"));
+}
+
+#[tokio::test]
+async fn an_amended_result_processed_before_the_original_stays_amended() {
+    let (f, records, bus) = setup().await;
+    let mut amended = potassium();
+    amended["status"] = json!("amended");
+    amended["issued"] = json!("2026-11-27T11:00:00Z");
+    amended["valueQuantity"]["value"] = json!(5.1);
+    f.call(deliver(&amended)).await.expect("amended");
+    f.call(deliver(&potassium())).await.expect("original, requeued");
+    let r = records.load("p1").await.expect("load").expect("record");
+    assert_eq!((r.results[0].status.as_str(), r.results[0].value), ("amended", 5.1));
     assert_eq!(
-        (e["value"].as_f64(), e["unit"].as_str()),
-        (Some(132.63), Some("umol/L"))
+        lane(&bus, "lab-resulted").len(),
+        1,
+        "the stale original is not announced"
     );
+    assert_eq!(result_keys(&records), 1, "nor stored over the amended resource");
+}
+
+#[tokio::test]
+async fn a_result_for_a_patient_not_seen_yet_is_kept_in_a_record_of_its_own() {
+    let (f, records, bus) = setup().await;
+    let mut stranger = potassium();
+    stranger["subject"] = json!({"identifier": {"system": MRN_SYSTEM, "value": "NEW-1"}});
+    let out = f.call(deliver(&stranger)).await.expect("kept");
+    let pid = out.body.expect("body")["patient_id"].as_str().expect("id").to_owned();
+    let r = records.load(&pid).await.expect("load").expect("record");
+    assert!(!r.known && r.results.len() == 1);
+    assert_eq!(r.mrn().as_deref(), Some("NEW-1"));
+    let identity = Identifier {
+        system: MRN_SYSTEM.into(),
+        value: "NEW-1".into(),
+    };
+    assert_eq!(records.lookup(&identity).await.expect("lookup"), Some(pid));
+    assert_eq!(lane(&bus, "lab-resulted").len(), 1, "and evaluated like any other");
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
-    let (f, store, bus) = setup().await;
-    let before = store.keys().len();
+    let (f, records, bus) = setup().await;
+    let before = records.store.keys().len();
     let mut no_subject = potassium();
     no_subject.as_object_mut().expect("object").remove("subject");
     let err = f.call(deliver(&no_subject)).await.expect_err("no subject");
@@ -107,12 +181,10 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
     wrong_unit["valueQuantity"] = json!({"value": 7.1, "unit": "mg/dL"});
     assert_eq!(f.call(deliver(&wrong_unit)).await.expect_err("unit").http_status(), 422);
 
-    let mut stranger = potassium();
-    stranger["subject"] = json!({"identifier": {"value": "NOBODY"}});
-    assert_eq!(
-        f.call(deliver(&stranger)).await.expect_err("unknown").kind,
-        FailureKind::NotFound
-    );
+    let mut bare = potassium();
+    bare["subject"] = json!({"identifier": {"value": "NOBODY"}});
+    let err = f.call(deliver(&bare)).await.expect_err("no system");
+    assert!(err.issues[0].message.contains("MRN_SYSTEMS"), "{:?}", err.issues);
 
     let hl7 = Event::new(Trigger::DaprBinding, "lab-feed", "MSH|^~\\&|LAB|...");
     assert!(f.call(hl7).await.expect_err("hl7").message.contains("HL7 v2"));
@@ -135,31 +207,24 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
         FailureKind::Invalid
     );
 
-    assert_eq!(store.keys().len(), before, "nothing stored");
+    assert_eq!(records.store.keys().len(), before, "nothing stored");
     assert!(bus.messages("lab-resulted").is_empty(), "nothing announced");
 }
 
 #[tokio::test]
 async fn two_patients_results_with_the_same_lab_identifier_are_kept_apart() {
-    let (f, store, bus) = setup().await;
-    let other = json!({"resourceType": "Patient", "id": "p2",
-        "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN0002"}]});
-    put_json(&store, &keys::patient("p2"), &other, None)
-        .await
-        .expect("seed");
-    put_json(&store, &keys::mrn("MRN0002"), &json!({"patient_id": "p2"}), None)
-        .await
-        .expect("seed");
+    let (f, records, bus) = setup().await;
+    seed(&records, "p2", "MRN0002").await;
     let first = potassium();
     let mut second = potassium();
-    second["subject"] = json!({"identifier": {"value": "MRN0002"}});
+    second["subject"] = json!({"identifier": {"system": MRN_SYSTEM, "value": "MRN0002"}});
     f.call(deliver(&first)).await.expect("first");
     f.call(deliver(&second)).await.expect("second");
-    assert_eq!(store.keys().iter().filter(|k| k.starts_with("result-")).count(), 2);
-    let ids: Vec<Value> = bus
-        .messages("lab-resulted")
+    assert_eq!(result_keys(&records), 2);
+    assert_eq!((results(&records, "p1").await, results(&records, "p2").await), (1, 1));
+    let ids: Vec<Value> = lane(&bus, "lab-resulted")
         .iter()
-        .map(|m| serde_json::from_slice::<Value>(m).expect("json")["result_id"].clone())
+        .map(|e| e["result_id"].clone())
         .collect();
     assert_ne!(ids[0], ids[1]);
 }

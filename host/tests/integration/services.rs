@@ -83,7 +83,9 @@ async fn direct_host() -> (VHost, String, Host) {
 /// Delete every key under `prefix`.
 async fn clean_up(prefix: &str) {
     let mut conn = redis_conn(REDIS).await;
-    let keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
+    let log: Vec<String> = conn.keys(format!("{prefix}:events*")).await.expect("keys");
+    keys.extend(log);
     if !keys.is_empty() {
         let _: () = conn.del(keys).await.expect("clean up");
     }
@@ -111,14 +113,15 @@ async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert
         .await
         .expect("alert published");
     let published: Value = serde_json::from_slice(&published).expect("json");
-    assert_eq!(published["id"], alerts[0]["id"]);
+    assert_eq!(published["type"], "alert-raised");
+    assert_eq!(published["alert_id"], alerts[0]["id"]);
 
     // Every value is in Dapr's layout: `<prefix>||<key>`, a HASH with `data` and `version`.
     let mut conn = redis_conn(REDIS).await;
     let keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
     assert!(
-        keys.len() >= 6,
-        "patient, mrn, encounter, census, result, history, alert…: {keys:?}"
+        keys.len() >= 8,
+        "record, patient, encounter, result, ident, ward, wards, layout…: {keys:?}"
     );
     for key in &keys {
         let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut conn).await.expect("type");
@@ -133,7 +136,12 @@ async fn through_redis_and_rabbitmq_an_observation_on_the_queue_raises_the_alert
         assert!(version >= 1);
         serde_json::from_slice::<Value>(&fields["data"]).expect("data is JSON");
     }
-    assert!(keys.contains(&format!("{prefix}||census")));
+    assert!(keys.iter().any(|k| k.starts_with(&format!("{prefix}||record-"))));
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("||census") || k.ends_with("||alerts-open"))
+    );
     host.stop().await;
     clean_up(&prefix).await;
 }

@@ -1,0 +1,216 @@
+//! The event log in Redis: a bounded Redis Stream (`XADD … MAXLEN ~ n`), ids `<ms>-<seq>` made by
+//! Redis, increasing across restarts. Written directly, not through Dapr: the Dapr state API can
+//! neither append nor list. Beside it, one small HASH per patient (`…:mark:<patient id>`: the
+//! last appended outbox seq, its id, whether it was published), updated in the same Lua script
+//! as the append, so a re-driven outbox item is never appended twice.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use wardwatch_domain::events::WardEvent;
+use wardwatch_domain::ports::{Appended, EventId, EventLog, LogPage, PortError};
+use wardwatch_domain::record::Mark;
+use wardwatch_runtime::Secret;
+
+/// KEYS: stream, mark. ARGV: seq, event JSON, max length, mark TTL seconds.
+const APPEND: &str = r#"
+local m = redis.call("HMGET", KEYS[2], "seq", "id")
+local seq = tonumber(ARGV[1])
+if m[1] then
+  local s = tonumber(m[1])
+  if s > seq then return {"earlier", ""} end
+  if s == seq then return {"already", m[2]} end
+end
+local id = redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[3], "*", "e", ARGV[2])
+redis.call("HSET", KEYS[2], "seq", ARGV[1], "id", id, "pub", "0")
+redis.call("EXPIRE", KEYS[2], ARGV[4])
+return {"new", id}
+"#;
+
+/// KEYS: mark. ARGV: seq.
+const PUBLISHED: &str = r#"
+if redis.call("HGET", KEYS[1], "seq") == ARGV[1] then
+  redis.call("HSET", KEYS[1], "pub", "1")
+end
+return 1
+"#;
+
+/// A patient's mark outlives any realistic gap between two writes to their record.
+const MARK_TTL_SECONDS: u64 = 400 * 24 * 3600;
+
+#[derive(Clone)]
+pub struct RedisEventLog {
+    conn: ConnectionManager,
+    stream: String,
+    max_len: usize,
+    append: Script,
+    published: Script,
+}
+
+fn classify(e: &RedisError) -> PortError {
+    if e.kind() == redis::ErrorKind::Parse || e.code() == Some("WRONGTYPE") {
+        PortError::Corrupt(format!("redis event log: {}", e.category()))
+    } else {
+        PortError::Unavailable(format!("redis event log: {}", e.category()))
+    }
+}
+
+type Entry = (String, Vec<String>);
+
+fn parse_entries(entries: Vec<Entry>) -> Result<Vec<WardEvent>, PortError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let json = fields
+            .chunks(2)
+            .find(|kv| kv.first().map(String::as_str) == Some("e"))
+            .and_then(|kv| kv.get(1))
+            .ok_or_else(|| PortError::Corrupt("an event log entry has no `e` field".into()))?;
+        let mut event: WardEvent = serde_json::from_str(json)
+            .map_err(|e| PortError::Corrupt(format!("event log entry: line {} column {}", e.line(), e.column())))?;
+        event.id = id;
+        out.push(event);
+    }
+    Ok(out)
+}
+
+impl RedisEventLog {
+    /// `stream`: the stream's key (`<prefix>:events`).
+    pub fn new(url: &Secret, stream: &str, max_len: usize) -> Result<Self, String> {
+        let client = redis::Client::open(url.expose()).map_err(|e| format!("event log URL: {}", e.category()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("redis event log: {}", e.category()))?;
+        Ok(Self {
+            conn,
+            stream: stream.to_owned(),
+            max_len: max_len.max(1),
+            append: Script::new(APPEND),
+            published: Script::new(PUBLISHED),
+        })
+    }
+
+    fn mark_key(&self, patient_id: &str) -> String {
+        format!("{}:mark:{patient_id}", self.stream)
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+impl EventLog for RedisEventLog {
+    async fn append(&self, patient_id: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
+        let json = serde_json::to_string(event).map_err(|e| PortError::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let (what, id): (String, String) = self
+            .append
+            .key(&self.stream)
+            .key(self.mark_key(patient_id))
+            .arg(seq)
+            .arg(json)
+            .arg(self.max_len)
+            .arg(MARK_TTL_SECONDS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(match what.as_str() {
+            "new" => Appended::New(id),
+            "already" => Appended::Already(id),
+            _ => Appended::Earlier,
+        })
+    }
+
+    async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .published
+            .key(self.mark_key(patient_id))
+            .arg(seq)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn mark(&self, patient_id: &str) -> Result<Option<Mark>, PortError> {
+        let mut conn = self.conn.clone();
+        let (seq, id, published): (Option<u64>, Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.mark_key(patient_id))
+            .arg("seq")
+            .arg("id")
+            .arg("pub")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(match (seq, id) {
+            (Some(seq), Some(id)) => Some(Mark {
+                seq,
+                id,
+                published: published.as_deref() == Some("1"),
+            }),
+            _ => None,
+        })
+    }
+
+    async fn read(&self, after: Option<EventId>, limit: usize) -> Result<LogPage, PortError> {
+        let mut conn = self.conn.clone();
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let (entries, oldest, newest): (Vec<Entry>, Vec<Entry>, Vec<Entry>) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&self.stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .cmd("XRANGE")
+            .arg(&self.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREVRANGE")
+            .arg(&self.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut events = parse_entries(entries)?;
+        events.truncate(limit);
+        Ok(LogPage {
+            events,
+            oldest: oldest.into_iter().next().map(|(id, _)| id),
+            newest: newest.into_iter().next().map(|(id, _)| id),
+        })
+    }
+
+    async fn newest(&self) -> Result<Option<String>, PortError> {
+        let mut conn = self.conn.clone();
+        let newest: Vec<Entry> = redis::cmd("XREVRANGE")
+            .arg(&self.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(newest.into_iter().next().map(|(id, _)| id))
+    }
+
+    async fn ping(&self) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+}

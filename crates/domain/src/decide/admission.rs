@@ -1,0 +1,303 @@
+//! A Patient and its Encounters arrive: identity and encounters change, and the placement (the
+//! current inpatient stay's ward and bed) follows. Each encounter is ordered by the sender's own
+//! version, not by arrival.
+
+use chrono::{DateTime, Utc};
+
+use crate::events::EventType;
+use crate::identity::Identifier;
+use crate::record::{Action, Decision, EncounterState, PatientRecord, Placement, finish};
+
+/// A Patient resource's facts, with its identity chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientUpdate {
+    pub identity: Identifier,
+    pub identifiers: Vec<Identifier>,
+    pub name: Option<String>,
+    pub birth_date: Option<chrono::NaiveDate>,
+    pub gender: Option<String>,
+    pub source_version: Option<DateTime<Utc>>,
+    pub digest: String,
+    pub resource_key: String,
+}
+
+/// What admit hands the decision for one patient: all of one transaction's entries for them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdmissionInput {
+    pub patient: Option<PatientUpdate>,
+    pub encounters: Vec<EncounterUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncounterUpdate {
+    pub state: EncounterState,
+    /// An explicit cancel of a discharge (HL7 v2 A13): lets a finished stay go back to
+    /// in-progress without a newer version.
+    pub cancel_discharge: bool,
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "finished" | "cancelled" | "entered-in-error")
+}
+
+/// Whether `incoming` replaces `stored` (the same encounter id).
+///
+/// - Both carry a sender version and they differ: the newer wins.
+/// - A finished (or cancelled) stay goes back to an open status only through a strictly newer
+///   version, or an explicit cancel of the discharge.
+/// - Equal versions, or no version on one side: identical content changes nothing; otherwise a
+///   versioned stored state is kept against an unversioned one, and two states of the same version
+///   are ordered by their content digest, so every replica settles on the same one whatever the
+///   order of arrival. Without any version, the latest arrival wins (there is nothing else to go by).
+pub fn supersedes(incoming: &EncounterUpdate, stored: &EncounterState) -> bool {
+    let new = &incoming.state;
+    if new.digest == stored.digest {
+        return false;
+    }
+    if let (Some(a), Some(b)) = (new.source_version, stored.source_version)
+        && a != b
+    {
+        return a > b;
+    }
+    if is_terminal(&stored.status) && !is_terminal(&new.status) && !incoming.cancel_discharge {
+        return false;
+    }
+    match (new.source_version, stored.source_version) {
+        (Some(_), Some(_)) => new.digest > stored.digest,
+        (None, Some(_)) => false,
+        _ => true,
+    }
+}
+
+/// The current inpatient stay: in progress, inpatient class; the latest start wins (ties by id).
+fn placement_of(encounters: &[EncounterState]) -> Option<Placement> {
+    encounters
+        .iter()
+        .filter(|e| e.is_current_inpatient())
+        .max_by(|a, b| a.start.cmp(&b.start).then_with(|| b.id.cmp(&a.id)))
+        .map(|e| Placement {
+            encounter_id: e.id.clone(),
+            ward: e.ward.clone(),
+            bed: e.bed.clone(),
+            admitted_at: e.start,
+        })
+}
+
+pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionInput, now: DateTime<Utc>) -> Decision {
+    let before = record.clone();
+    let mut r = record.unwrap_or_else(|| PatientRecord::new(patient_id, now));
+
+    if let Some(p) = input.patient {
+        let newer = match (p.source_version, r.patient_version) {
+            _ if !r.known => true,
+            (Some(a), Some(b)) if a != b => a > b,
+            (None, Some(_)) => false,
+            _ => p.digest != r.patient_digest,
+        };
+        if newer {
+            r.known = true;
+            r.identity = Some(p.identity);
+            r.identifiers = p.identifiers;
+            r.name = p.name;
+            r.birth_date = p.birth_date;
+            r.gender = p.gender;
+            r.patient_version = p.source_version;
+            r.patient_digest = p.digest;
+            r.patient_key = Some(p.resource_key);
+        }
+    }
+
+    for update in input.encounters {
+        match r.encounters.iter_mut().find(|e| e.id == update.state.id) {
+            Some(stored) => {
+                if supersedes(&update, stored) {
+                    *stored = update.state;
+                }
+            }
+            None => r.encounters.push(update.state),
+        }
+    }
+
+    let old = r.placement.clone();
+    let new = placement_of(&r.encounters);
+    if old != new {
+        r.placement = new.clone();
+        let (old_ward, new_ward) = (
+            old.as_ref().and_then(|p| p.ward.clone()),
+            new.as_ref().and_then(|p| p.ward.clone()),
+        );
+        if old_ward != new_ward {
+            if let Some(w) = old_ward.clone() {
+                r.push(Action::RemoveFromWard { ward: w });
+            }
+            if let Some(w) = new_ward.clone() {
+                r.push(Action::PlaceOnWard { ward: w });
+            }
+        }
+        r.sync_unplaced();
+        let kind = match (&old, &new) {
+            (None, Some(_)) => Some(EventType::Admitted),
+            (Some(_), None) => Some(EventType::Discharged),
+            (Some(a), Some(b)) if a.encounter_id != b.encounter_id => Some(EventType::Admitted),
+            (Some(a), Some(b)) if a.ward != b.ward || a.bed != b.bed => Some(EventType::Transferred),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let (encounter, ward) = match (&new, &old) {
+                (Some(n), _) => (n.encounter_id.clone(), n.ward.clone()),
+                (None, Some(o)) => (o.encounter_id.clone(), o.ward.clone()),
+                (None, None) => (String::new(), None),
+            };
+            r.emit(kind, now, |e| {
+                e.encounter_id = Some(encounter);
+                e.ward = ward;
+            });
+        }
+    } else {
+        r.sync_unplaced();
+    }
+    finish(before.as_ref(), r, now)
+}
+
+/// Join a record made by results that came before their patient (`pending`) into the patient's
+/// own record: results and alerts move over. Returns the joined record's decision; the pending
+/// record is closed with [`closed_into`].
+pub fn absorb(
+    target: Option<PatientRecord>,
+    patient_id: &str,
+    pending: &PatientRecord,
+    now: DateTime<Utc>,
+) -> Decision {
+    let before = target.clone();
+    let mut r = target.unwrap_or_else(|| PatientRecord::new(patient_id, now));
+    for result in &pending.results {
+        if r.result(&result.result_id).is_none() {
+            r.results.push(result.clone());
+        }
+    }
+    for alert in &pending.alerts {
+        if !r.alerts.iter().any(|a| a.id == alert.id) {
+            r.alerts.push(alert.clone());
+        }
+    }
+    if r.identity.is_none() {
+        r.identity = pending.identity.clone();
+    }
+    r.sync_unplaced();
+    finish(before.as_ref(), r, now)
+}
+
+/// The pending record after its results and alerts moved to `into`.
+pub fn closed_into(pending: PatientRecord, into: &str, now: DateTime<Utc>) -> Decision {
+    let before = pending.clone();
+    let mut r = pending;
+    r.merged_into = Some(into.to_owned());
+    r.results.clear();
+    r.alerts.clear();
+    r.sync_unplaced();
+    finish(Some(&before), r, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::digest;
+    use crate::events::WardEvent;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).expect("time")
+    }
+
+    fn stay(status: &str, ward: &str, bed: &str, version: Option<i64>) -> EncounterUpdate {
+        let content = format!("{status}{ward}{bed}{version:?}");
+        EncounterUpdate {
+            state: EncounterState {
+                id: "e1".into(),
+                status: status.into(),
+                class: Some("IMP".into()),
+                ward: Some(ward.into()),
+                bed: Some(bed.into()),
+                start: Some(t(0)),
+                end: None,
+                source_version: version.map(t),
+                digest: digest(&content),
+                resource_key: format!("encounter-e1-{}", digest(&content)),
+            },
+            cancel_discharge: false,
+        }
+    }
+
+    fn admit(record: Option<PatientRecord>, e: EncounterUpdate) -> Decision {
+        decide(
+            record,
+            "p1",
+            AdmissionInput {
+                patient: None,
+                encounters: vec![e],
+            },
+            t(10),
+        )
+    }
+
+    fn kinds(d: &Decision) -> Vec<EventType> {
+        d.events().map(|e: &WardEvent| e.kind).collect()
+    }
+
+    #[test]
+    fn an_in_progress_inpatient_stay_admits_and_places_on_the_ward() {
+        let d = admit(None, stay("in-progress", "7B", "4", None));
+        assert_eq!(kinds(&d), vec![EventType::Admitted]);
+        assert_eq!(d.record.ward().as_deref(), Some("7B"));
+        assert!(matches!(&d.emitted[0].action, Action::PlaceOnWard { ward } if ward == "7B"));
+    }
+
+    #[test]
+    fn the_same_stay_again_changes_nothing_and_a_new_bed_is_a_transfer() {
+        let first = admit(None, stay("in-progress", "7B", "4", None)).record;
+        let again = admit(Some(first.clone()), stay("in-progress", "7B", "4", None));
+        assert!(!again.changed && again.emitted.is_empty());
+        let moved = admit(Some(first), stay("in-progress", "7B", "5", None));
+        assert_eq!(kinds(&moved), vec![EventType::Transferred]);
+        assert!(
+            !moved
+                .emitted
+                .iter()
+                .any(|p| matches!(p.action, Action::PlaceOnWard { .. })),
+            "same ward: the ward index does not change"
+        );
+    }
+
+    #[test]
+    fn a_discharge_is_not_reopened_by_a_replayed_older_admission() {
+        let admitted = admit(None, stay("in-progress", "7B", "4", Some(1))).record;
+        let discharged = admit(Some(admitted), stay("finished", "7B", "4", Some(2)));
+        assert_eq!(kinds(&discharged), vec![EventType::Discharged]);
+        let replay = admit(Some(discharged.record.clone()), stay("in-progress", "7B", "4", Some(1)));
+        assert!(!replay.changed, "an older version changes nothing");
+        let unversioned = admit(Some(discharged.record.clone()), stay("in-progress", "7B", "4", None));
+        assert!(
+            !unversioned.changed,
+            "without a newer version a finished stay stays finished"
+        );
+        let newer = admit(Some(discharged.record), stay("in-progress", "8A", "1", Some(3)));
+        assert_eq!(kinds(&newer), vec![EventType::Admitted]);
+    }
+
+    #[test]
+    fn two_states_of_the_same_version_settle_the_same_whatever_the_order() {
+        let a = stay("in-progress", "7B", "4", Some(1));
+        let b = stay("in-progress", "7B", "9", Some(1));
+        let ab = admit(Some(admit(None, a.clone()).record), b.clone()).record;
+        let ba = admit(Some(admit(None, b).record), a).record;
+        assert_eq!(ab.placement, ba.placement);
+    }
+
+    #[test]
+    fn an_explicit_cancel_reopens_a_discharge() {
+        let admitted = admit(None, stay("in-progress", "7B", "4", None)).record;
+        let discharged = admit(Some(admitted), stay("finished", "7B", "4", None)).record;
+        let mut cancel = stay("in-progress", "7B", "4", None);
+        cancel.cancel_discharge = true;
+        assert_eq!(kinds(&admit(Some(discharged), cancel)), vec![EventType::Admitted]);
+    }
+}

@@ -1,0 +1,117 @@
+//! A stored result is checked against the critical limits; every finding not already raised
+//! becomes one alert in the patient's record, and one `alert-raised` event.
+//!
+//! Only the result's current version in the record is evaluated, so a late redelivery of an
+//! original that was since amended is judged by the amended value. Preliminary, registered and
+//! retracted results never raise an alert.
+
+use chrono::{DateTime, Utc};
+
+use crate::alert::{Alert, AlertStatus};
+use crate::events::EventType;
+use crate::ids;
+use crate::record::{Decision, PatientRecord, finish};
+use crate::rules::{CriticalLimits, critical_limits};
+
+/// The id of the alert a rule raises on a result: the same every time.
+pub fn alert_id(result_id: &str, rule: &str) -> String {
+    ids::derived("alert", &[result_id, rule])
+}
+
+pub fn decide(record: PatientRecord, result_id: &str, limits: &CriticalLimits, now: DateTime<Utc>) -> Decision {
+    let Some(result) = record.result(result_id).cloned() else {
+        return Decision::unchanged(record);
+    };
+    if matches!(result.status.as_str(), "preliminary" | "registered") || result.is_retracted() {
+        return Decision::unchanged(record);
+    }
+    let before = record.clone();
+    let mut r = record;
+    let new: Vec<Alert> = critical_limits(&result, limits)
+        .into_iter()
+        .map(|f| Alert {
+            id: alert_id(result_id, &f.rule),
+            rule: f.rule,
+            severity: f.severity,
+            status: AlertStatus::Active,
+            message: f.message,
+            result_id: result_id.to_owned(),
+            loinc: result.loinc.clone(),
+            analyte: result.analyte.clone(),
+            value: result.value,
+            unit: result.unit.clone(),
+            raised_at: now,
+        })
+        .filter(|a| !r.alerts.iter().any(|x| x.id == a.id))
+        .collect();
+    if new.is_empty() {
+        return Decision::unchanged(before);
+    }
+    r.alerts.extend(new.iter().cloned());
+    // The work list first, then the events: a reader who sees the event finds the patient listed.
+    r.sync_unplaced();
+    for a in &new {
+        r.emit(EventType::AlertRaised, now, |e| {
+            e.alert_id = Some(a.id.clone());
+            e.result_id = Some(result_id.to_owned());
+            e.analyte = a.analyte.clone();
+        });
+    }
+    finish(Some(&before), r, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::result;
+    use crate::record::{Action, ResultEntry};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("time")
+    }
+
+    fn with_potassium(value: f64, status: &str) -> PatientRecord {
+        let entry = ResultEntry {
+            result_id: "r1".into(),
+            loinc: "2823-3".into(),
+            analyte: Some("potassium".into()),
+            value,
+            unit: "mmol/L".into(),
+            comparator: None,
+            reported_value: value,
+            reported_unit: "mmol/L".into(),
+            status: status.into(),
+            effective: Some(now()),
+            issued: Some(now()),
+            digest: "d".into(),
+            resource_key: "result-r1-d".into(),
+        };
+        result::decide(None, "p1", entry, None, now()).record
+    }
+
+    #[test]
+    fn a_critical_potassium_raises_one_alert_once() {
+        let limits = CriticalLimits::default();
+        let d = decide(with_potassium(7.1, "final"), "r1", &limits, now());
+        assert_eq!(d.events().filter(|e| e.kind == EventType::AlertRaised).count(), 1);
+        assert_eq!(d.record.alerts.len(), 1);
+        let again = decide(d.record, "r1", &limits, now());
+        assert!(!again.changed && again.emitted.is_empty());
+    }
+
+    #[test]
+    fn a_patient_on_no_ward_with_an_alert_is_listed_before_the_event() {
+        let d = decide(with_potassium(7.1, "final"), "r1", &CriticalLimits::default(), now());
+        assert!(matches!(d.emitted[0].action, Action::ListUnplaced));
+        assert!(matches!(d.emitted[1].action, Action::Event { .. }));
+    }
+
+    #[test]
+    fn preliminary_retracted_and_normal_results_raise_nothing() {
+        let limits = CriticalLimits::default();
+        for (v, s) in [(7.1, "preliminary"), (7.1, "entered-in-error"), (4.0, "final")] {
+            assert!(!decide(with_potassium(v, s), "r1", &limits, now()).changed, "{v} {s}");
+        }
+        assert!(!decide(with_potassium(7.1, "final"), "nope", &limits, now()).changed);
+    }
+}

@@ -1,0 +1,67 @@
+//! Every state key, in one place. None contains `||` (Dapr's key separator) or anything a
+//! client chose verbatim: identifiers and ward names are hashed into name-based ids, so a key
+//! never carries patient data and is always safe.
+//!
+//! | key | holds | size |
+//! |---|---|---|
+//! | `record-<patient id>` | the patient record: identity, encounters, bounded results, alerts, outbox | one patient |
+//! | `patient-<patient id>-<digest>` | a Patient resource as received (one key per version) | one resource |
+//! | `encounter-<encounter id>-<digest>` | an Encounter resource as received | one resource |
+//! | `result-<result id>-<digest>` | an Observation as received, with Wardwatch's id | one resource |
+//! | `ident-<hash of system and value>` | `{"patient_id"}`: which record an identifier belongs to | tiny |
+//! | `ward-<hash of ward name>` | the ward's current inpatients (patient id → sequence) | one ward |
+//! | `wards` | the list of ward names seen | the hospital's wards |
+//! | `unplaced` | patients on no ward who have open alerts | that work list |
+//! | `layout` | `{"version": 2}`: which layout this data is in | tiny |
+
+use crate::ids;
+
+/// The layout these keys make; written once, checked at start-up.
+pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT: &str = "layout";
+pub const WARDS: &str = "wards";
+pub const UNPLACED: &str = "unplaced";
+/// Keys only the first layout (census + `alerts-open`) had: their presence means old data.
+pub const OLD_LAYOUT: &[&str] = &["census", "alerts-open"];
+
+pub fn record(patient_id: &str) -> String {
+    format!("record-{patient_id}")
+}
+
+pub fn patient_resource(patient_id: &str, digest: &str) -> String {
+    format!("patient-{patient_id}-{digest}")
+}
+
+pub fn encounter_resource(encounter_id: &str, digest: &str) -> String {
+    format!("encounter-{encounter_id}-{digest}")
+}
+
+pub fn result_resource(result_id: &str, digest: &str) -> String {
+    format!("result-{result_id}-{digest}")
+}
+
+pub fn identifier(system: &str, value: &str) -> String {
+    format!("ident-{}", ids::derived("identifier", &[system, value]))
+}
+
+pub fn ward(name: &str) -> String {
+    format!("ward-{}", ids::derived("ward", &[name]))
+}
+
+/// What kind of key this is (`record-…` → `record`), for messages and logs.
+pub fn kind(key: &str) -> &str {
+    key.split('-').next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_carry_the_identifier_or_ward_name_itself() {
+        let k = identifier("https://h.example/mrn", "555 || x");
+        assert!(!k.contains("555") && !k.contains("||"), "{k}");
+        assert!(!ward("Ward 7B").contains("7B"));
+        assert_ne!(identifier("urn:a", "555"), identifier("urn:b", "555"));
+    }
+}

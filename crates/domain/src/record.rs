@@ -1,0 +1,415 @@
+//! The patient record: everything one patient's decisions need, in one value that each function
+//! reads and writes back with its ETag. Full FHIR resources live in their own keys; the record
+//! holds their facts, bounded: the current and a few past encounters, a result history (all
+//! creatinine of the last 365 days for the AKI look-back, the latest few of anything else), the
+//! patient's alerts, and an outbox of side effects not yet known to be done.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::events::{EventType, WardEvent};
+use crate::identity::Identifier;
+
+/// How many encounters a record keeps (the placed one is always kept).
+pub const KEEP_ENCOUNTERS: usize = 5;
+/// How many results of one analyte a record keeps (creatinine: all of the look-back window).
+pub const KEEP_RESULTS: usize = 5;
+/// The AKI look-back: creatinine results this recent are all kept.
+pub const CREATININE_DAYS: i64 = 365;
+/// How many resolved alerts a record keeps (open ones are always kept).
+pub const KEEP_RESOLVED_ALERTS: usize = 20;
+
+/// One encounter's facts and where its resource is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncounterState {
+    pub id: String,
+    pub status: String,
+    pub class: Option<String>,
+    pub ward: Option<String>,
+    pub bed: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// The sender's version: `meta.lastUpdated` in FHIR, EVN-2 in HL7 v2. Kept apart from any
+    /// `meta` the server assigns.
+    pub source_version: Option<DateTime<Utc>>,
+    /// A digest of the content, for deterministic tie-breaks and "nothing changed".
+    pub digest: String,
+    /// The state key of the resource as received.
+    pub resource_key: String,
+}
+
+impl EncounterState {
+    /// An inpatient stay going on now.
+    pub fn is_current_inpatient(&self) -> bool {
+        self.status == "in-progress" && matches!(self.class.as_deref(), Some("IMP" | "ACUTE" | "NONAC"))
+    }
+}
+
+/// Where the patient is now: the current inpatient encounter's ward and bed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub encounter_id: String,
+    pub ward: Option<String>,
+    pub bed: Option<String>,
+    pub admitted_at: Option<DateTime<Utc>>,
+}
+
+/// One laboratory result, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultEntry {
+    pub result_id: String,
+    pub loinc: String,
+    pub analyte: Option<String>,
+    /// In the canonical unit for a known analyte, else as reported.
+    pub value: f64,
+    pub unit: String,
+    #[serde(default)]
+    pub comparator: Option<String>,
+    pub reported_value: f64,
+    pub reported_unit: String,
+    /// `final`, `amended`, `corrected`, `preliminary`, `entered-in-error`, …
+    pub status: String,
+    pub effective: Option<DateTime<Utc>>,
+    pub issued: Option<DateTime<Utc>>,
+    pub digest: String,
+    pub resource_key: String,
+}
+
+impl ResultEntry {
+    /// When the result was taken, else when it was issued.
+    pub fn when(&self) -> Option<DateTime<Utc>> {
+        self.effective.or(self.issued)
+    }
+
+    /// `entered-in-error` or `cancelled`: the laboratory took it back.
+    pub fn is_retracted(&self) -> bool {
+        matches!(self.status.as_str(), "entered-in-error" | "cancelled")
+    }
+
+    /// Which results are counted together for bounding the history.
+    fn series(&self) -> &str {
+        self.analyte.as_deref().unwrap_or(&self.loinc)
+    }
+}
+
+/// A side effect that follows a record change. Drained in `seq` order after the write, and
+/// again by any later load of the record until the event log shows it done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Action {
+    /// Append to the event log, then publish on the event type's lane.
+    Event { event: WardEvent },
+    /// List the patient on a ward's index.
+    PlaceOnWard { ward: String },
+    /// Take the patient off a ward's index.
+    RemoveFromWard { ward: String },
+    /// List the patient on the work list of patients on no ward with open alerts.
+    ListUnplaced,
+    /// Take the patient off that list.
+    UnlistUnplaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// How far a patient's events have reached the log: the last appended `seq`, its log id, and
+/// whether it was also published on its lane. Kept by the event log, atomically with the append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub seq: u64,
+    pub id: String,
+    pub published: bool,
+}
+
+impl Mark {
+    /// Whether the outbox item `seq` is done: every item before the last appended event was
+    /// drained before it (one drainer works in order), and the last one once published.
+    pub fn covers(&self, seq: u64) -> bool {
+        seq < self.seq || (seq == self.seq && self.published)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientRecord {
+    pub id: String,
+    /// The identifier the patient is known by. For a record made by results that came before
+    /// any Patient, the identifier those results named.
+    pub identity: Option<Identifier>,
+    /// Every identifier with a system and a value.
+    #[serde(default)]
+    pub identifiers: Vec<Identifier>,
+    /// Whether a Patient resource has been received (false: results before their patient).
+    #[serde(default)]
+    pub known: bool,
+    /// Display name (patient data: never logged).
+    pub name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub gender: Option<String>,
+    /// The Patient's sender version and digest, and where the resource is.
+    pub patient_version: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub patient_digest: String,
+    pub patient_key: Option<String>,
+    #[serde(default)]
+    pub encounters: Vec<EncounterState>,
+    pub placement: Option<Placement>,
+    #[serde(default)]
+    pub results: Vec<ResultEntry>,
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+    /// Whether the record asked to be on the list of patients on no ward with open alerts.
+    #[serde(default)]
+    pub unplaced_listed: bool,
+    /// The last outbox sequence number given out.
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub outbox: Vec<Pending>,
+    /// Set when this record (results before their patient) was joined to another.
+    #[serde(default)]
+    pub merged_into: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PatientRecord {
+    pub fn new(id: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_owned(),
+            identity: None,
+            identifiers: Vec::new(),
+            known: false,
+            name: None,
+            birth_date: None,
+            gender: None,
+            patient_version: None,
+            patient_digest: String::new(),
+            patient_key: None,
+            encounters: Vec::new(),
+            placement: None,
+            results: Vec::new(),
+            alerts: Vec::new(),
+            unplaced_listed: false,
+            seq: 0,
+            outbox: Vec::new(),
+            merged_into: None,
+            updated_at: now,
+        }
+    }
+
+    /// The hospital number shown and carried in events.
+    pub fn mrn(&self) -> Option<String> {
+        self.identity.as_ref().map(|i| i.value.clone())
+    }
+
+    pub fn ward(&self) -> Option<String> {
+        self.placement.as_ref().and_then(|p| p.ward.clone())
+    }
+
+    pub fn has_open_alerts(&self) -> bool {
+        self.alerts.iter().any(|a| a.status.is_open())
+    }
+
+    pub fn result(&self, result_id: &str) -> Option<&ResultEntry> {
+        self.results.iter().find(|r| r.result_id == result_id)
+    }
+
+    /// Queue a side effect.
+    pub fn push(&mut self, action: Action) -> Pending {
+        self.seq += 1;
+        let p = Pending { seq: self.seq, action };
+        self.outbox.push(p.clone());
+        p
+    }
+
+    /// Queue an event for the log and its lane, filled from the record.
+    pub fn emit(&mut self, kind: EventType, at: DateTime<Utc>, fill: impl FnOnce(&mut WardEvent)) -> Pending {
+        let mut event = WardEvent {
+            id: String::new(),
+            kind,
+            at,
+            patient_id: self.id.clone(),
+            mrn: self.mrn(),
+            ward: self.ward(),
+            encounter_id: None,
+            result_id: None,
+            alert_id: None,
+            analyte: None,
+        };
+        fill(&mut event);
+        self.push(Action::Event { event })
+    }
+
+    /// Drop the outbox items the event log shows done.
+    pub fn prune_outbox(&mut self, mark: Option<&Mark>) {
+        if let Some(mark) = mark {
+            self.outbox.retain(|p| !mark.covers(p.seq));
+        }
+    }
+
+    /// Keep the list of patients on no ward with open alerts in step with the record.
+    pub fn sync_unplaced(&mut self) {
+        let wanted = self.ward().is_none() && self.has_open_alerts() && self.merged_into.is_none();
+        if wanted != self.unplaced_listed {
+            self.unplaced_listed = wanted;
+            self.push(if wanted {
+                Action::ListUnplaced
+            } else {
+                Action::UnlistUnplaced
+            });
+        }
+    }
+
+    /// Bound the history: every creatinine of the look-back window, the latest few of any
+    /// other analyte, the latest few encounters, open alerts and the latest resolved ones.
+    pub fn bound(&mut self, now: DateTime<Utc>) {
+        self.results
+            .sort_by(|a, b| a.when().cmp(&b.when()).then_with(|| a.result_id.cmp(&b.result_id)));
+        let cutoff = now - Duration::days(CREATININE_DAYS);
+        let mut keep = vec![true; self.results.len()];
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, r) in self.results.iter().enumerate().rev() {
+            if r.analyte.as_deref() == Some("creatinine") {
+                keep[i] = r.when().is_none_or(|t| t >= cutoff);
+            } else {
+                let n = seen.entry(r.series().to_owned()).or_default();
+                *n += 1;
+                keep[i] = *n <= KEEP_RESULTS;
+            }
+        }
+        let mut i = 0;
+        self.results.retain(|_| {
+            let k = keep[i];
+            i += 1;
+            k
+        });
+        if self.encounters.len() > KEEP_ENCOUNTERS {
+            let placed = self.placement.as_ref().map(|p| p.encounter_id.clone());
+            self.encounters
+                .sort_by(|a, b| b.start.cmp(&a.start).then_with(|| a.id.cmp(&b.id)));
+            let mut kept = 0;
+            self.encounters.retain(|e| {
+                kept += 1;
+                kept <= KEEP_ENCOUNTERS || placed.as_deref() == Some(e.id.as_str())
+            });
+        }
+        let resolved = self.alerts.iter().filter(|a| !a.status.is_open()).count();
+        if resolved > KEEP_RESOLVED_ALERTS {
+            let mut drop = resolved - KEEP_RESOLVED_ALERTS;
+            self.alerts.sort_by_key(|a| a.raised_at);
+            self.alerts.retain(|a| {
+                if drop > 0 && !a.status.is_open() {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+}
+
+/// What a decision did to a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub record: PatientRecord,
+    /// Whether anything changed (nothing to write when false).
+    pub changed: bool,
+    /// The side effects this decision queued (also in `record.outbox`).
+    pub emitted: Vec<Pending>,
+}
+
+impl Decision {
+    pub fn unchanged(record: PatientRecord) -> Self {
+        Self {
+            record,
+            changed: false,
+            emitted: Vec::new(),
+        }
+    }
+
+    /// The events this decision queued, in order.
+    pub fn events(&self) -> impl Iterator<Item = &WardEvent> {
+        self.emitted.iter().filter_map(|p| match &p.action {
+            Action::Event { event } => Some(event),
+            _ => None,
+        })
+    }
+}
+
+/// Finish a decision: compare with the record as it was, bound it, stamp it.
+pub(crate) fn finish(before: Option<&PatientRecord>, mut record: PatientRecord, now: DateTime<Utc>) -> Decision {
+    let start = before.map_or(0, |b| b.seq);
+    record.bound(now);
+    let emitted: Vec<Pending> = record.outbox.iter().filter(|p| p.seq > start).cloned().collect();
+    let changed = before.is_none_or(|b| {
+        let mut b = b.clone();
+        b.updated_at = record.updated_at;
+        b != record
+    });
+    if changed {
+        record.updated_at = now;
+    }
+    Decision {
+        record,
+        changed,
+        emitted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + day * 86_400, 0).expect("time")
+    }
+
+    fn result(id: &str, analyte: &str, day: i64) -> ResultEntry {
+        ResultEntry {
+            result_id: id.into(),
+            loinc: "x".into(),
+            analyte: Some(analyte.into()),
+            value: 1.0,
+            unit: "u".into(),
+            comparator: None,
+            reported_value: 1.0,
+            reported_unit: "u".into(),
+            status: "final".into(),
+            effective: Some(at(day)),
+            issued: None,
+            digest: String::new(),
+            resource_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn creatinine_is_kept_for_the_look_back_and_other_analytes_only_the_latest_few() {
+        let mut r = PatientRecord::new("p", at(0));
+        for d in 0..400 {
+            r.results.push(result(&format!("c{d}"), "creatinine", d));
+            r.results.push(result(&format!("k{d}"), "potassium", d));
+        }
+        r.bound(at(400));
+        let creat = r.results.iter().filter(|x| x.series() == "creatinine").count();
+        let k = r.results.iter().filter(|x| x.series() == "potassium").count();
+        assert_eq!(creat, 365, "days 35..=399 are within 365 days of day 400");
+        assert_eq!(k, KEEP_RESULTS);
+        assert!(r.result("k399").is_some() && r.result("k0").is_none());
+    }
+
+    #[test]
+    fn the_mark_covers_earlier_items_and_the_last_only_once_published() {
+        let m = Mark {
+            seq: 5,
+            id: "1-0".into(),
+            published: false,
+        };
+        assert!(m.covers(4) && !m.covers(5) && !m.covers(6));
+        assert!(Mark { published: true, ..m }.covers(5));
+    }
+}

@@ -1,0 +1,423 @@
+//! The patient-record repository every function shares: load a record, let a pure decision
+//! change it, write it back with its ETag (compare-and-set), and only then carry out the side
+//! effects the decision queued in the record's outbox — ward and work-list indexes, the event log,
+//! the lanes.
+//!
+//! - **Compare-and-set**: a conflicting write reloads and decides again, after a jittered,
+//!   growing pause; still contended after [`ATTEMPTS`] tries it is `Unavailable` (transient: the
+//!   caller answers 503 / requeues, and the whole delivery is tried again).
+//! - **Per-patient serialisation within a process** ([`Locks`]): two deliveries for one patient
+//!   in one process take turns, so conflicts only come from other processes.
+//! - **The outbox**: side effects are queued in the record by the decision and so written
+//!   atomically with it. After the write they are drained in order: index updates (idempotent),
+//!   then the event appended to the log (exactly once per item, by the log's per-patient mark)
+//!   and published on its lane (at least once). A crash in between leaves them in the record;
+//!   the next load of that record (the redelivery, or any later write) drains them again. The
+//!   mark tells which are done, so the next write drops them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wardwatch_domain::identity::Identifier;
+use wardwatch_domain::keys;
+use wardwatch_domain::ports::{
+    Appended, CREATE_ONLY_ETAG, EventLog, PortError, Publisher, StateStore, get_json, put_json,
+};
+use wardwatch_domain::record::{Action, PatientRecord};
+
+/// How many times a contended write is tried before the delivery is handed back as transient.
+pub const ATTEMPTS: usize = 16;
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(50))
+        .with_max_times(ATTEMPTS)
+        .with_jitter()
+        .build()
+}
+
+/// Per-patient turn-taking within one process: a fixed set of async locks, a patient hashed to
+/// one. Cheap to clone; one per process (every function of the process shares it).
+#[derive(Clone)]
+pub struct Locks(Arc<Vec<tokio::sync::Mutex<()>>>);
+
+impl Default for Locks {
+    fn default() -> Self {
+        Self(Arc::new((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()))
+    }
+}
+
+impl Locks {
+    pub async fn lock(&self, patient_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = std::hash::DefaultHasher::new();
+        patient_id.hash(&mut h);
+        let i = (h.finish() % self.0.len() as u64) as usize;
+        self.0[i].lock().await
+    }
+}
+
+/// A decision's verdict for [`Records::update`].
+#[allow(clippy::large_enum_variant)] // made once per decision and consumed at once
+pub enum Step<T> {
+    /// Nothing to write.
+    Keep(T),
+    /// Write `record`; first write `resources` (key → JSON bytes) that it refers to.
+    Write {
+        record: PatientRecord,
+        resources: Vec<(String, Vec<u8>)>,
+        out: T,
+    },
+}
+
+/// A ward's (or the work list's) members: patient id → the outbox sequence that last put them
+/// there. Sized to a ward.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Members {
+    #[serde(default)]
+    pub patients: BTreeMap<String, u64>,
+}
+
+/// The ward names seen so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Wards {
+    #[serde(default)]
+    pub wards: Vec<String>,
+}
+
+/// Which record an identifier belongs to (`ident-…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentIndex {
+    pub patient_id: String,
+}
+
+/// What claiming an identifier for a patient found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    HeldBy(String),
+}
+
+/// The repository. Cheap to clone.
+#[derive(Clone)]
+pub struct Records<S, L, P> {
+    pub store: S,
+    pub log: L,
+    pub bus: P,
+    locks: Locks,
+    known_wards: Arc<Mutex<HashSet<String>>>,
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
+    pub fn new(store: S, log: L, bus: P, locks: Locks) -> Self {
+        Self {
+            store,
+            log,
+            bus,
+            locks,
+            known_wards: Arc::default(),
+        }
+    }
+
+    /// A record as stored, or `None`.
+    pub async fn load(&self, patient_id: &str) -> Result<Option<PatientRecord>, PortError> {
+        Ok(get_json::<PatientRecord, S>(&self.store, &keys::record(patient_id))
+            .await?
+            .map(|(r, _)| r))
+    }
+
+    /// Load → decide → compare-and-set → drain, under the patient's turn. `decide` is called
+    /// again with the fresh record after every conflict, so it must be pure.
+    pub async fn update<T, E, F>(&self, patient_id: &str, mut decide: F) -> Result<T, E>
+    where
+        E: From<PortError>,
+        F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
+    {
+        let _turn = self.locks.lock(patient_id).await;
+        let key = keys::record(patient_id);
+        let mut written: HashSet<String> = HashSet::new();
+        let mut pauses = backoff();
+        loop {
+            let loaded = get_json::<PatientRecord, S>(&self.store, &key).await?;
+            let (current, etag) = match loaded {
+                Some((mut r, etag)) => {
+                    if !r.outbox.is_empty() {
+                        let mark = self.log.mark(patient_id).await?;
+                        r.prune_outbox(mark.as_ref());
+                    }
+                    (Some(r), Some(etag))
+                }
+                None => (None, None),
+            };
+            let leftover = current.as_ref().filter(|r| !r.outbox.is_empty()).cloned();
+            match decide(current)? {
+                Step::Keep(out) => {
+                    if let Some(r) = leftover {
+                        self.drain(&r).await?;
+                    }
+                    return Ok(out);
+                }
+                Step::Write { record, resources, out } => {
+                    for (k, v) in resources {
+                        if written.insert(k.clone()) {
+                            self.store.set(&k, &v, None).await?;
+                        }
+                    }
+                    // A missing record is created with an ETag no entry has: a second creator
+                    // racing us gets a conflict instead of overwriting.
+                    let etag = etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned());
+                    match put_json(&self.store, &key, &record, Some(&etag)).await {
+                        Ok(()) => {
+                            self.drain(&record).await?;
+                            return Ok(out);
+                        }
+                        Err(PortError::Conflict) => match pauses.next() {
+                            Some(pause) => tokio::time::sleep(pause).await,
+                            None => {
+                                return Err(PortError::Unavailable(format!(
+                                    "a patient record was still contended after {ATTEMPTS} attempts"
+                                ))
+                                .into());
+                            }
+                        },
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carry out a record's outbox, in order. Safe to run again: index changes are idempotent,
+    /// the log appends each item once, a lane may see an event twice (at least once).
+    pub async fn drain(&self, record: &PatientRecord) -> Result<(), PortError> {
+        let pid = record.id.as_str();
+        for p in &record.outbox {
+            match &p.action {
+                Action::Event { event } => {
+                    let id = match self.log.append(pid, p.seq, event).await? {
+                        Appended::New(id) | Appended::Already(id) => id,
+                        Appended::Earlier => continue,
+                    };
+                    let mut event = event.clone();
+                    event.id = id;
+                    let payload = serde_json::to_vec(&event).map_err(|e| PortError::Corrupt(e.to_string()))?;
+                    self.bus.publish(event.kind.lane(), &payload).await?;
+                    self.log.published(pid, p.seq).await?;
+                }
+                Action::PlaceOnWard { ward } => {
+                    self.remember_ward(ward).await?;
+                    self.set_member(&keys::ward(ward), pid, p.seq, true).await?;
+                }
+                Action::RemoveFromWard { ward } => self.set_member(&keys::ward(ward), pid, p.seq, false).await?,
+                Action::ListUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, true).await?,
+                Action::UnlistUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, false).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Add or remove a member, unless a later outbox item of that patient already did.
+    async fn set_member(&self, key: &str, pid: &str, seq: u64, present: bool) -> Result<(), PortError> {
+        self.cas::<Members, _>(key, |m| match (present, m.patients.get(pid).copied()) {
+            (true, Some(s)) if s >= seq => false,
+            (true, _) => {
+                m.patients.insert(pid.to_owned(), seq);
+                true
+            }
+            (false, Some(s)) if s < seq => {
+                m.patients.remove(pid);
+                true
+            }
+            (false, _) => false,
+        })
+        .await
+    }
+
+    async fn remember_ward(&self, ward: &str) -> Result<(), PortError> {
+        let known = self
+            .known_wards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(ward);
+        if !known {
+            self.cas::<Wards, _>(keys::WARDS, |w| {
+                if w.wards.iter().any(|x| x == ward) {
+                    false
+                } else {
+                    w.wards.push(ward.to_owned());
+                    true
+                }
+            })
+            .await?;
+            self.known_wards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ward.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Read-modify-write of a small shared value under its ETag, with jittered retries.
+    pub async fn cas<T, F>(&self, key: &str, mut change: F) -> Result<(), PortError>
+    where
+        T: Serialize + DeserializeOwned + Default,
+        F: FnMut(&mut T) -> bool,
+    {
+        let mut pauses = backoff();
+        loop {
+            let (mut value, etag) = match get_json::<T, S>(&self.store, key).await? {
+                Some((v, e)) => (v, e),
+                None => (T::default(), CREATE_ONLY_ETAG.to_owned()),
+            };
+            if !change(&mut value) {
+                return Ok(());
+            }
+            match put_json(&self.store, key, &value, Some(&etag)).await {
+                Ok(()) => return Ok(()),
+                Err(PortError::Conflict) => match pauses.next() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => {
+                        return Err(PortError::Unavailable(format!(
+                            "{} still contended after {ATTEMPTS} attempts",
+                            keys::kind(key)
+                        )));
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Which record an identifier belongs to.
+    pub async fn lookup(&self, identifier: &Identifier) -> Result<Option<String>, PortError> {
+        Ok(
+            get_json::<IdentIndex, S>(&self.store, &keys::identifier(&identifier.system, &identifier.value))
+                .await?
+                .map(|(i, _)| i.patient_id),
+        )
+    }
+
+    /// Point an identifier at a patient, unless it already points at another. Written only after
+    /// the record it points at. A conflict on the create is re-read before it counts as "held":
+    /// a Redis-backed Dapr store reports any script error on an ETag write as a conflict.
+    pub async fn claim(&self, identifier: &Identifier, patient_id: &str) -> Result<Claim, PortError> {
+        let key = keys::identifier(&identifier.system, &identifier.value);
+        let index = IdentIndex {
+            patient_id: patient_id.to_owned(),
+        };
+        for _ in 0..3 {
+            match put_json(&self.store, &key, &index, Some(CREATE_ONLY_ETAG)).await {
+                Ok(()) => return Ok(Claim::Claimed),
+                Err(PortError::Conflict) => match self.lookup(identifier).await? {
+                    Some(holder) if holder == patient_id => return Ok(Claim::Claimed),
+                    Some(holder) => return Ok(Claim::HeldBy(holder)),
+                    None => continue,
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PortError::Unavailable("the identifier index refused the write".into()))
+    }
+
+    /// Move an identifier from one record to another (joining results that came first).
+    pub async fn repoint(&self, identifier: &Identifier, from: &str, to: &str) -> Result<(), PortError> {
+        let key = keys::identifier(&identifier.system, &identifier.value);
+        match get_json::<IdentIndex, S>(&self.store, &key).await? {
+            Some((i, etag)) if i.patient_id == from => {
+                let index = IdentIndex {
+                    patient_id: to.to_owned(),
+                };
+                match put_json(&self.store, &key, &index, Some(&etag)).await {
+                    Ok(()) | Err(PortError::Conflict) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(_) => Ok(()),
+            None => self.claim(identifier, to).await.map(|_| ()),
+        }
+    }
+
+    /// The wards seen so far.
+    pub async fn wards(&self) -> Result<Vec<String>, PortError> {
+        Ok(get_json::<Wards, S>(&self.store, keys::WARDS)
+            .await?
+            .map(|(w, _)| w.wards)
+            .unwrap_or_default())
+    }
+
+    /// The patients a ward index (or the work list, with [`keys::UNPLACED`]) lists.
+    pub async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
+        Ok(get_json::<Members, S>(&self.store, key)
+            .await?
+            .map(|(m, _)| m.patients.into_keys().collect())
+            .unwrap_or_default())
+    }
+
+    /// Several records at once (missing ones are left out).
+    pub async fn load_many(&self, patient_ids: &[String]) -> Result<Vec<PatientRecord>, PortError> {
+        let keys: Vec<String> = patient_ids.iter().map(|p| keys::record(p)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, found) in keys.iter().zip(self.store.get_many(&keys).await?) {
+            if let Some(v) = found {
+                out.push(serde_json::from_slice(&v.data).map_err(|e| {
+                    PortError::Corrupt(format!(
+                        "{}: unexpected JSON at line {} column {}",
+                        keys::kind(key),
+                        e.line(),
+                        e.column()
+                    ))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Refuse data in the first layout (one census key, `alerts-open`) with a clear message, and
+/// mark a store as holding this layout.
+pub async fn check_layout<S: StateStore>(store: &S) -> Result<(), String> {
+    for old in keys::OLD_LAYOUT {
+        if store
+            .get(old)
+            .await
+            .map_err(|e| format!("cannot check the state layout: {e}"))?
+            .is_some()
+        {
+            return Err(format!(
+                "the state store holds data in Wardwatch's first layout (key `{old}`): this version keeps one record per patient \
+                 and cannot read it. Point STATE_KEY_PREFIX at a new prefix (or another Redis database) and re-send the \
+                 admissions and results, or delete the old keys (`census`, `alerts-open`, `mrn-*`, `results-*`, `alert-*`, \
+                 `announced-*`, `patient-*`, `encounter-*`, `result-*` under the prefix)"
+            ));
+        }
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Layout {
+        version: u32,
+    }
+    match get_json::<Layout, S>(store, keys::LAYOUT).await {
+        Ok(Some((l, _))) if l.version == keys::LAYOUT_VERSION => Ok(()),
+        Ok(Some((l, _))) => Err(format!(
+            "the state store holds layout version {}, this Wardwatch reads version {}",
+            l.version,
+            keys::LAYOUT_VERSION
+        )),
+        Ok(None) => put_json(
+            store,
+            keys::LAYOUT,
+            &Layout {
+                version: keys::LAYOUT_VERSION,
+            },
+            Some(CREATE_ONLY_ETAG),
+        )
+        .await
+        .or_else(|e| if e == PortError::Conflict { Ok(()) } else { Err(e) })
+        .map_err(|e| format!("cannot mark the state layout: {e}")),
+        Err(e) => Err(format!("cannot read the state layout marker: {e}")),
+    }
+}
