@@ -103,24 +103,83 @@ impl DaprClient {
     }
 }
 
-/// A 2xx answer, or the port error it stands for.
-fn succeeded(status: StatusCode) -> Result<(), PortError> {
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(failed(status))
-    }
+/// Dapr's answer when the state store named in the request is unknown to the sidecar: HTTP 400,
+/// though nothing is wrong with the request (dapr-knative.md §5).
+const STORE_NOT_FOUND: &str = "ERR_STATE_STORE_NOT_FOUND";
+/// Dapr's answer when no state store is loaded at all.
+const STORES_NOT_CONFIGURED: &str = "ERR_STATE_STORES_NOT_CONFIGURED";
+
+/// The state key `/readyz` reads. Never written: the sidecar answers 204.
+const READINESS_PROBE_KEY: &str = "wardwatch-readiness-probe";
+
+/// The `errorCode` of a sidecar error body `{"errorCode": "...", "message": "..."}`, read
+/// defensively: a body that is not JSON, not an object or has no usable code gives `None`. Only
+/// the code is kept (it is logged); the message is not, since it can quote a state key and keys
+/// carry MRNs.
+fn error_code(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let code = value.get("errorCode")?.as_str()?;
+    let plausible = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    plausible.then(|| code.to_owned())
 }
 
-/// Turn a sidecar error answer into a port error: 409 is an ETag mismatch; 400 is a request the
-/// sidecar will never accept (malformed key or ETag) and must not be retried forever; anything
-/// else (5xx: the store or broker behind daprd is down, 404: component not loaded yet) is
-/// worth retrying.
-fn failed(status: StatusCode) -> PortError {
-    match status {
-        StatusCode::CONFLICT => PortError::Conflict,
-        StatusCode::BAD_REQUEST => PortError::Corrupt("the sidecar refused the request as malformed (400)".into()),
-        s => unavailable(format!("sidecar answered {s}")),
+impl DaprClient {
+    /// A 2xx answer, or the port error it stands for.
+    fn succeeded(&self, status: StatusCode, body: &[u8]) -> Result<(), PortError> {
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(self.failed(status, body))
+        }
+    }
+
+    /// Turn a sidecar error answer into a port error, by its `errorCode` first, then its status:
+    /// - `ERR_STATE_STORE_NOT_FOUND` (a 400) and `ERR_STATE_STORES_NOT_CONFIGURED` are faults of
+    ///   the deployment, not of the message: transient, so that a delivery is redelivered once
+    ///   the sidecar is fixed and never lands on a rejected lane; the message names the fix;
+    /// - 409 is an ETag mismatch;
+    /// - any other 400 is a request the sidecar will never accept (malformed key or ETag), and
+    ///   413 a body larger than the sidecar takes (daprd's max body size, 4 MB by default):
+    ///   neither may be retried forever;
+    /// - anything else (5xx: the store or broker behind daprd is down, 404: component not
+    ///   loaded yet) is worth retrying.
+    fn failed(&self, status: StatusCode, body: &[u8]) -> PortError {
+        let code = error_code(body);
+        let shown = code.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
+        match code.as_deref() {
+            Some(STORE_NOT_FOUND) => {
+                return unavailable(format!(
+                    "the sidecar does not know the state store `{}` ({STORE_NOT_FOUND}): check \
+                     DAPR_STATE_STORE against the state component's metadata.name (misspelt?), that \
+                     the component is loaded by this sidecar (components path or namespace), and \
+                     that this app id is in the component's `scopes`",
+                    self.store
+                ));
+            }
+            Some(STORES_NOT_CONFIGURED) => {
+                return unavailable(format!(
+                    "the sidecar has no state store loaded ({STORES_NOT_CONFIGURED}); DAPR_STATE_STORE \
+                     is `{}`: check that a state component with that metadata.name is in this \
+                     sidecar's components path or namespace and that this app id is in its `scopes`",
+                    self.store
+                ));
+            }
+            _ => {}
+        }
+        match status {
+            StatusCode::CONFLICT => PortError::Conflict,
+            StatusCode::BAD_REQUEST => {
+                PortError::Corrupt(format!("the sidecar refused the request as malformed (400{shown})"))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => PortError::Corrupt(format!(
+                "the sidecar refused the request as too large (413{shown}): daprd's max body size is below it"
+            )),
+            s => unavailable(format!("sidecar answered {s}{shown}")),
+        }
     }
 }
 
@@ -142,7 +201,7 @@ impl StateStore for DaprClient {
                 }))
             }
             StatusCode::NO_CONTENT => Ok(None),
-            s => Err(failed(s)),
+            s => Err(self.failed(s, &body)),
         }
     }
 
@@ -156,22 +215,33 @@ impl StateStore for DaprClient {
             item["etag"] = Value::String(e.to_owned());
         }
         let body = serde_json::to_vec(&json!([item])).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let (status, _, _) = self
+        let (status, _, answer) = self
             .call(Method::POST, &self.state_path(None), Some(body), None)
             .await?;
-        succeeded(status)
+        self.succeeded(status, &answer)
     }
 
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {
-        let (status, _, _) = self
+        let (status, _, answer) = self
             .call(Method::DELETE, &self.state_path(Some(key)), None, etag)
             .await?;
-        succeeded(status)
+        self.succeeded(status, &answer)
     }
 
+    /// Reads a key that is never written (`GET /v1.0/state/<store>/wardwatch-readiness-probe`,
+    /// answered 204) rather than asking daprd's `/v1.0/healthz`: that only says daprd is up,
+    /// while this also proves that the sidecar knows `DAPR_STATE_STORE` (else
+    /// `ERR_STATE_STORE_NOT_FOUND`, reported with its fix) and that the store behind it answers,
+    /// as the Redis adapter's `PING` does. Asking on every probe, rather than remembering the
+    /// last configuration fault a delivery met, catches the fault before the first delivery and
+    /// sees it fixed (component reloaded, sidecar restarted) without needing a delivery to
+    /// succeed first — which an unready pod might never be sent. The cost is one read of a
+    /// missing key (one `HGETALL` in Redis) per probe.
     async fn ping(&self) -> Result<(), PortError> {
-        let (status, _, _) = self.call(Method::GET, "/v1.0/healthz", None, None).await?;
-        succeeded(status)
+        let (status, _, answer) = self
+            .call(Method::GET, &self.state_path(Some(READINESS_PROBE_KEY)), None, None)
+            .await?;
+        self.succeeded(status, &answer)
     }
 }
 
@@ -183,7 +253,7 @@ impl Publisher for DaprClient {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()));
         let body = json!({"data": data, "operation": "create", "metadata": {"contentType": "application/json"}});
         let body = serde_json::to_vec(&body).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        let (status, _, _) = self
+        let (status, _, answer) = self
             .call(
                 Method::POST,
                 &format!("/v1.0/bindings/{}", segment(lane)),
@@ -191,17 +261,90 @@ impl Publisher for DaprClient {
                 None,
             )
             .await?;
-        succeeded(status)
+        self.succeeded(status, &answer)
     }
 
+    /// daprd's own health: the bus may be Dapr while the state is not (no state component at
+    /// all), so this must not read the state store.
     async fn ping(&self) -> Result<(), PortError> {
-        StateStore::ping(self).await
+        let (status, _, answer) = self.call(Method::GET, "/v1.0/healthz", None, None).await?;
+        self.succeeded(status, &answer)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::segment;
+    use super::*;
+
+    fn client(token: Option<&str>) -> DaprClient {
+        DaprClient::new("http://127.0.0.1:9", "statestor", token.map(Secret::new))
+    }
+
+    #[test]
+    fn the_error_code_is_read_defensively() {
+        assert_eq!(
+            error_code(br#"{"errorCode":"ERR_STATE_GET","message":"key mrn-1"}"#).as_deref(),
+            Some("ERR_STATE_GET")
+        );
+        for body in [
+            &b""[..],
+            b"not json",
+            b"\xff\xfe",
+            b"[1,2]",
+            b"null",
+            br#"{"errorCode":42}"#,
+            br#"{"errorCode":"lower case or <script>"}"#,
+            br#"{"message":"no code"}"#,
+        ] {
+            assert_eq!(error_code(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn an_unknown_or_missing_state_store_is_a_transient_configuration_fault_naming_the_fix() {
+        let c = client(Some("t0ken-never-shown"));
+        for code in [STORE_NOT_FOUND, STORES_NOT_CONFIGURED] {
+            let body = format!(r#"{{"errorCode":"{code}","message":"state store statestor is not found"}}"#);
+            let e = c.failed(StatusCode::BAD_REQUEST, body.as_bytes());
+            let PortError::Unavailable(message) = &e else {
+                panic!("{code} must be transient, got {e:?}");
+            };
+            for needle in [code, "`statestor`", "DAPR_STATE_STORE", "scopes"] {
+                assert!(message.contains(needle), "{message} should name {needle}");
+            }
+            assert!(!message.contains("t0ken"), "{message}");
+        }
+    }
+
+    #[test]
+    fn other_answers_keep_their_classification() {
+        let c = client(None);
+        let malformed = br#"{"errorCode":"ERR_MALFORMED_REQUEST","message":"bad etag"}"#;
+        assert!(
+            matches!(c.failed(StatusCode::BAD_REQUEST, malformed), PortError::Corrupt(m) if m.contains("ERR_MALFORMED_REQUEST"))
+        );
+        assert!(matches!(
+            c.failed(StatusCode::BAD_REQUEST, b"<html>"),
+            PortError::Corrupt(_)
+        ));
+        assert_eq!(
+            c.failed(StatusCode::CONFLICT, br#"{"errorCode":"ERR_STATE_SAVE"}"#),
+            PortError::Conflict
+        );
+        assert!(matches!(
+            c.failed(StatusCode::PAYLOAD_TOO_LARGE, b""),
+            PortError::Corrupt(_)
+        ));
+        assert!(matches!(
+            c.failed(StatusCode::INTERNAL_SERVER_ERROR, br#"{"errorCode":"ERR_STATE_GET"}"#),
+            PortError::Unavailable(_)
+        ));
+        assert!(matches!(
+            c.failed(StatusCode::NOT_FOUND, b"{"),
+            PortError::Unavailable(_)
+        ));
+        assert!(c.succeeded(StatusCode::NO_CONTENT, b"").is_ok());
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::Utc;
+use serde_json::{Value, json};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use wardwatch_domain::events::Rejected;
 use wardwatch_domain::ports::{PortError, Publisher};
@@ -116,18 +117,63 @@ impl Deliverer {
         match invoke(self.function.as_ref(), &self.metrics, event).await {
             Ok(_) => Disposition::Done,
             Err(f) if f.kind == FailureKind::Transient => Disposition::Retry,
-            Err(failure) => self.reject(&payload, &failure, request_id).await,
+            Err(failure) => {
+                self.reject(&payload, failure.outcome(), failure.kind.as_str(), request_id)
+                    .await
+            }
         }
     }
 
-    /// Record `payload` on the rejected lane without calling the function (it could not even
-    /// be unwrapped, e.g. a malformed CloudEvent).
-    pub(crate) async fn reject_unread(&self, payload: &[u8], failure: &Failure) -> Disposition {
-        self.reject(payload, failure, request_id_or_new(None)).await
+    /// Record `payload` on the rejected lane without calling the function: it could not even
+    /// be unwrapped (a malformed CloudEvent) or is larger than the function accepts. `outcome`
+    /// is the OperationOutcome saying why; `kind` names the reason in the log.
+    pub(crate) async fn reject_unread(
+        &self,
+        payload: &[u8],
+        outcome: Value,
+        kind: &'static str,
+        request_id: Option<&str>,
+    ) -> Disposition {
+        self.reject(payload, outcome, kind, request_id_or_new(request_id)).await
     }
 
-    async fn reject(&self, payload: &[u8], failure: &Failure, request_id: String) -> Disposition {
+    async fn reject(&self, payload: &[u8], outcome: Value, kind: &str, request_id: String) -> Disposition {
         let lane = wardwatch_domain::lanes::rejected(&self.binding);
+        let refused = match self.record(&lane, payload, outcome.clone(), &request_id).await {
+            Ok(()) => return self.recorded(&lane, kind, &request_id),
+            Err(PortError::Unavailable(e)) => {
+                warn!(%request_id, lane = %lane, error = %e, "rejected lane unavailable: delivery will be retried");
+                return Disposition::Retry;
+            }
+            Err(e) => e,
+        };
+        // The lane refused this record for good, not for now: most likely it is too large for
+        // it (daprd takes at most 4 MB per request by default). Redelivering would meet the same
+        // refusal forever, so keep the payload's first MiB and say so.
+        if payload.len() > RECORD_HEAD_BYTES {
+            let head = utf8_head(payload, RECORD_HEAD_BYTES);
+            let note = format!(
+                "the {lane} lane refused the whole payload ({refused}); only its first {} of {} bytes are kept",
+                head.len(),
+                payload.len()
+            );
+            match self.record(&lane, head, with_note(outcome, &note), &request_id).await {
+                Ok(()) => {
+                    warn!(%request_id, lane = %lane, bytes = payload.len(), "rejected lane refused the whole payload: its head is recorded");
+                    return self.recorded(&lane, kind, &request_id);
+                }
+                Err(e) => {
+                    warn!(%request_id, lane = %lane, error = %e, "rejected lane refused the record: delivery will be retried");
+                    return Disposition::Retry;
+                }
+            }
+        }
+        warn!(%request_id, lane = %lane, error = %refused, "rejected lane refused the record: delivery will be retried");
+        Disposition::Retry
+    }
+
+    /// Publish one `Rejected` record: the payload as text, or base64 when it is not UTF-8.
+    async fn record(&self, lane: &str, payload: &[u8], outcome: Value, request_id: &str) -> Result<(), PortError> {
         let (text, b64) = match std::str::from_utf8(payload) {
             Ok(t) => (Some(t.to_owned()), None),
             Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(payload))),
@@ -135,25 +181,54 @@ impl Deliverer {
         let record = Rejected {
             lane: self.binding.to_string(),
             received_at: Utc::now(),
-            request_id: request_id.clone(),
-            outcome: failure.outcome(),
+            request_id: request_id.to_owned(),
+            outcome,
             payload: text,
             payload_base64: b64,
         };
-        let bytes = match serde_json::to_vec(&record) {
-            Ok(b) => b,
-            Err(_) => return Disposition::Retry,
-        };
-        match self.rejects.record(&lane, bytes).await {
-            Ok(()) => {
-                self.metrics.rejected(&lane);
-                info!(%request_id, lane = %lane, kind = failure.kind.as_str(), "delivery recorded on the rejected lane");
-                Disposition::Rejected
-            }
-            Err(e) => {
-                warn!(%request_id, lane = %lane, error = %e, "rejected lane unavailable: delivery will be retried");
-                Disposition::Retry
-            }
-        }
+        // Only the serialisation of our own record can fail here: transient is the safe answer.
+        let bytes = serde_json::to_vec(&record).map_err(|e| PortError::Unavailable(e.to_string()))?;
+        self.rejects.record(lane, bytes).await
+    }
+
+    fn recorded(&self, lane: &str, kind: &str, request_id: &str) -> Disposition {
+        self.metrics.rejected(lane);
+        info!(%request_id, lane = %lane, kind, "delivery recorded on the rejected lane");
+        Disposition::Rejected
+    }
+}
+
+/// How much of a payload a rejected record keeps when it cannot keep all of it.
+pub(crate) const RECORD_HEAD_BYTES: usize = 1024 * 1024;
+
+/// The first `n` bytes of `payload`, shortened to end on a character boundary when the payload
+/// is UTF-8 text, so that the head is still recorded as text.
+pub(crate) fn utf8_head(payload: &[u8], n: usize) -> &[u8] {
+    let head = &payload[..n.min(payload.len())];
+    match std::str::from_utf8(head) {
+        Err(e) if e.error_len().is_none() => &head[..e.valid_up_to()],
+        _ => head,
+    }
+}
+
+/// `outcome` with one more issue, of severity `information`, saying `note`.
+fn with_note(mut outcome: Value, note: &str) -> Value {
+    if let Some(issues) = outcome.get_mut("issue").and_then(Value::as_array_mut) {
+        issues.push(json!({"severity": "information", "code": "too-costly", "diagnostics": note}));
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_head;
+
+    #[test]
+    fn a_head_of_text_ends_on_a_character_boundary() {
+        let text = "ééé".as_bytes();
+        assert_eq!(utf8_head(text, 3), "é".as_bytes());
+        assert_eq!(utf8_head(text, 4), "éé".as_bytes());
+        assert_eq!(utf8_head(text, 100), text);
+        assert_eq!(utf8_head(&[0xff, 0xfe, 0xfd], 2), &[0xff, 0xfe]);
     }
 }

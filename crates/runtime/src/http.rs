@@ -10,6 +10,16 @@
 //! | `POST /<binding>` | a Dapr input-binding delivery (or a CloudEvent): `200` ack, `503` retry |
 //! | `POST /` | a CloudEvent for the default binding |
 //! | other prefixes | [`Endpoint`]s such as the board's read API |
+//!
+//! Request bodies: the FHIR route and the endpoints take at most the accepted size
+//! (`MAX_BODY_BYTES`) and answer 413 beyond it. A binding delivery is answered `200` or `503`
+//! and nothing else, since daprd redelivers anything else forever (a 401 for a wrong
+//! `dapr-api-token` is a misconfiguration, not a delivery). So a binding route reads more: a
+//! payload over the accepted size is recorded whole on `<binding>-rejected` (`too-costly`) and
+//! acked, up to the route's read limit (16 × the accepted size: 64 MiB by default); a payload
+//! beyond that is still read to its end, so that the `200` reaches daprd on a clean connection,
+//! but only its first MiB is kept, with its size in the OperationOutcome. A body that does not
+//! arrive within the body timeout (30 s) gets `503`: daprd redelivers it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -35,12 +46,20 @@ use wardwatch_domain::outcome::operation_outcome;
 
 use crate::cloudevents;
 use crate::config::Secret;
-use crate::delivery::{Deliverer, Disposition, RejectLane, invoke, request_id_or_new};
+use crate::delivery::{Deliverer, Disposition, RECORD_HEAD_BYTES, RejectLane, invoke, request_id_or_new, utf8_head};
 use crate::function::{BoxFuture, Context, DynFunction, Event, Failure, Function, Trigger};
 use crate::metrics::Metrics;
 
 /// How long a client may take to send a request body (headers: 30 s too, in `serve`).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The accepted request body size unless set (`MAX_BODY_BYTES`): daprd's own limit.
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Unless set, a binding route reads up to this many times the accepted size (64 MiB by
+/// default): a payload in between is kept whole on the rejected lane, one beyond it only in
+/// part. It bounds the memory one delivery can take.
+const READ_LIMIT_FACTOR: usize = 16;
 
 /// Every response body.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -83,6 +102,8 @@ struct Inner {
     functions: Vec<Arc<dyn DynFunction>>,
     token: Option<Secret>,
     max_body: usize,
+    binding_read_limit: usize,
+    body_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -99,7 +120,59 @@ pub struct AppBuilder {
     rejects: Arc<dyn RejectLane>,
     token: Option<Secret>,
     max_body: usize,
+    binding_read_limit: Option<usize>,
+    body_timeout: Duration,
     metrics: Metrics,
+}
+
+/// A binding delivery's body, read up to the route's read limit.
+enum BindingBody {
+    /// All of it.
+    Whole(Bytes),
+    /// More than the read limit: its first bytes, and how many it had in all.
+    Beyond { head: Bytes, total: u64 },
+    /// It did not arrive within the body timeout, or the connection broke: not acked.
+    Unread,
+}
+
+/// Read `body` to its end within `timeout`, keeping at most `limit` bytes; beyond `limit` keep
+/// only the first `head_len` and count the rest without storing it.
+async fn read_binding_body(mut body: Incoming, limit: usize, head_len: usize, timeout: Duration) -> BindingBody {
+    let read = async {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut total: u64 = 0;
+        let mut beyond = false;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.ok()?.into_data() else {
+                continue; // trailers
+            };
+            total += data.len() as u64;
+            if beyond {
+                continue;
+            }
+            if kept.len() + data.len() <= limit {
+                kept.extend_from_slice(&data);
+            } else {
+                beyond = true;
+                kept.truncate(head_len);
+                let room = head_len - kept.len();
+                kept.extend_from_slice(&data[..room.min(data.len())]);
+                kept.shrink_to_fit();
+            }
+        }
+        Some(if beyond {
+            BindingBody::Beyond {
+                head: kept.into(),
+                total,
+            }
+        } else {
+            BindingBody::Whole(kept.into())
+        })
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Some(body)) => body,
+        Ok(None) | Err(_) => BindingBody::Unread,
+    }
 }
 
 impl App {
@@ -112,7 +185,9 @@ impl App {
             endpoints: Vec::new(),
             rejects: Arc::new(rejects),
             token: None,
-            max_body: 4 * 1024 * 1024,
+            max_body: DEFAULT_MAX_BODY,
+            binding_read_limit: None,
+            body_timeout: BODY_TIMEOUT,
             metrics,
         }
     }
@@ -158,8 +233,17 @@ impl App {
                 return outcome_response(401, "security", "missing or wrong dapr-api-token");
             }
         }
+        if let Some(binding) = self.binding_target(&parts) {
+            let binding = binding.to_owned();
+            let limit = self.0.binding_read_limit;
+            let read = read_binding_body(body, limit, RECORD_HEAD_BYTES.min(limit), self.0.body_timeout).await;
+            let answer = self.binding(&binding, parts, read).await;
+            self.0.metrics.served();
+            return answer;
+        }
         let probe = matches!(path.as_str(), "/readyz" | "/metrics");
-        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, self.0.max_body).collect()).await {
+        let body = match tokio::time::timeout(self.0.body_timeout, Limited::new(body, self.0.max_body).collect()).await
+        {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return outcome_response(
@@ -177,6 +261,30 @@ impl App {
             self.0.metrics.served();
         }
         answer
+    }
+
+    /// The binding a request delivers to, when it is a delivery (`POST|PUT /<binding>`, or a
+    /// CloudEvent `POST /` with a default binding). Mirrors [`App::route`]'s order: the FHIR
+    /// prefix wins.
+    fn binding_target(&self, parts: &Parts) -> Option<&str> {
+        if !matches!(parts.method, Method::POST | Method::PUT) {
+            return None;
+        }
+        let path = parts.uri.path();
+        if let Some((prefix, _)) = &self.0.fhir
+            && (path == prefix || path.starts_with(&format!("{prefix}/")))
+        {
+            return None;
+        }
+        if path == "/" {
+            return if parts.method == Method::POST {
+                self.0.cloudevents_default.as_deref()
+            } else {
+                None
+            };
+        }
+        let name = path.trim_start_matches('/');
+        self.0.bindings.get_key_value(name).map(|(k, _)| k.as_str())
     }
 
     async fn route(&self, request: Request<Bytes>) -> Response<Body> {
@@ -199,17 +307,14 @@ impl App {
         {
             return self.fhir(function.as_ref(), request).await;
         }
+        // Deliveries (POST to a binding, CloudEvents on `/`) were answered by `handle`.
         if path == "/" && method == Method::POST {
-            return match &self.0.cloudevents_default {
-                Some(binding) => self.binding(binding, request).await,
-                None => outcome_response(404, "not-found", "no CloudEvents binding is served at /"),
-            };
+            return outcome_response(404, "not-found", "no CloudEvents binding is served at /");
         }
         let name = path.trim_start_matches('/');
         if self.0.bindings.contains_key(name) {
             return match method {
                 Method::OPTIONS => response(200, "text/plain", ""),
-                Method::POST | Method::PUT => self.binding(name, request).await,
                 _ => outcome_response(405, "not-supported", "binding routes take POST (and OPTIONS)"),
             };
         }
@@ -255,13 +360,62 @@ impl App {
         }
     }
 
-    /// A queued delivery over HTTP: daprd's binding call, or a CloudEvent.
-    async fn binding(&self, name: &str, request: Request<Bytes>) -> Response<Body> {
+    /// A queued delivery over HTTP: daprd's binding call, or a CloudEvent. Answers exactly
+    /// `200` (done, or recorded on the rejected lane) or `503` (redeliver).
+    async fn binding(&self, name: &str, parts: Parts, body: BindingBody) -> Response<Body> {
         let Some(deliverer) = self.0.bindings.get(name) else {
             return outcome_response(404, "not-found", "unknown binding");
         };
-        let (parts, body) = request.into_parts();
-        let (payload, trigger, id) = if cloudevents::is_cloudevent(&parts.headers) {
+        let is_cloudevent = cloudevents::is_cloudevent(&parts.headers);
+        // The sender's id, as far as it can be had without unwrapping the body.
+        let sender_id = if is_cloudevent {
+            parts.headers.get("ce-id")
+        } else {
+            parts.headers.get("x-request-id")
+        }
+        .and_then(|v| v.to_str().ok());
+        let body = match body {
+            BindingBody::Whole(body) if body.len() <= self.0.max_body => body,
+            BindingBody::Whole(body) => {
+                warn!(
+                    binding = name,
+                    bytes = body.len(),
+                    "delivery larger than the function accepts: recording it on the rejected lane"
+                );
+                let message = format!(
+                    "the payload is too large: {} bytes, and `{name}` accepts at most {} bytes (MAX_BODY_BYTES)",
+                    body.len(),
+                    self.0.max_body
+                );
+                let outcome = operation_outcome("too-costly", &message, &[]);
+                return binding_reply(deliverer.reject_unread(&body, outcome, "too-costly", sender_id).await);
+            }
+            BindingBody::Beyond { head, total } => {
+                warn!(
+                    binding = name,
+                    bytes = total,
+                    "delivery larger than the route reads: recording its head on the rejected lane"
+                );
+                let head = utf8_head(&head, head.len());
+                let message = format!(
+                    "the payload is too large: {total} bytes, and `{name}` accepts at most {} bytes \
+                     (MAX_BODY_BYTES) and reads at most {} bytes; only its first {} bytes are kept here",
+                    self.0.max_body,
+                    self.0.binding_read_limit,
+                    head.len()
+                );
+                let outcome = operation_outcome("too-costly", &message, &[]);
+                return binding_reply(deliverer.reject_unread(head, outcome, "too-costly", sender_id).await);
+            }
+            BindingBody::Unread => {
+                warn!(
+                    binding = name,
+                    "delivery body did not arrive in time or the connection broke: not acked"
+                );
+                return binding_reply(Disposition::Retry);
+            }
+        };
+        let (payload, trigger, id) = if is_cloudevent {
             match cloudevents::from_http(&parts.headers, body.clone()) {
                 Ok(ce) => (ce.data, Trigger::CloudEvent, Some(ce.id)),
                 Err(reason) => {
@@ -271,23 +425,14 @@ impl App {
                         binding = name,
                         "malformed CloudEvent: recording it on the rejected lane"
                     );
-                    let failure = Failure::invalid(reason);
-                    return binding_reply(deliverer.reject_unread(&body, &failure).await);
+                    let outcome = Failure::invalid(reason).outcome();
+                    return binding_reply(deliverer.reject_unread(&body, outcome, "invalid", None).await);
                 }
             }
         } else {
             (body, Trigger::DaprBinding, Some(request_id(&parts.headers)))
         };
-        match deliverer.deliver(payload, trigger, id).await {
-            // Exactly 200: with a resiliency policy daprd treats any other 2xx as a failure.
-            Disposition::Done | Disposition::Rejected => response(200, "text/plain", ""),
-            Disposition::Retry => {
-                let mut r = outcome_response(503, "transient", "a backend is unavailable; redeliver later");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                r
-            }
-        }
+        binding_reply(deliverer.deliver(payload, trigger, id).await)
     }
 }
 
@@ -340,8 +485,23 @@ impl AppBuilder {
         self
     }
 
+    /// The largest request body a function accepts (`MAX_BODY_BYTES`): larger gets 413 on the
+    /// FHIR route and the rejected lane on a binding route.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// How much of a delivery a binding route reads (default 16 × [`AppBuilder::max_body`]);
+    /// never less than the accepted size.
+    pub fn binding_read_limit(mut self, bytes: usize) -> Self {
+        self.binding_read_limit = Some(bytes);
+        self
+    }
+
+    /// How long a client may take to send a request body (default 30 s).
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
         self
     }
 
@@ -379,6 +539,11 @@ impl AppBuilder {
             functions,
             token: self.token,
             max_body: self.max_body,
+            binding_read_limit: self
+                .binding_read_limit
+                .unwrap_or(self.max_body.saturating_mul(READ_LIMIT_FACTOR))
+                .max(self.max_body),
+            body_timeout: self.body_timeout,
             metrics: self.metrics,
         }))
     }

@@ -35,17 +35,24 @@ impl Function for Echo {
     }
 }
 
-/// A rejected lane that keeps what it is given, or fails when told to.
+/// A rejected lane that keeps what it is given, or fails when told to: always (`broken`), or
+/// for good on records larger than `max_record` bytes, as daprd refuses bodies over its limit.
 #[derive(Clone, Default)]
 struct Lane {
     got: Arc<Mutex<Vec<(String, Value)>>>,
     broken: Arc<Mutex<bool>>,
+    max_record: Arc<Mutex<Option<usize>>>,
 }
 
 impl Publisher for Lane {
     async fn publish(&self, lane: &str, payload: &[u8]) -> Result<(), PortError> {
         if *self.broken.lock().expect("lock") {
             return Err(PortError::Unavailable("lane down".into()));
+        }
+        if let Some(max) = *self.max_record.lock().expect("lock")
+            && payload.len() > max
+        {
+            return Err(PortError::Corrupt("too large (413)".into()));
         }
         let v: Value = serde_json::from_slice(payload).expect("json");
         self.got.lock().expect("lock").push((lane.to_owned(), v));
@@ -103,6 +110,22 @@ impl Server {
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+impl Server {
+    /// What the rejected lane got so far.
+    fn rejected(&self) -> Vec<(String, Value)> {
+        self.lane.got.lock().expect("lock").clone()
+    }
+}
+
+/// The diagnostics of an OperationOutcome's first issue, and its code.
+fn first_issue(outcome: &Value) -> (String, String) {
+    let issue = &outcome["issue"][0];
+    (
+        issue["code"].as_str().expect("code").to_owned(),
+        issue["diagnostics"].as_str().expect("diagnostics").to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -242,6 +265,134 @@ async fn an_oversized_body_is_refused_with_413() {
     let s = spawn(|b| b.max_body(1024)).await;
     let r = s.post("/fhir", vec![b'x'; 4096]).await;
     assert_eq!(r.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn a_binding_payload_over_the_accepted_size_is_recorded_whole_as_too_costly_and_acked() {
+    let s = spawn(|b| b.max_body(1024)).await;
+    let at_limit = s.post("/lab-feed", vec![b'x'; 1024]).await;
+    assert_eq!(at_limit.status().as_u16(), 200);
+    assert!(
+        s.rejected().is_empty(),
+        "a payload at the accepted size reaches the function"
+    );
+
+    let over = "x".repeat(4096);
+    let r = client()
+        .post(format!("{}/lab-feed", s.base))
+        .header("content-type", "application/json")
+        .header("x-request-id", "big-1")
+        .body(over.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200, "daprd must not redeliver it forever");
+    let got = s.rejected();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "lab-feed-rejected");
+    assert_eq!(got[0].1["payload"], over.as_str(), "kept whole");
+    assert_eq!(got[0].1["request_id"], "big-1");
+    let (code, diagnostics) = first_issue(&got[0].1["outcome"]);
+    assert_eq!(code, "too-costly");
+    assert!(
+        diagnostics.contains("too large") && diagnostics.contains("4096 bytes"),
+        "{diagnostics}"
+    );
+
+    // The same on `/` as a CloudEvent, recorded as received; the FHIR route keeps its 413.
+    let r = client()
+        .post(format!("{}/", s.base))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "ce-big")
+        .header("ce-type", "t")
+        .header("ce-source", "s")
+        .body(over.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let got = s.rejected();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].1["request_id"], "ce-big");
+    assert_eq!(first_issue(&got[1].1["outcome"]).0, "too-costly");
+    assert_eq!(s.post("/fhir", over).await.status().as_u16(), 413);
+    assert_eq!(s.rejected().len(), 2, "the FHIR route records nothing");
+}
+
+#[tokio::test]
+async fn a_binding_payload_beyond_the_read_limit_is_acked_with_its_head_and_its_size_recorded() {
+    use base64::Engine;
+    let s = spawn(|b| b.max_body(1024).binding_read_limit(8192)).await;
+    let r = s.post("/lab-feed", vec![0xff_u8; 100_000]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let got = s.rejected();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.get("payload").is_none(), "not UTF-8: base64 only");
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(got[0].1["payload_base64"].as_str().expect("base64"))
+        .expect("valid base64");
+    assert_eq!(head, vec![0xff_u8; 8192], "the head up to the read limit");
+    let (code, diagnostics) = first_issue(&got[0].1["outcome"]);
+    assert_eq!(code, "too-costly");
+    assert!(
+        diagnostics.contains("100000 bytes") && diagnostics.contains("first 8192 bytes"),
+        "{diagnostics}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_lane_refuses_a_record_that_large_for_good_the_first_mib_is_recorded() {
+    let s = spawn(|b| b.max_body(1024).binding_read_limit(4 << 20)).await;
+    *s.lane.max_record.lock().expect("lock") = Some(3 << 19); // 1.5 MiB
+    let r = s.post("/lab-feed", "y".repeat(2 << 20)).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let got = s.rejected();
+    assert_eq!(got.len(), 1, "{}", got.len());
+    assert_eq!(got[0].1["payload"].as_str().map(str::len), Some(1 << 20));
+    let note = got[0].1["outcome"]["issue"][1]["diagnostics"]
+        .as_str()
+        .expect("a second issue");
+    assert!(note.contains("first 1048576 of 2097152 bytes"), "{note}");
+
+    // A refusal that is not for good (the lane is down) is still not acked.
+    *s.lane.broken.lock().expect("lock") = true;
+    assert_eq!(s.post("/lab-feed", "y".repeat(2 << 20)).await.status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn a_binding_body_that_does_not_arrive_in_time_gets_503_and_the_fhir_route_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = spawn(|b| b.body_timeout(Duration::from_millis(200))).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    for (path, expected) in [("/lab-feed", "HTTP/1.1 503"), ("/fhir", "HTTP/1.1 408")] {
+        let mut raw = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let head = format!("POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 100\r\n\r\n0123456789");
+        raw.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = vec![0_u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(answer.starts_with(expected), "{path}: {answer}");
+    }
+    assert!(
+        s.rejected().is_empty(),
+        "an unread delivery is redelivered, not rejected"
+    );
+}
+
+#[tokio::test]
+async fn binding_routes_refuse_other_methods_with_405() {
+    let s = spawn(|b| b).await;
+    let r = client().get(format!("{}/lab-feed", s.base)).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 405);
+    let r = client()
+        .delete(format!("{}/lab-feed", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 405);
 }
 
 #[tokio::test]

@@ -49,6 +49,19 @@ impl Sidecar {
             return reply(401, "");
         }
         let store = "/v1.0/state/statestore";
+        // daprd's answer for a store it does not know (misspelt, not loaded, app not in the
+        // component's scopes): 400 with ERR_STATE_STORE_NOT_FOUND (dapr-knative.md §5).
+        if let Some(rest) = path.strip_prefix("/v1.0/state/") {
+            let name = rest.split('/').next().unwrap_or_default();
+            if name != "statestore" {
+                return reply(
+                    400,
+                    format!(
+                        r#"{{"errorCode":"ERR_STATE_STORE_NOT_FOUND","message":"state store {name} is not found"}}"#
+                    ),
+                );
+            }
+        }
         match (parts.method.as_str(), path.as_str()) {
             ("GET", "/v1.0/healthz") => reply(204, ""),
             ("GET", p) if p.starts_with(&format!("{store}/")) => {
@@ -149,12 +162,14 @@ async fn spawn_sidecar() -> (Sidecar, u16) {
     (sidecar, port)
 }
 
-async fn send(host: &Host, path: &str, body: &Value) -> u16 {
+/// Deliver `body` as daprd does: `POST`, `Content-Type: application/json` whatever the bytes,
+/// and the app token.
+async fn send_raw(host: &Host, path: &str, body: impl Into<reqwest::Body>) -> u16 {
     reqwest::Client::new()
         .post(host.url(path))
         .header("content-type", "application/json")
         .header("dapr-api-token", APP_TOKEN)
-        .body(body.to_string())
+        .body(body)
         .send()
         .await
         .expect("send")
@@ -162,16 +177,52 @@ async fn send(host: &Host, path: &str, body: &Value) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn through_the_sidecar_api_state_and_bindings_flow_with_tokens_both_ways() {
+async fn send(host: &Host, path: &str, body: &Value) -> u16 {
+    send_raw(host, path, body.to_string()).await
+}
+
+/// The host on a fake sidecar, with tokens both ways; `store` is its `DAPR_STATE_STORE`.
+async fn spawn_on_sidecar(store: &str) -> (Sidecar, Host) {
     let (sidecar, port) = spawn_sidecar().await;
     let port = port.to_string();
     let host = Host::spawn(config(&[
         ("DAPR_HTTP_PORT", &port),
         ("DAPR_API_TOKEN", SIDECAR_TOKEN),
         ("APP_API_TOKEN", APP_TOKEN),
+        ("DAPR_STATE_STORE", store),
     ]))
     .await;
+    (sidecar, host)
+}
+
+/// `/readyz` as a probe with the app token sees it: status and body.
+async fn readyz(host: &Host) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(host.url("/readyz"))
+        .header("dapr-api-token", APP_TOKEN)
+        .send()
+        .await
+        .expect("readyz");
+    (r.status().as_u16(), r.json().await.expect("json"))
+}
+
+/// Every output-binding call to a `-rejected` lane.
+fn rejected_calls(sidecar: &Sidecar) -> Vec<(String, Value)> {
+    sidecar
+        .bindings
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(n, _)| n.ends_with("-rejected"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn through_the_sidecar_api_state_and_bindings_flow_with_tokens_both_ways() {
+    let (sidecar, host) = spawn_on_sidecar("statestore").await;
+    let (status, body) = readyz(&host).await;
+    assert_eq!(status, 200, "the sidecar knows the store: ready ({body})");
 
     // daprd's subscription probe and a call without the app token.
     let options = reqwest::Client::new()
@@ -239,5 +290,101 @@ async fn through_the_sidecar_api_state_and_bindings_flow_with_tokens_both_ways()
             || (m == "GET" && p == "/v1.0/healthz")),
         "{calls:?}"
     );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_daprd_delivery_of_5_mib_is_acked_and_recorded_on_the_rejected_lane_as_too_large() {
+    let (sidecar, host) = spawn_on_sidecar("statestore").await;
+    // A well-formed Observation, only too large (MAX_BODY_BYTES is 4 MiB by default).
+    let text = "x".repeat(5 << 20);
+    let body = json!({"resourceType": "Observation", "status": "final", "note": [{"text": text}]}).to_string();
+    assert!(body.len() > 5 << 20);
+    assert_eq!(send_raw(&host, "/lab-feed", body.clone()).await, 200);
+
+    let rejected = sidecar.binding("lab-feed-rejected");
+    assert_eq!(rejected.len(), 1, "recorded once");
+    let issue = &rejected[0]["outcome"]["issue"][0];
+    assert_eq!(issue["code"], "too-costly", "{issue}");
+    let diagnostics = issue["diagnostics"].as_str().expect("diagnostics");
+    assert!(
+        diagnostics.contains("too large") && diagnostics.contains(&format!("{} bytes", body.len())),
+        "{diagnostics}"
+    );
+    assert_eq!(
+        rejected[0]["payload"].as_str().map(str::len),
+        Some(body.len()),
+        "kept whole"
+    );
+    assert_eq!(rejected[0]["lane"], "lab-feed");
+    // The function never saw it: nothing stored, nothing published on.
+    let calls = sidecar.calls.lock().expect("lock").clone();
+    assert!(
+        !calls.iter().any(|(m, p)| m == "POST" && p.starts_with("/v1.0/state/")),
+        "{calls:?}"
+    );
+    assert!(sidecar.binding("lab-resulted").is_empty());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_daprd_delivery_is_acked_and_recorded_on_the_rejected_lane() {
+    let (sidecar, host) = spawn_on_sidecar("statestore").await;
+    let not_json = r#"{"resourceType": "Observation", "status": "#;
+    assert_eq!(send_raw(&host, "/lab-feed", not_json).await, 200);
+    let not_utf8: Vec<u8> = vec![0xff, 0xfe, b'{', 0x80];
+    assert_eq!(send_raw(&host, "/lab-feed", not_utf8).await, 200);
+
+    let rejected = sidecar.binding("lab-feed-rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0]["payload"], not_json, "kept as received");
+    assert_eq!(rejected[0]["outcome"]["resourceType"], "OperationOutcome");
+    assert_eq!(rejected[1]["payload_base64"], "//57gA==", "not UTF-8: base64");
+    assert!(rejected[1].get("payload").is_none());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_state_store_the_sidecar_does_not_know_deliveries_get_503_readyz_says_why_and_nothing_is_rejected() {
+    // DAPR_STATE_STORE misspelt: the fake sidecar, like daprd, answers 400 ERR_STATE_STORE_NOT_FOUND.
+    let (sidecar, host) = spawn_on_sidecar("statestor").await;
+
+    let (status, body) = readyz(&host).await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().expect("a reason").to_owned();
+    for needle in ["state store", "`statestor`", "DAPR_STATE_STORE", "scopes"] {
+        assert!(reason.contains(needle), "the reason should say {needle}: {reason}");
+    }
+    assert!(
+        !reason.contains(SIDECAR_TOKEN) && !reason.contains(APP_TOKEN),
+        "{reason}"
+    );
+
+    // A good delivery is not the message's fault: redelivered (503), never rejected.
+    assert_eq!(
+        send(&host, "/lab-feed", &fixture("examples/potassium-critical.json")).await,
+        503
+    );
+    let calls = sidecar.calls.lock().expect("lock").clone();
+    assert!(
+        calls
+            .iter()
+            .any(|(m, p)| m == "GET" && p.starts_with("/v1.0/state/statestor/")),
+        "the delivery did reach the sidecar's state API: {calls:?}"
+    );
+    assert!(rejected_calls(&sidecar).is_empty(), "{:?}", rejected_calls(&sidecar));
+    // The HTTP trigger says the same: 503 with Retry-After, not a 4xx or 500.
+    let r = reqwest::Client::new()
+        .post(host.url("/fhir"))
+        .header("content-type", "application/fhir+json")
+        .header("dapr-api-token", APP_TOKEN)
+        .body(fixture("examples/admission-bundle.json").to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(rejected_calls(&sidecar).is_empty());
+    assert_eq!(*sidecar.unauthorised.lock().expect("lock"), 0);
     host.stop().await;
 }
