@@ -5,4 +5,5 @@ mod dapr;
 mod embedded;
 mod helpers;
 mod manifests;
+mod records;
 mod services;
