@@ -16,6 +16,12 @@ use wardwatch_records::{Locks, Records};
 
 use crate::{Bus, Log, Store};
 
+/// Every Wardwatch process allocates through mimalloc: a request handles many small JSON
+/// values across two threads, and glibc's allocator spent a quarter of admit's CPU time in
+/// `malloc`/`free` (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long in-flight requests and deliveries may take to finish after SIGTERM: under
 /// Kubernetes' default termination grace period (30 s), before SIGKILL.
 pub const DRAIN: Duration = Duration::from_secs(25);

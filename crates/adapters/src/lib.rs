@@ -146,6 +146,13 @@ impl StateStore for Store {
             Store::Dapr(s) => s.delete(key, etag).await,
         }
     }
+    async fn set_many(&self, items: &[(String, Vec<u8>, Option<String>)]) -> Result<(), PortError> {
+        match self {
+            Store::Memory(s) => s.set_many(items).await,
+            Store::Redis(s) => s.set_many(items).await,
+            Store::Dapr(s) => s.set_many(items).await,
+        }
+    }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, PortError> {
         match self {
             Store::Memory(s) => s.get_many(keys).await,

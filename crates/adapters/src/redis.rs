@@ -39,12 +39,32 @@ else
   return error("failed to delete " .. KEYS[1])
 end"#;
 
+/// Dapr's set script applied to each key in turn (`ARGV`: ETag-or-"0" and data per key), in one
+/// round trip; the first refusal stops it with Dapr's own error. No first-write flag, as `set`.
+const SET_MANY_SCRIPT: &str = r#"
+for i = 1, #KEYS do
+  local etag = redis.pcall("HGET", KEYS[i], "version");
+  if type(etag) == "table" then
+    redis.call("DEL", KEYS[i]);
+  end;
+  local fwr = redis.pcall("HGET", KEYS[i], "first-write");
+  local ver = ARGV[2 * i - 1];
+  if not etag or type(etag)=="table" or etag == "" or etag == ver or (not fwr and ver == "0") then
+    redis.call("HSET", KEYS[i], "data", ARGV[2 * i]);
+    redis.call("HINCRBY", KEYS[i], "version", 1);
+  else
+    return error("failed to set key " .. KEYS[i])
+  end;
+end;
+return #KEYS"#;
+
 /// Redis state store. Connects lazily and reconnects by itself; cheap to clone.
 #[derive(Clone)]
 pub struct RedisStateStore {
     conn: ConnectionManager,
     prefix: String,
     set: Script,
+    set_many: Script,
     del: Script,
 }
 
@@ -76,6 +96,7 @@ impl RedisStateStore {
             conn,
             prefix: prefix.to_owned(),
             set: Script::new(SET_SCRIPT),
+            set_many: Script::new(SET_MANY_SCRIPT),
             del: Script::new(DEL_SCRIPT),
         })
     }
@@ -110,6 +131,18 @@ fn versioned(
     }
 }
 
+/// The script's version argument: the ETag (an integer, as Dapr requires), or "0" for none.
+fn version_arg(etag: Option<&str>) -> Result<&str, PortError> {
+    match etag {
+        Some(e) if !e.is_empty() => {
+            e.parse::<i64>()
+                .map_err(|_| PortError::Corrupt("an ETag must be an integer".into()))?;
+            Ok(e)
+        }
+        _ => Ok("0"),
+    }
+}
+
 fn check_key(key: &str) -> Result<(), PortError> {
     if key.contains("||") || key.is_empty() {
         return Err(PortError::Corrupt(
@@ -130,14 +163,7 @@ impl StateStore for RedisStateStore {
 
     async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), PortError> {
         check_key(key)?;
-        let version = match etag {
-            Some(e) if !e.is_empty() => {
-                e.parse::<i64>()
-                    .map_err(|_| PortError::Corrupt("an ETag must be an integer".into()))?;
-                e
-            }
-            _ => "0",
-        };
+        let version = version_arg(etag)?;
         let mut conn = self.conn.clone();
         // ARGV[3] = "1": last-write / no first-write flag, as daprd sends by default.
         let _: i64 = self
@@ -149,6 +175,21 @@ impl StateStore for RedisStateStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn set_many(&self, items: &[(String, Vec<u8>, Option<String>)]) -> Result<(), PortError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.set_many.prepare_invoke();
+        for (key, data, etag) in items {
+            check_key(key)?;
+            invocation.key(self.redis_key(key));
+            invocation.arg(version_arg(etag.as_deref())?).arg(data.as_slice());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = invocation.invoke_async(&mut conn).await.map_err(|e| classify(&e))?;
         Ok(())
     }
 

@@ -41,6 +41,20 @@ pub trait StateStore: Send + Sync + 'static {
     /// missing).
     fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
     fn delete(&self, key: &str, etag: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Several writes in order, each as [`StateStore::set`]; stops at the first that fails and
+    /// returns its error (the earlier ones stay written: like Dapr's transactions, no rollback).
+    /// Adapters that can do it in one round trip do.
+    fn set_many(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+    ) -> impl Future<Output = Result<(), PortError>> + Send {
+        async move {
+            for (key, data, etag) in items {
+                self.set(key, data, etag.as_deref()).await?;
+            }
+            Ok(())
+        }
+    }
     /// Several keys at once (for the board's reads), in order. Adapters that can pipeline do.
     fn get_many(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Versioned>>, PortError>> + Send {
         async move {

@@ -143,13 +143,15 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         let mut written: HashSet<String> = HashSet::new();
         let mut pauses = backoff();
         loop {
-            let loaded = get_json::<PatientRecord, S>(&self.store, &key).await?;
+            // The record and the log's mark together: most records carry drained items that
+            // the mark lets this write drop.
+            let (loaded, mark) = tokio::try_join!(
+                get_json::<PatientRecord, S>(&self.store, &key),
+                self.log.mark(patient_id)
+            )?;
             let (current, etag) = match loaded {
                 Some((mut r, etag)) => {
-                    if !r.outbox.is_empty() {
-                        let mark = self.log.mark(patient_id).await?;
-                        r.prune_outbox(mark.as_ref());
-                    }
+                    r.prune_outbox(mark.as_ref());
                     (Some(r), Some(etag))
                 }
                 None => (None, None),
@@ -163,15 +165,22 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                     return Ok(out);
                 }
                 Step::Write { record, resources, out } => {
-                    for (k, v) in resources {
-                        if written.insert(k.clone()) {
-                            self.store.set(&k, &v, None).await?;
-                        }
-                    }
-                    // A missing record is created with an ETag no entry has: a second creator
-                    // racing us gets a conflict instead of overwriting.
-                    let etag = etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned());
-                    match put_json(&self.store, &key, &record, Some(&etag)).await {
+                    // The resources it refers to first, then the record, in one round trip
+                    // where the store can: a refused record leaves only resource versions that
+                    // nothing refers to yet. A missing record is created with an ETag no entry
+                    // has: a second creator racing us gets a conflict instead of overwriting.
+                    let mut items: Vec<(String, Vec<u8>, Option<String>)> = resources
+                        .into_iter()
+                        .filter(|(k, _)| written.insert(k.clone()))
+                        .map(|(k, v)| (k, v, None))
+                        .collect();
+                    let data = serde_json::to_vec(&record).map_err(|e| PortError::Corrupt(e.to_string()))?;
+                    items.push((
+                        key.clone(),
+                        data,
+                        Some(etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned())),
+                    ));
+                    match self.store.set_many(&items).await {
                         Ok(()) => {
                             self.drain(&record).await?;
                             return Ok(out);

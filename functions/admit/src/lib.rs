@@ -103,6 +103,8 @@ struct Group {
     identifiers: Vec<Identifier>,
     /// A record made by results that came before this patient, to join.
     pending: Option<String>,
+    /// The identity's index already points at this patient: nothing to claim for it.
+    indexed: Option<Identifier>,
 }
 
 fn id_from_put_url(entry: &Value, resource_type: &str) -> Option<String> {
@@ -174,8 +176,18 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
     /// The patient id for a Patient: the one it was given, else the one its identity already
     /// has, else one derived from its identity. A given id whose identity another patient holds
     /// is refused, unless that other record only holds results that came first: it is joined.
-    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, Option<String>), AdmitError> {
+    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, Option<String>, bool), AdmitError> {
         let holder = self.records.lookup(&plan.identity).await?;
+        let (id, pending) = self.choose_id(plan, holder.clone()).await?;
+        let indexed = holder.as_deref() == Some(id.as_str());
+        Ok((id, pending, indexed))
+    }
+
+    async fn choose_id(
+        &self,
+        plan: &PatientPlan,
+        holder: Option<String>,
+    ) -> Result<(String, Option<String>), AdmitError> {
         match (&plan.given_id, holder) {
             (Some(given), Some(holder)) if *given != holder => match self.records.load(&holder).await? {
                 Some(r) if r.known => Err(AdmitError::IdentifierTaken(Issue::new(
@@ -281,6 +293,8 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             patient: group.patient.as_ref().map(|(_, u)| u.clone()),
             encounters: group.encounters.iter().map(|(_, u)| u.clone()).collect(),
         };
+        // Handed to the first attempt only: a retry after a conflict finds them written.
+        let mut resources = Some(resources);
         self.records
             .update(patient_id, |record| {
                 let record = match &pending {
@@ -291,7 +305,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 Ok::<_, AdmitError>(if d.changed {
                     Step::Write {
                         record: d.record,
-                        resources: resources.clone(),
+                        resources: resources.take().unwrap_or_default(),
                         out: (),
                     }
                 } else {
@@ -300,7 +314,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             })
             .await?;
         // Identifiers point at the record only now that it exists.
-        for identifier in &group.identifiers {
+        for identifier in group.identifiers.iter().filter(|i| group.indexed.as_ref() != Some(*i)) {
             match &group.pending {
                 Some(p) => self.records.repoint(identifier, p, patient_id).await?,
                 None => {
@@ -343,7 +357,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         let mut locations: Vec<(Option<usize>, String, Value)> = Vec::new();
         for plan in &patients {
-            let (pid, pending) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
+            let (pid, pending, indexed) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
             let mut resource = plan.resource.clone();
             resource["id"] = Value::String(pid.clone());
             let d = digest(&resource.to_string());
@@ -361,6 +375,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             let group = groups.entry(pid.clone()).or_default();
             group.identifiers = plan.identifiers.clone();
             group.pending = pending;
+            group.indexed = indexed.then(|| plan.identity.clone());
             group.patient = Some((resource, update));
             resolved.push((pid, plan));
         }
