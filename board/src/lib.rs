@@ -85,7 +85,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Board<S, L, P> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for ward in wards {
-            let members = self.records.members(&keys::ward(&ward)).await?;
+            let members = self.records.ward_members(&ward).await?;
             let mut on_ward: Vec<PatientRecord> = self
                 .records
                 .load_many(&members)

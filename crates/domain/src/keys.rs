@@ -9,7 +9,7 @@
 //! | `encounter-<encounter id>-<digest>` | an Encounter resource as received | one resource |
 //! | `result-<result id>-<digest>` | an Observation as received, with Wardwatch's id | one resource |
 //! | `ident-<hash of system and value>` | `{"patient_id"}`: which record an identifier belongs to | tiny |
-//! | `ward-<hash of ward name>` | the ward's current inpatients (patient id → sequence) | one ward |
+//! | `ward-<hash of ward name>-<0…7>` | the ward's current inpatients (patient id → sequence), in eight shards by patient | an eighth of a ward |
 //! | `wards` | the list of ward names seen | the hospital's wards |
 //! | `unplaced` | patients on no ward who have open alerts | that work list |
 //! | `layout` | `{"version": 2}`: which layout this data is in | tiny |
@@ -44,8 +44,20 @@ pub fn identifier(system: &str, value: &str) -> String {
     format!("ident-{}", ids::derived("identifier", &[system, value]))
 }
 
-pub fn ward(name: &str) -> String {
-    format!("ward-{}", ids::derived("ward", &[name]))
+/// How many keys a ward's index is spread over: a write touches one, sized to an eighth of the
+/// ward however many patients it holds.
+pub const WARD_SHARDS: usize = 8;
+
+/// The shard of ward `name`'s index that lists `patient_id`.
+pub fn ward(name: &str, patient_id: &str) -> String {
+    let shard = ids::derived("shard", &[patient_id]).as_bytes()[0] as usize % WARD_SHARDS;
+    format!("ward-{}-{shard}", ids::derived("ward", &[name]))
+}
+
+/// Every shard of ward `name`'s index.
+pub fn ward_shards(name: &str) -> Vec<String> {
+    let base = ids::derived("ward", &[name]);
+    (0..WARD_SHARDS).map(|i| format!("ward-{base}-{i}")).collect()
 }
 
 /// What kind of key this is (`record-…` → `record`), for messages and logs.
@@ -61,7 +73,8 @@ mod tests {
     fn keys_never_carry_the_identifier_or_ward_name_itself() {
         let k = identifier("https://h.example/mrn", "555 || x");
         assert!(!k.contains("555") && !k.contains("||"), "{k}");
-        assert!(!ward("Ward 7B").contains("7B"));
+        assert!(!ward("Ward 7B", "p1").contains("7B"));
+        assert!(ward_shards("Ward 7B").contains(&ward("Ward 7B", "p1")));
         assert_ne!(identifier("urn:a", "555"), identifier("urn:b", "555"));
     }
 }

@@ -220,9 +220,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                 }
                 Action::PlaceOnWard { ward } => {
                     self.remember_ward(ward).await?;
-                    self.set_member(&keys::ward(ward), pid, p.seq, true).await?;
+                    self.set_member(&keys::ward(ward, pid), pid, p.seq, true).await?;
                 }
-                Action::RemoveFromWard { ward } => self.set_member(&keys::ward(ward), pid, p.seq, false).await?,
+                Action::RemoveFromWard { ward } => self.set_member(&keys::ward(ward, pid), pid, p.seq, false).await?,
                 Action::ListUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, true).await?,
                 Action::UnlistUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, false).await?,
             }
@@ -359,12 +359,27 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             .unwrap_or_default())
     }
 
-    /// The patients a ward index (or the work list, with [`keys::UNPLACED`]) lists.
+    /// The patients the work list of patients on no ward ([`keys::UNPLACED`]) lists.
     pub async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
         Ok(get_json::<Members, S>(&self.store, key)
             .await?
             .map(|(m, _)| m.patients.into_keys().collect())
             .unwrap_or_default())
+    }
+
+    /// The patients a ward's index lists (all its shards, one read).
+    pub async fn ward_members(&self, ward: &str) -> Result<Vec<String>, PortError> {
+        let shards = keys::ward_shards(ward);
+        let mut out = Vec::new();
+        for (key, found) in shards.iter().zip(self.store.get_many(&shards).await?) {
+            if let Some(v) = found {
+                let m: Members = serde_json::from_slice(&v.data).map_err(|e| {
+                    PortError::Corrupt(format!("{}: line {} column {}", keys::kind(key), e.line(), e.column()))
+                })?;
+                out.extend(m.patients.into_keys());
+            }
+        }
+        Ok(out)
     }
 
     /// Several records at once (missing ones are left out).

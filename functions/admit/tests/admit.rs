@@ -50,7 +50,7 @@ async fn on_ward(store: &MemoryStateStore, ward: &str) -> Vec<String> {
         MemoryBus::default(),
         Locks::default(),
     );
-    records.members(&keys::ward(ward)).await.expect("members")
+    records.ward_members(ward).await.expect("members")
 }
 
 fn lane(bus: &MemoryBus, name: &str) -> Vec<Value> {

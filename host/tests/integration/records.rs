@@ -170,10 +170,7 @@ async fn a_discharged_stay_is_not_reopened_by_a_replayed_older_admission() {
     deliver(&admit(&a), Trigger::Http, "/fhir", &discharged).await;
     deliver(&admit(&b), Trigger::Http, "/fhir", &admitted).await;
     let wards = b.wards().await.expect("wards");
-    let members = b
-        .members(&wardwatch_domain::keys::ward(&wards[0]))
-        .await
-        .expect("members");
+    let members = b.ward_members(&wards[0]).await.expect("members");
     assert!(members.is_empty(), "still discharged: {members:?}");
     assert!(bus_b.messages("admissions").is_empty(), "the replay announced nothing");
     clean_up(&prefix).await;
