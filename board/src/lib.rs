@@ -110,7 +110,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Board<S, L, P> {
             .load_many(&members)
             .await?
             .into_iter()
-            .filter(|r| r.ward().is_none() && r.has_open_alerts())
+            .filter(|r| r.ward().is_none() && r.has_open_alerts() && r.merged_into.is_none())
             .collect())
     }
 

@@ -2,7 +2,8 @@
 //! Redis, increasing across restarts. Written directly, not through Dapr: the Dapr state API can
 //! neither append nor list. Beside it, one small HASH per patient (`…:mark:<patient id>`: the
 //! last appended outbox seq, its id, whether it was published), updated in the same Lua script
-//! as the append, so a re-driven outbox item is never appended twice.
+//! as the append, so a re-driven outbox item is never appended twice. `pub` holds the last seq
+//! published: the mark's item counts as published when `pub` equals `seq`.
 
 use std::time::Duration;
 
@@ -23,17 +24,9 @@ if m[1] then
   if s == seq then return {"already", m[2]} end
 end
 local id = redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[3], "*", "e", ARGV[2])
-redis.call("HSET", KEYS[2], "seq", ARGV[1], "id", id, "pub", "0")
+redis.call("HSET", KEYS[2], "seq", ARGV[1], "id", id)
 redis.call("EXPIRE", KEYS[2], ARGV[4])
 return {"new", id}
-"#;
-
-/// KEYS: mark. ARGV: seq.
-const PUBLISHED: &str = r#"
-if redis.call("HGET", KEYS[1], "seq") == ARGV[1] then
-  redis.call("HSET", KEYS[1], "pub", "1")
-end
-return 1
 "#;
 
 /// A patient's mark outlives any realistic gap between two writes to their record.
@@ -45,7 +38,6 @@ pub struct RedisEventLog {
     stream: String,
     max_len: usize,
     append: Script,
-    published: Script,
 }
 
 fn classify(e: &RedisError) -> PortError {
@@ -90,7 +82,6 @@ impl RedisEventLog {
             stream: stream.to_owned(),
             max_len: max_len.max(1),
             append: Script::new(APPEND),
-            published: Script::new(PUBLISHED),
         })
     }
 
@@ -125,13 +116,15 @@ impl EventLog for RedisEventLog {
         })
     }
 
+    /// A plain `HSET`: should a later item have been appended meanwhile, `pub` names this one,
+    /// not that one, so the later item still counts as unpublished (published again at worst).
     async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self
-            .published
-            .key(self.mark_key(patient_id))
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.mark_key(patient_id))
+            .arg("pub")
             .arg(seq)
-            .invoke_async(&mut conn)
+            .query_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
         Ok(())
@@ -151,7 +144,7 @@ impl EventLog for RedisEventLog {
             (Some(seq), Some(id)) => Some(Mark {
                 seq,
                 id,
-                published: published.as_deref() == Some("1"),
+                published: published.and_then(|p| p.parse::<u64>().ok()) == Some(seq),
             }),
             _ => None,
         })

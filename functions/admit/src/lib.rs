@@ -19,7 +19,7 @@ use wardwatch_domain::decide::digest;
 use wardwatch_domain::facts::{self, EncounterFacts, PatientFacts, SubjectRef};
 use wardwatch_domain::identity::{Identifier, IdentityRules};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
-use wardwatch_domain::record::{EncounterState, PatientRecord};
+use wardwatch_domain::record::EncounterState;
 use wardwatch_domain::{Issue, ids, keys};
 use wardwatch_records::{Claim, Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
@@ -101,8 +101,6 @@ struct Group {
     patient: Option<(Value, PatientUpdate)>,
     encounters: Vec<(Value, EncounterUpdate)>,
     identifiers: Vec<Identifier>,
-    /// A record made by results that came before this patient, to join.
-    pending: Option<String>,
     /// The identity's index already points at this patient: nothing to claim for it.
     indexed: Option<Identifier>,
 }
@@ -176,35 +174,29 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
     /// The patient id for a Patient: the one it was given, else the one its identity already
     /// has, else one derived from its identity. A given id whose identity another patient holds
     /// is refused, unless that other record only holds results that came first: it is joined.
-    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, Option<String>, bool), AdmitError> {
+    /// Also whether the identity's index already points at that id.
+    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, bool), AdmitError> {
         let holder = self.records.lookup(&plan.identity).await?;
-        let (id, pending) = self.choose_id(plan, holder.clone()).await?;
+        let id = self.choose_id(plan, holder.clone()).await?;
         let indexed = holder.as_deref() == Some(id.as_str());
-        Ok((id, pending, indexed))
+        Ok((id, indexed))
     }
 
-    async fn choose_id(
-        &self,
-        plan: &PatientPlan,
-        holder: Option<String>,
-    ) -> Result<(String, Option<String>), AdmitError> {
+    async fn choose_id(&self, plan: &PatientPlan, holder: Option<String>) -> Result<String, AdmitError> {
         match (&plan.given_id, holder) {
             (Some(given), Some(holder)) if *given != holder => match self.records.load(&holder).await? {
                 Some(r) if r.known => Err(AdmitError::IdentifierTaken(Issue::new(
                     "/identifier",
                     "this identifier (system and value) is already held by another patient",
                 ))),
-                Some(r) if r.merged_into.as_deref() == Some(given.as_str()) => Ok((given.clone(), None)),
-                Some(_) => Ok((given.clone(), Some(holder))),
+                // Results that came first: joined once this patient's record is written.
+                Some(_) => Ok(given.clone()),
                 // An index pointing nowhere: repaired when this patient claims the identifier.
-                None => Ok((given.clone(), None)),
+                None => Ok(given.clone()),
             },
-            (Some(given), _) => Ok((given.clone(), None)),
-            (None, Some(holder)) => Ok((holder, None)),
-            (None, None) => Ok((
-                ids::derived("patient", &[&plan.identity.system, &plan.identity.value]),
-                None,
-            )),
+            (Some(given), _) => Ok(given.clone()),
+            (None, Some(holder)) => Ok(holder),
+            (None, None) => Ok(ids::derived("patient", &[&plan.identity.system, &plan.identity.value])),
         }
     }
 
@@ -278,10 +270,6 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
 
     /// Write one patient's part of the request: one compare-and-set of their record.
     async fn apply(&self, patient_id: &str, group: Group, now: DateTime<Utc>) -> Result<(), AdmitError> {
-        let pending: Option<PatientRecord> = match &group.pending {
-            Some(p) => self.records.load(p).await?,
-            None => None,
-        };
         let mut resources = Vec::new();
         if let Some((resource, update)) = &group.patient {
             resources.push((update.resource_key.clone(), to_bytes(resource)?));
@@ -297,10 +285,6 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         let mut resources = Some(resources);
         self.records
             .update(patient_id, |record| {
-                let record = match &pending {
-                    Some(p) => Some(admission::absorb(record, patient_id, p, now).record),
-                    None => record,
-                };
                 let d = admission::decide(record, patient_id, input.clone(), now);
                 Ok::<_, AdmitError>(if d.changed {
                     Step::Write {
@@ -313,36 +297,73 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 })
             })
             .await?;
-        // Identifiers point at the record only now that it exists.
+        // Identifiers point at the record only now that it exists. One held by a record that only
+        // has results which came before this patient (found now, or claimed by a result racing
+        // this admission) is joined to this one.
         for identifier in group.identifiers.iter().filter(|i| group.indexed.as_ref() != Some(*i)) {
-            match &group.pending {
-                Some(p) => self.records.repoint(identifier, p, patient_id).await?,
-                None => {
-                    if let Claim::HeldBy(_) = self.records.claim(identifier, patient_id).await? {
-                        tracing::warn!(patient_id, "an identifier of this patient is held by another record");
+            if let Claim::HeldBy(holder) = self.records.claim(identifier, patient_id).await? {
+                match self.records.load(&holder).await? {
+                    Some(r) if !r.known && r.merged_into.is_none() => {
+                        self.join(&holder, identifier, patient_id, now).await?;
                     }
+                    Some(r) if r.merged_into.as_deref() == Some(patient_id) => {
+                        self.records.repoint(identifier, &holder, patient_id).await?;
+                    }
+                    _ => tracing::warn!(patient_id, "an identifier of this patient is held by another record"),
                 }
             }
         }
-        if let Some(p) = &group.pending {
-            self.records
-                .update(p, |record| {
-                    Ok::<_, AdmitError>(match record {
-                        Some(r) if r.merged_into.is_none() => {
-                            let d = admission::closed_into(r, patient_id, now);
-                            Step::Write {
-                                record: d.record,
-                                resources: Vec::new(),
-                                out: (),
-                            }
-                        }
-                        _ => Step::Keep(()),
-                    })
-                })
-                .await?;
-            tracing::info!(patient_id, joined = %p, "results that came before the patient were joined to the record");
-        }
         tracing::info!(patient_id, "admission recorded");
+        Ok(())
+    }
+
+    /// Join the record `pending` (results that came before their patient) into `patient_id`:
+    /// point the identifier at the patient, mark the early record joined — from then on results
+    /// and evaluations that reach it go on to the patient's record — and copy what it holds, as it
+    /// was when marked, into the patient's record. The early record keeps its copy (for the
+    /// trail and for evaluations that arrive late); copying is idempotent.
+    async fn join(
+        &self,
+        pending: &str,
+        identifier: &Identifier,
+        patient_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AdmitError> {
+        self.records.repoint(identifier, pending, patient_id).await?;
+        let snapshot = self
+            .records
+            .update(pending, |record| {
+                Ok::<_, AdmitError>(match record {
+                    Some(r) if r.merged_into.is_none() => {
+                        let d = admission::closed_into(r, patient_id, now);
+                        let snapshot = d.record.clone();
+                        Step::Write {
+                            record: d.record,
+                            resources: Vec::new(),
+                            out: Some(snapshot),
+                        }
+                    }
+                    Some(r) if r.merged_into.as_deref() == Some(patient_id) => Step::Keep(Some(r)),
+                    _ => Step::Keep(None),
+                })
+            })
+            .await?;
+        let Some(snapshot) = snapshot else { return Ok(()) };
+        self.records
+            .update(patient_id, |record| {
+                let d = admission::absorb(record, patient_id, &snapshot, now);
+                Ok::<_, AdmitError>(if d.changed {
+                    Step::Write {
+                        record: d.record,
+                        resources: Vec::new(),
+                        out: (),
+                    }
+                } else {
+                    Step::Keep(())
+                })
+            })
+            .await?;
+        tracing::info!(patient_id, joined = %pending, "results that came before the patient were joined to the record");
         Ok(())
     }
 
@@ -357,7 +378,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         let mut locations: Vec<(Option<usize>, String, Value)> = Vec::new();
         for plan in &patients {
-            let (pid, pending, indexed) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
+            let (pid, indexed) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
             let mut resource = plan.resource.clone();
             resource["id"] = Value::String(pid.clone());
             let d = digest(&resource.to_string());
@@ -374,7 +395,6 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             locations.push((plan.entry, format!("Patient/{pid}"), resource.clone()));
             let group = groups.entry(pid.clone()).or_default();
             group.identifiers = plan.identifiers.clone();
-            group.pending = pending;
             group.indexed = indexed.then(|| plan.identity.clone());
             group.patient = Some((resource, update));
             resolved.push((pid, plan));

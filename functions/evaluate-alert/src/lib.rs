@@ -11,6 +11,7 @@ use serde_json::json;
 use wardwatch_domain::decide::alerting;
 use wardwatch_domain::events::{EventType, WardEvent};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
+use wardwatch_domain::record::ResultEntry;
 use wardwatch_domain::rules::CriticalLimits;
 use wardwatch_records::{Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
@@ -42,7 +43,8 @@ pub struct EvaluateAlert<S, L, P> {
 
 enum Found {
     Raised(Vec<String>),
-    Moved(String),
+    /// The record was joined into another: go on there, with the result as this one held it.
+    Moved(String, Option<Box<ResultEntry>>),
 }
 
 impl<S: StateStore, L: EventLog, P: Publisher> EvaluateAlert<S, L, P> {
@@ -68,6 +70,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for EvaluateAlert<S, L, 
             .ok_or_else(|| EvaluateError::Malformed("no result_id".into()))?;
         let now = event.context.received_at;
         let mut patient_id = stored.patient_id.clone();
+        let mut carried: Option<ResultEntry> = None;
         for _ in 0..4 {
             let found = self
                 .records
@@ -76,9 +79,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for EvaluateAlert<S, L, 
                         return Err(EvaluateError::NoRecord);
                     };
                     if let Some(into) = record.merged_into.clone() {
-                        return Ok(Step::Keep(Found::Moved(into)));
+                        let entry = record
+                            .result(&result_id)
+                            .cloned()
+                            .or_else(|| carried.clone())
+                            .map(Box::new);
+                        return Ok(Step::Keep(Found::Moved(into, entry)));
                     }
-                    let d = alerting::decide(record, &result_id, &self.limits, now);
+                    let d = alerting::decide(record, &result_id, carried.as_ref(), &self.limits, now);
                     let raised: Vec<String> = d.events().filter_map(|e| e.alert_id.clone()).collect();
                     Ok(if d.changed {
                         Step::Write {
@@ -92,7 +100,10 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for EvaluateAlert<S, L, 
                 })
                 .await?;
             match found {
-                Found::Moved(into) => patient_id = into,
+                Found::Moved(into, entry) => {
+                    patient_id = into;
+                    carried = entry.map(|e| *e);
+                }
                 Found::Raised(alerts) => {
                     for alert_id in &alerts {
                         tracing::info!(%alert_id, %patient_id, %result_id, "alert raised");

@@ -187,13 +187,13 @@ pub fn absorb(
     finish(before.as_ref(), r, now)
 }
 
-/// The pending record after its results and alerts moved to `into`.
+/// The early record, joined into `into`: it keeps its copy of results and alerts (the trail,
+/// and the source for evaluations that reach it late), leaves the work list, and from now on
+/// sends what reaches it on to `into`.
 pub fn closed_into(pending: PatientRecord, into: &str, now: DateTime<Utc>) -> Decision {
     let before = pending.clone();
     let mut r = pending;
     r.merged_into = Some(into.to_owned());
-    r.results.clear();
-    r.alerts.clear();
     r.sync_unplaced();
     finish(Some(&before), r, now)
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::alert::{Alert, AlertStatus};
 use crate::events::EventType;
 use crate::ids;
-use crate::record::{Decision, PatientRecord, finish};
+use crate::record::{Decision, PatientRecord, ResultEntry, finish};
 use crate::rules::{CriticalLimits, critical_limits};
 
 /// The id of the alert a rule raises on a result: the same every time.
@@ -18,15 +18,28 @@ pub fn alert_id(result_id: &str, rule: &str) -> String {
     ids::derived("alert", &[result_id, rule])
 }
 
-pub fn decide(record: PatientRecord, result_id: &str, limits: &CriticalLimits, now: DateTime<Utc>) -> Decision {
-    let Some(result) = record.result(result_id).cloned() else {
-        return Decision::unchanged(record);
-    };
-    if matches!(result.status.as_str(), "preliminary" | "registered") || result.is_retracted() {
-        return Decision::unchanged(record);
-    }
+/// `carried`: the result as a record joined into this one held it, for an evaluation that
+/// followed the join before the result was copied over; it is added if this record lacks it.
+pub fn decide(
+    record: PatientRecord,
+    result_id: &str,
+    carried: Option<&ResultEntry>,
+    limits: &CriticalLimits,
+    now: DateTime<Utc>,
+) -> Decision {
     let before = record.clone();
     let mut r = record;
+    if r.result(result_id).is_none()
+        && let Some(entry) = carried.filter(|e| e.result_id == result_id)
+    {
+        r.results.push(entry.clone());
+    }
+    let Some(result) = r.result(result_id).cloned() else {
+        return Decision::unchanged(before);
+    };
+    if matches!(result.status.as_str(), "preliminary" | "registered") || result.is_retracted() {
+        return finish(Some(&before), r, now);
+    }
     let new: Vec<Alert> = critical_limits(&result, limits)
         .into_iter()
         .map(|f| Alert {
@@ -45,7 +58,7 @@ pub fn decide(record: PatientRecord, result_id: &str, limits: &CriticalLimits, n
         .filter(|a| !r.alerts.iter().any(|x| x.id == a.id))
         .collect();
     if new.is_empty() {
-        return Decision::unchanged(before);
+        return finish(Some(&before), r, now);
     }
     r.alerts.extend(new.iter().cloned());
     // The work list first, then the events: a reader who sees the event finds the patient listed.
@@ -92,26 +105,45 @@ mod tests {
     #[test]
     fn a_critical_potassium_raises_one_alert_once() {
         let limits = CriticalLimits::default();
-        let d = decide(with_potassium(7.1, "final"), "r1", &limits, now());
+        let d = decide(with_potassium(7.1, "final"), "r1", None, &limits, now());
         assert_eq!(d.events().filter(|e| e.kind == EventType::AlertRaised).count(), 1);
         assert_eq!(d.record.alerts.len(), 1);
-        let again = decide(d.record, "r1", &limits, now());
+        let again = decide(d.record, "r1", None, &limits, now());
         assert!(!again.changed && again.emitted.is_empty());
     }
 
     #[test]
     fn a_patient_on_no_ward_with_an_alert_is_listed_before_the_event() {
-        let d = decide(with_potassium(7.1, "final"), "r1", &CriticalLimits::default(), now());
+        let d = decide(
+            with_potassium(7.1, "final"),
+            "r1",
+            None,
+            &CriticalLimits::default(),
+            now(),
+        );
         assert!(matches!(d.emitted[0].action, Action::ListUnplaced));
         assert!(matches!(d.emitted[1].action, Action::Event { .. }));
+    }
+
+    #[test]
+    fn a_result_carried_from_a_joined_record_is_added_and_evaluated() {
+        let early = with_potassium(7.1, "final");
+        let carried = early.result("r1").cloned();
+        let target = PatientRecord::new("p2", now());
+        let d = decide(target, "r1", carried.as_ref(), &CriticalLimits::default(), now());
+        assert!(d.record.result("r1").is_some());
+        assert_eq!(d.record.alerts.len(), 1);
     }
 
     #[test]
     fn preliminary_retracted_and_normal_results_raise_nothing() {
         let limits = CriticalLimits::default();
         for (v, s) in [(7.1, "preliminary"), (7.1, "entered-in-error"), (4.0, "final")] {
-            assert!(!decide(with_potassium(v, s), "r1", &limits, now()).changed, "{v} {s}");
+            assert!(
+                !decide(with_potassium(v, s), "r1", None, &limits, now()).changed,
+                "{v} {s}"
+            );
         }
-        assert!(!decide(with_potassium(7.1, "final"), "nope", &limits, now()).changed);
+        assert!(!decide(with_potassium(7.1, "final"), "nope", None, &limits, now()).changed);
     }
 }
