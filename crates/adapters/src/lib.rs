@@ -61,22 +61,22 @@ impl Log {
 }
 
 impl EventLog for Log {
-    async fn append(&self, patient_id: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
+    async fn append(&self, owner: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
         match self {
-            Log::Memory(l) => l.append(patient_id, seq, event).await,
-            Log::Redis(l) => l.append(patient_id, seq, event).await,
+            Log::Memory(l) => l.append(owner, seq, event).await,
+            Log::Redis(l) => l.append(owner, seq, event).await,
         }
     }
-    async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
+    async fn published(&self, owner: &str, seq: u64) -> Result<(), PortError> {
         match self {
-            Log::Memory(l) => l.published(patient_id, seq).await,
-            Log::Redis(l) => l.published(patient_id, seq).await,
+            Log::Memory(l) => l.published(owner, seq).await,
+            Log::Redis(l) => l.published(owner, seq).await,
         }
     }
-    async fn mark(&self, patient_id: &str) -> Result<Option<Mark>, PortError> {
+    async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {
         match self {
-            Log::Memory(l) => l.mark(patient_id).await,
-            Log::Redis(l) => l.mark(patient_id).await,
+            Log::Memory(l) => l.mark(owner).await,
+            Log::Redis(l) => l.mark(owner).await,
         }
     }
     async fn read(&self, after: Option<EventId>, limit: usize) -> Result<LogPage, PortError> {

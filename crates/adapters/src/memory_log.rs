@@ -49,9 +49,9 @@ fn now_ms() -> u64 {
 }
 
 impl EventLog for MemoryEventLog {
-    async fn append(&self, patient_id: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
+    async fn append(&self, owner: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
         let mut inner = self.lock();
-        if let Some(m) = inner.marks.get(patient_id) {
+        if let Some(m) = inner.marks.get(owner) {
             if m.seq > seq {
                 return Ok(Appended::Earlier);
             }
@@ -76,7 +76,7 @@ impl EventLog for MemoryEventLog {
         }
         inner.ring.push_back((id, stored));
         inner.marks.insert(
-            patient_id.to_owned(),
+            owner.to_owned(),
             Mark {
                 seq,
                 id: id.to_string(),
@@ -86,8 +86,8 @@ impl EventLog for MemoryEventLog {
         Ok(Appended::New(id.to_string()))
     }
 
-    async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
-        if let Some(m) = self.lock().marks.get_mut(patient_id)
+    async fn published(&self, owner: &str, seq: u64) -> Result<(), PortError> {
+        if let Some(m) = self.lock().marks.get_mut(owner)
             && m.seq == seq
         {
             m.published = true;
@@ -95,8 +95,8 @@ impl EventLog for MemoryEventLog {
         Ok(())
     }
 
-    async fn mark(&self, patient_id: &str) -> Result<Option<Mark>, PortError> {
-        Ok(self.lock().marks.get(patient_id).cloned())
+    async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {
+        Ok(self.lock().marks.get(owner).cloned())
     }
 
     async fn read(&self, after: Option<EventId>, limit: usize) -> Result<LogPage, PortError> {

@@ -1,6 +1,6 @@
 //! The event log in Redis: a bounded Redis Stream (`XADD … MAXLEN ~ n`), ids `<ms>-<seq>` made by
 //! Redis, increasing across restarts. Written directly, not through Dapr: the Dapr state API can
-//! neither append nor list. Beside it, one small HASH per patient (`…:mark:<patient id>`: the
+//! neither append nor list. Beside it, one small HASH per record (`…:mark:<patient id>.<incarnation>`: the
 //! last appended outbox seq, its id, whether it was published), updated in the same Lua script
 //! as the append, so a re-driven outbox item is never appended twice. `pub` holds the last seq
 //! published: the mark's item counts as published when `pub` equals `seq`.
@@ -85,8 +85,8 @@ impl RedisEventLog {
         })
     }
 
-    fn mark_key(&self, patient_id: &str) -> String {
-        format!("{}:mark:{patient_id}", self.stream)
+    fn mark_key(&self, owner: &str) -> String {
+        format!("{}:mark:{owner}", self.stream)
     }
 
     pub fn stream(&self) -> &str {
@@ -95,13 +95,13 @@ impl RedisEventLog {
 }
 
 impl EventLog for RedisEventLog {
-    async fn append(&self, patient_id: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
+    async fn append(&self, owner: &str, seq: u64, event: &WardEvent) -> Result<Appended, PortError> {
         let json = serde_json::to_string(event).map_err(|e| PortError::Corrupt(e.to_string()))?;
         let mut conn = self.conn.clone();
         let (what, id): (String, String) = self
             .append
             .key(&self.stream)
-            .key(self.mark_key(patient_id))
+            .key(self.mark_key(owner))
             .arg(seq)
             .arg(json)
             .arg(self.max_len)
@@ -118,10 +118,10 @@ impl EventLog for RedisEventLog {
 
     /// A plain `HSET`: should a later item have been appended meanwhile, `pub` names this one,
     /// not that one, so the later item still counts as unpublished (published again at worst).
-    async fn published(&self, patient_id: &str, seq: u64) -> Result<(), PortError> {
+    async fn published(&self, owner: &str, seq: u64) -> Result<(), PortError> {
         let mut conn = self.conn.clone();
         let _: i64 = redis::cmd("HSET")
-            .arg(self.mark_key(patient_id))
+            .arg(self.mark_key(owner))
             .arg("pub")
             .arg(seq)
             .query_async(&mut conn)
@@ -130,10 +130,10 @@ impl EventLog for RedisEventLog {
         Ok(())
     }
 
-    async fn mark(&self, patient_id: &str) -> Result<Option<Mark>, PortError> {
+    async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {
         let mut conn = self.conn.clone();
         let (seq, id, published): (Option<u64>, Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.mark_key(patient_id))
+            .arg(self.mark_key(owner))
             .arg("seq")
             .arg("id")
             .arg("pub")

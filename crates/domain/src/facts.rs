@@ -12,6 +12,9 @@ use crate::identity::RawIdentifier;
 
 const LOINC: &str = "http://loinc.org";
 
+/// Longest ward or bed name accepted: every ward name is kept in the list of wards.
+const MAX_LOCATION: usize = 128;
+
 fn issue(location: &str, message: impl Into<String>) -> Issue {
     Issue::new(location, message)
 }
@@ -173,6 +176,16 @@ pub fn encounter(resource: &Value) -> Result<EncounterFacts, Issue> {
         .find(|l| physical_type(l) == Some("wa"))
         .or_else(|| locations.iter().find(|l| physical_type(l).is_none_or(|t| t != "bd")))
         .and_then(|l| location_name(l));
+    if ward
+        .iter()
+        .chain(bed.iter())
+        .any(|name| name.chars().count() > MAX_LOCATION)
+    {
+        return Err(issue(
+            "/location",
+            format!("a ward or bed name is longer than {MAX_LOCATION} characters"),
+        ));
+    }
     Ok(EncounterFacts {
         id: str_at(resource, "id").map(str::to_owned),
         identifier: first_identifier(resource),

@@ -103,18 +103,19 @@ pub struct LogPage {
 }
 
 /// The ordered event log every function appends to: bounded, ids `<ms>-<seq>` that increase
-/// across restarts. Appends are exactly-once per (patient, outbox seq) thanks to a per-patient
-/// mark kept atomically with the append.
+/// across restarts. Appends are exactly-once per (outbox owner, outbox seq) thanks to a mark per
+/// owner kept atomically with the append. The owner is a record's
+/// [`crate::record::PatientRecord::outbox_owner`]: its patient id and incarnation.
 pub trait EventLog: Send + Sync + 'static {
     fn append(
         &self,
-        patient_id: &str,
+        owner: &str,
         seq: u64,
         event: &WardEvent,
     ) -> impl Future<Output = Result<Appended, PortError>> + Send;
     /// Record that the item `seq` was also published on its lane.
-    fn published(&self, patient_id: &str, seq: u64) -> impl Future<Output = Result<(), PortError>> + Send;
-    fn mark(&self, patient_id: &str) -> impl Future<Output = Result<Option<Mark>, PortError>> + Send;
+    fn published(&self, owner: &str, seq: u64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn mark(&self, owner: &str) -> impl Future<Output = Result<Option<Mark>, PortError>> + Send;
     /// Events after `after` (exclusive; none = from the oldest), oldest first, at most `limit`.
     fn read(&self, after: Option<EventId>, limit: usize) -> impl Future<Output = Result<LogPage, PortError>> + Send;
     /// The newest id, without reading events.
@@ -133,10 +134,12 @@ impl EventId {
     /// `<ms>-<seq>`, or `<ms>` alone (seq 0), as Redis accepts; anything else is `None`.
     pub fn parse(text: &str) -> Option<Self> {
         let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
-        Some(Self {
+        let id = Self {
             ms: ms.parse().ok()?,
             seq: seq.parse().ok()?,
-        })
+        };
+        // Nothing can follow the largest id; Redis refuses to read after it.
+        (id.ms < u64::MAX && id.seq < u64::MAX).then_some(id)
     }
 }
 
@@ -208,5 +211,6 @@ mod tests {
         assert_eq!(a.to_string(), "1700000000000-9");
         assert_eq!(EventId::parse("x-1"), None);
         assert_eq!(EventId::parse("1-2-3"), None);
+        assert_eq!(EventId::parse("18446744073709551615-18446744073709551615"), None);
     }
 }

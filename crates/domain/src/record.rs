@@ -17,6 +17,8 @@ pub const KEEP_ENCOUNTERS: usize = 5;
 pub const KEEP_RESULTS: usize = 5;
 /// The AKI look-back: creatinine results this recent are all kept.
 pub const CREATININE_DAYS: i64 = 365;
+/// How many ids of encounters no longer kept a record remembers.
+pub const KEEP_RETIRED: usize = 50;
 /// How many resolved alerts a record keeps (open ones are always kept).
 pub const KEEP_RESOLVED_ALERTS: usize = 20;
 
@@ -137,6 +139,11 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatientRecord {
     pub id: String,
+    /// When this record was first written (nanoseconds): names its outbox in the event log, so
+    /// that marks left by an earlier record of the same id (a reset store) never cover this
+    /// one's items.
+    #[serde(default)]
+    pub incarnation: String,
     /// The identifier the patient is known by. For a record made by results that came before
     /// any Patient, the identifier those results named.
     pub identity: Option<Identifier>,
@@ -157,6 +164,9 @@ pub struct PatientRecord {
     pub patient_key: Option<String>,
     #[serde(default)]
     pub encounters: Vec<EncounterState>,
+    /// Ids of encounters no longer kept (bounded): a replay of one is ignored, not re-admitted.
+    #[serde(default)]
+    pub retired_encounters: Vec<String>,
     pub placement: Option<Placement>,
     #[serde(default)]
     pub results: Vec<ResultEntry>,
@@ -180,6 +190,7 @@ impl PatientRecord {
     pub fn new(id: &str, now: DateTime<Utc>) -> Self {
         Self {
             id: id.to_owned(),
+            incarnation: now.timestamp_nanos_opt().unwrap_or_default().to_string(),
             identity: None,
             identifiers: Vec::new(),
             known: false,
@@ -190,6 +201,7 @@ impl PatientRecord {
             patient_digest: String::new(),
             patient_key: None,
             encounters: Vec::new(),
+            retired_encounters: Vec::new(),
             placement: None,
             results: Vec::new(),
             alerts: Vec::new(),
@@ -199,6 +211,11 @@ impl PatientRecord {
             merged_into: None,
             updated_at: now,
         }
+    }
+
+    /// Whose outbox this is, for the event log's marks: the patient id and the incarnation.
+    pub fn outbox_owner(&self) -> String {
+        format!("{}.{}", self.id, self.incarnation)
     }
 
     /// The hospital number shown and carried in events.
@@ -292,10 +309,18 @@ impl PatientRecord {
             self.encounters
                 .sort_by(|a, b| b.start.cmp(&a.start).then_with(|| a.id.cmp(&b.id)));
             let mut kept = 0;
+            let mut retired = Vec::new();
             self.encounters.retain(|e| {
                 kept += 1;
-                kept <= KEEP_ENCOUNTERS || placed.as_deref() == Some(e.id.as_str())
+                let keep = kept <= KEEP_ENCOUNTERS || placed.as_deref() == Some(e.id.as_str());
+                if !keep {
+                    retired.push(e.id.clone());
+                }
+                keep
             });
+            self.retired_encounters.extend(retired);
+            let excess = self.retired_encounters.len().saturating_sub(KEEP_RETIRED);
+            self.retired_encounters.drain(..excess);
         }
         let resolved = self.alerts.iter().filter(|a| !a.status.is_open()).count();
         if resolved > KEEP_RESOLVED_ALERTS {

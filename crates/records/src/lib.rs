@@ -131,39 +131,50 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             .map(|(r, _)| r))
     }
 
-    /// Load → decide → compare-and-set → drain, under the patient's turn. `decide` is called
-    /// again with the fresh record after every conflict, so it must be pure.
-    pub async fn update<T, E, F>(&self, patient_id: &str, mut decide: F) -> Result<T, E>
+    /// Load → decide → compare-and-set under the patient's turn, then drain. `decide` is called
+    /// again with the fresh record after every conflict, so it must be pure. The turn is given
+    /// up before the drain: a drain may wait on a lane whose consumer needs a turn of its own
+    /// (the in-process bus is bounded), and drains are safe to run side by side.
+    pub async fn update<T, E, F>(&self, patient_id: &str, decide: F) -> Result<T, E>
     where
         E: From<PortError>,
         F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
     {
-        let _turn = self.locks.lock(patient_id).await;
+        let (out, to_drain) = {
+            let _turn = self.locks.lock(patient_id).await;
+            self.write(patient_id, decide).await?
+        };
+        if let Some(record) = to_drain {
+            self.drain(&record).await?;
+        }
+        Ok(out)
+    }
+
+    /// The compare-and-set loop of [`Records::update`]: what to answer, and the record whose
+    /// outbox is to be drained.
+    async fn write<T, E, F>(&self, patient_id: &str, mut decide: F) -> Result<(T, Option<PatientRecord>), E>
+    where
+        E: From<PortError>,
+        F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
+    {
         let key = keys::record(patient_id);
         let mut written: HashSet<String> = HashSet::new();
         let mut pauses = backoff();
         loop {
-            // The record and the log's mark together: most records carry drained items that
-            // the mark lets this write drop.
-            let (loaded, mark) = tokio::try_join!(
-                get_json::<PatientRecord, S>(&self.store, &key),
-                self.log.mark(patient_id)
-            )?;
-            let (current, etag) = match loaded {
+            let (current, etag) = match get_json::<PatientRecord, S>(&self.store, &key).await? {
                 Some((mut r, etag)) => {
-                    r.prune_outbox(mark.as_ref());
+                    // Drained items stay in the record until a write: the log's mark says which.
+                    if !r.outbox.is_empty() {
+                        let mark = self.log.mark(&r.outbox_owner()).await?;
+                        r.prune_outbox(mark.as_ref());
+                    }
                     (Some(r), Some(etag))
                 }
                 None => (None, None),
             };
             let leftover = current.as_ref().filter(|r| !r.outbox.is_empty()).cloned();
             match decide(current)? {
-                Step::Keep(out) => {
-                    if let Some(r) = leftover {
-                        self.drain(&r).await?;
-                    }
-                    return Ok(out);
-                }
+                Step::Keep(out) => return Ok((out, leftover)),
                 Step::Write { record, resources, out } => {
                     // The resources it refers to first, then the record, in one round trip
                     // where the store can: a refused record leaves only resource versions that
@@ -181,10 +192,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                         Some(etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned())),
                     ));
                     match self.store.set_many(&items).await {
-                        Ok(()) => {
-                            self.drain(&record).await?;
-                            return Ok(out);
-                        }
+                        Ok(()) => return Ok((out, (!record.outbox.is_empty()).then_some(record))),
                         Err(PortError::Conflict) => match pauses.next() {
                             Some(pause) => tokio::time::sleep(pause).await,
                             None => {
@@ -205,10 +213,11 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
     /// the log appends each item once, a lane may see an event twice (at least once).
     pub async fn drain(&self, record: &PatientRecord) -> Result<(), PortError> {
         let pid = record.id.as_str();
+        let owner = record.outbox_owner();
         for p in &record.outbox {
             match &p.action {
                 Action::Event { event } => {
-                    let id = match self.log.append(pid, p.seq, event).await? {
+                    let id = match self.log.append(&owner, p.seq, event).await? {
                         Appended::New(id) | Appended::Already(id) => id,
                         Appended::Earlier => continue,
                     };
@@ -216,7 +225,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                     event.id = id;
                     let payload = serde_json::to_vec(&event).map_err(|e| PortError::Corrupt(e.to_string()))?;
                     self.bus.publish(event.kind.lane(), &payload).await?;
-                    self.log.published(pid, p.seq).await?;
+                    self.log.published(&owner, p.seq).await?;
                 }
                 Action::PlaceOnWard { ward } => {
                     self.remember_ward(ward).await?;
@@ -349,6 +358,59 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             Some(_) => Ok(()),
             None => self.claim(identifier, to).await.map(|_| ()),
         }
+    }
+
+    /// Join the record `pending` (results that came before their patient) into `into`: point
+    /// the identifier at `into`, mark the early record joined — from then on whatever reaches it
+    /// goes on to `into` — and copy what it holds, as it was when marked, into `into`'s record.
+    /// The early record keeps its copy (the trail, and the source for evaluations that reach it
+    /// late); copying is idempotent.
+    pub async fn join(
+        &self,
+        pending: &str,
+        identifier: &Identifier,
+        into: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), PortError> {
+        use wardwatch_domain::decide::admission::{absorb, closed_into};
+        self.repoint(identifier, pending, into).await?;
+        let snapshot = self
+            .update(pending, |record| {
+                Ok::<_, PortError>(match record {
+                    Some(r) if r.merged_into.is_none() && !r.known => {
+                        let d = closed_into(r, into, now);
+                        let snapshot = d.record.clone();
+                        Step::Write {
+                            record: d.record,
+                            resources: Vec::new(),
+                            out: Some(snapshot),
+                        }
+                    }
+                    Some(r) if r.merged_into.as_deref() == Some(into) => Step::Keep(Some(r)),
+                    _ => Step::Keep(None),
+                })
+            })
+            .await?;
+        let Some(snapshot) = snapshot else { return Ok(()) };
+        self.update(into, |record| {
+            let d = absorb(record, into, &snapshot, now);
+            Ok::<_, PortError>(if d.changed {
+                Step::Write {
+                    record: d.record,
+                    resources: Vec::new(),
+                    out: (),
+                }
+            } else {
+                Step::Keep(())
+            })
+        })
+        .await?;
+        tracing::info!(
+            patient_id = into,
+            joined = pending,
+            "results that came before the patient were joined to its record"
+        );
+        Ok(())
     }
 
     /// The wards seen so far.

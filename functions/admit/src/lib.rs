@@ -304,66 +304,21 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             if let Claim::HeldBy(holder) = self.records.claim(identifier, patient_id).await? {
                 match self.records.load(&holder).await? {
                     Some(r) if !r.known && r.merged_into.is_none() => {
-                        self.join(&holder, identifier, patient_id, now).await?;
+                        self.records.join(&holder, identifier, patient_id, now).await?;
                     }
+                    // Joined already, or an index pointing at no record: point it here.
                     Some(r) if r.merged_into.as_deref() == Some(patient_id) => {
                         self.records.repoint(identifier, &holder, patient_id).await?;
                     }
-                    _ => tracing::warn!(patient_id, "an identifier of this patient is held by another record"),
+                    None => self.records.repoint(identifier, &holder, patient_id).await?,
+                    _ => tracing::warn!(
+                        patient_id,
+                        "an identifier of this patient is held by another patient's record"
+                    ),
                 }
             }
         }
         tracing::info!(patient_id, "admission recorded");
-        Ok(())
-    }
-
-    /// Join the record `pending` (results that came before their patient) into `patient_id`:
-    /// point the identifier at the patient, mark the early record joined — from then on results
-    /// and evaluations that reach it go on to the patient's record — and copy what it holds, as it
-    /// was when marked, into the patient's record. The early record keeps its copy (for the
-    /// trail and for evaluations that arrive late); copying is idempotent.
-    async fn join(
-        &self,
-        pending: &str,
-        identifier: &Identifier,
-        patient_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), AdmitError> {
-        self.records.repoint(identifier, pending, patient_id).await?;
-        let snapshot = self
-            .records
-            .update(pending, |record| {
-                Ok::<_, AdmitError>(match record {
-                    Some(r) if r.merged_into.is_none() => {
-                        let d = admission::closed_into(r, patient_id, now);
-                        let snapshot = d.record.clone();
-                        Step::Write {
-                            record: d.record,
-                            resources: Vec::new(),
-                            out: Some(snapshot),
-                        }
-                    }
-                    Some(r) if r.merged_into.as_deref() == Some(patient_id) => Step::Keep(Some(r)),
-                    _ => Step::Keep(None),
-                })
-            })
-            .await?;
-        let Some(snapshot) = snapshot else { return Ok(()) };
-        self.records
-            .update(patient_id, |record| {
-                let d = admission::absorb(record, patient_id, &snapshot, now);
-                Ok::<_, AdmitError>(if d.changed {
-                    Step::Write {
-                        record: d.record,
-                        resources: Vec::new(),
-                        out: (),
-                    }
-                } else {
-                    Step::Keep(())
-                })
-            })
-            .await?;
-        tracing::info!(patient_id, joined = %pending, "results that came before the patient were joined to the record");
         Ok(())
     }
 

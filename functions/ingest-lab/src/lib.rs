@@ -19,7 +19,7 @@ use wardwatch_domain::identity::{Identifier, IdentityRules};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
 use wardwatch_domain::record::ResultEntry;
 use wardwatch_domain::{Issue, ids, keys, units};
-use wardwatch_records::{Records, Step};
+use wardwatch_records::{Claim, Records, Step};
 use wardwatch_runtime::{Event, Failure, Function, Output};
 
 #[derive(Debug, thiserror::Error)]
@@ -216,9 +216,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for IngestLab<S, L, P> {
         if !stored_now {
             return Err(IngestError::Port(PortError::Corrupt("patient records are joined in a loop".into())).into());
         }
-        // A new record for a patient not seen yet: its identifier now points at it.
-        if let (Some(identifier), false) = (&subject.identifier, subject.indexed) {
-            self.records.claim(identifier, &patient_id).await?;
+        // A new record for a patient not seen yet: its identifier now points at it — unless an
+        // admission (or another result) claimed it meanwhile: then this record joins that one.
+        if let (Some(identifier), false) = (&subject.identifier, subject.indexed)
+            && let Claim::HeldBy(holder) = self.records.claim(identifier, &patient_id).await?
+            && holder != patient_id
+        {
+            self.records.join(&patient_id, identifier, &holder, now).await?;
+            patient_id = holder;
         }
         tracing::info!(%result_id, %patient_id, loinc = %entry.loinc, "lab result processed");
         Ok(Output::ok(json!({"result_id": result_id, "patient_id": patient_id})))

@@ -45,28 +45,29 @@ fn is_terminal(status: &str) -> bool {
 /// - Both carry a sender version and they differ: the newer wins.
 /// - A finished (or cancelled) stay goes back to an open status only through a strictly newer
 ///   version, or an explicit cancel of the discharge.
-/// - Equal versions, or no version on one side: identical content changes nothing; otherwise a
-///   versioned stored state is kept against an unversioned one, and two states of the same version
-///   are ordered by their content digest, so every replica settles on the same one whatever the
-///   order of arrival. Without any version, the latest arrival wins (there is nothing else to go by).
+/// - Two states of the same version: a finished (or cancelled) one over an open one, then the
+///   greater content digest, so every replica settles on the same one whatever the order of
+///   arrival.
+/// - A versioned stored state is kept against an unversioned one. Without any version, the
+///   latest arrival wins (there is nothing else to go by).
 pub fn supersedes(incoming: &EncounterUpdate, stored: &EncounterState) -> bool {
     let new = &incoming.state;
     if new.digest == stored.digest {
         return false;
     }
-    if let (Some(a), Some(b)) = (new.source_version, stored.source_version)
-        && a != b
-    {
-        return a > b;
+    if let (Some(a), Some(b)) = (new.source_version, stored.source_version) {
+        if a != b {
+            return a > b;
+        }
+        if incoming.cancel_discharge {
+            return true;
+        }
+        return (is_terminal(&new.status), &new.digest) > (is_terminal(&stored.status), &stored.digest);
     }
     if is_terminal(&stored.status) && !is_terminal(&new.status) && !incoming.cancel_discharge {
         return false;
     }
-    match (new.source_version, stored.source_version) {
-        (Some(_), Some(_)) => new.digest > stored.digest,
-        (None, Some(_)) => false,
-        _ => true,
-    }
+    stored.source_version.is_none()
 }
 
 /// The current inpatient stay: in progress, inpatient class; the latest start wins (ties by id).
@@ -91,6 +92,8 @@ pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionI
         let newer = match (p.source_version, r.patient_version) {
             _ if !r.known => true,
             (Some(a), Some(b)) if a != b => a > b,
+            // The same version twice: the greater digest, whatever the order of arrival.
+            (Some(_), Some(_)) => p.digest > r.patient_digest,
             (None, Some(_)) => false,
             _ => p.digest != r.patient_digest,
         };
@@ -108,6 +111,10 @@ pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionI
     }
 
     for update in input.encounters {
+        if r.retired_encounters.contains(&update.state.id) {
+            // An encounter the record no longer keeps: a replay of it must not come back.
+            continue;
+        }
         match r.encounters.iter_mut().find(|e| e.id == update.state.id) {
             Some(stored) => {
                 if supersedes(&update, stored) {
@@ -290,6 +297,15 @@ mod tests {
         let ab = admit(Some(admit(None, a.clone()).record), b.clone()).record;
         let ba = admit(Some(admit(None, b).record), a).record;
         assert_eq!(ab.placement, ba.placement);
+    }
+
+    #[test]
+    fn a_discharge_and_an_admission_of_the_same_version_settle_on_the_discharge_in_either_order() {
+        let open = stay("in-progress", "7B", "4", Some(1));
+        let done = stay("finished", "7B", "4", Some(1));
+        let a = admit(Some(admit(None, open.clone()).record), done.clone()).record;
+        let b = admit(Some(admit(None, done).record), open).record;
+        assert_eq!((a.placement.is_none(), b.placement.is_none()), (true, true));
     }
 
     #[test]

@@ -60,7 +60,16 @@ pub fn decide(
         e.result_id = Some(entry.result_id.clone());
         e.analyte = entry.analyte.clone().or_else(|| Some(entry.loinc.clone()));
     });
-    finish(before.as_ref(), r, now)
+    let d = finish(before.as_ref(), r, now);
+    if d.record.result(&entry.result_id).is_none() {
+        // Older than the history a record keeps (the latest few of its analyte; creatinine of
+        // 365 days): nothing to store, nothing to announce, whatever the redeliveries.
+        return match before {
+            Some(b) => Decision::unchanged(b),
+            None => Decision::unchanged(PatientRecord::new(patient_id, now)),
+        };
+    }
+    d
 }
 
 #[cfg(test)]
@@ -140,6 +149,22 @@ mod tests {
             finals.push(r.expect("record").results[0].value);
         }
         assert!(finals.iter().all(|v| *v == 5.1), "{finals:?}");
+    }
+
+    #[test]
+    fn a_result_older_than_the_history_kept_is_not_stored_nor_announced() {
+        let mut r = None;
+        for i in 0..6 {
+            let mut e = k("final", 4.0, 10);
+            e.result_id = format!("r{i}");
+            e.effective = Some(t(100 + i));
+            r = Some(apply(r, e).record);
+        }
+        let mut old = k("final", 7.1, 10);
+        old.result_id = "old".into();
+        old.effective = Some(t(1));
+        let d = apply(r, old);
+        assert!(!d.changed && d.emitted.is_empty());
     }
 
     #[test]
