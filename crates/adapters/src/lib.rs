@@ -153,6 +153,13 @@ impl StateStore for Store {
             Store::Dapr(s) => s.set_many(items).await,
         }
     }
+    async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {
+        match self {
+            Store::Memory(s) => s.set_member(key, member, seq, present).await,
+            Store::Redis(s) => s.set_member(key, member, seq, present).await,
+            Store::Dapr(s) => s.set_member(key, member, seq, present).await,
+        }
+    }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, PortError> {
         match self {
             Store::Memory(s) => s.get_many(keys).await,

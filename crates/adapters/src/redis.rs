@@ -58,6 +58,38 @@ for i = 1, #KEYS do
 end;
 return #KEYS"#;
 
+/// A membership index (`{"patients": {id: seq}}`) changed in place, in Dapr's layout: the JSON in
+/// `data` rewritten and `version` counted up, as a compare-and-set by the client would leave it.
+/// `ARGV`: member, seq, "1" to add or "0" to remove. Returns 1 when it changed something.
+const SET_MEMBER_SCRIPT: &str = r#"
+if type(redis.pcall("HGET", KEYS[1], "version")) == "table" then
+  return redis.error_reply("CORRUPT not a hash")
+end
+local data = redis.call("HGET", KEYS[1], "data")
+local doc = {}
+if data then
+  local ok, decoded = pcall(cjson.decode, data)
+  if not ok or type(decoded) ~= "table" then
+    return redis.error_reply("CORRUPT not JSON")
+  end
+  doc = decoded
+end
+if type(doc.patients) ~= "table" then
+  doc.patients = {}
+end
+local seq = tonumber(ARGV[2])
+local current = doc.patients[ARGV[1]]
+if ARGV[3] == "1" then
+  if current and current >= seq then return 0 end
+  doc.patients[ARGV[1]] = seq
+else
+  if not current or current >= seq then return 0 end
+  doc.patients[ARGV[1]] = nil
+end
+redis.call("HSET", KEYS[1], "data", cjson.encode(doc))
+redis.call("HINCRBY", KEYS[1], "version", 1)
+return 1"#;
+
 /// Redis state store. Connects lazily and reconnects by itself; cheap to clone.
 #[derive(Clone)]
 pub struct RedisStateStore {
@@ -65,6 +97,7 @@ pub struct RedisStateStore {
     prefix: String,
     set: Script,
     set_many: Script,
+    set_member: Script,
     del: Script,
 }
 
@@ -73,7 +106,7 @@ fn classify(e: &RedisError) -> PortError {
     if text.contains("failed to set key") || text.contains("failed to delete") {
         // The script's refusal: the ETag did not match. (The text names the key: not logged.)
         PortError::Conflict
-    } else if e.kind() == redis::ErrorKind::Parse || e.code() == Some("WRONGTYPE") {
+    } else if e.kind() == redis::ErrorKind::Parse || matches!(e.code(), Some("WRONGTYPE" | "CORRUPT")) {
         PortError::Corrupt(format!("redis: {}", e.category()))
     } else {
         // Connection refused or dropped, timeouts, LOADING, OOM, MASTERDOWN…: worth retrying.
@@ -97,6 +130,7 @@ impl RedisStateStore {
             prefix: prefix.to_owned(),
             set: Script::new(SET_SCRIPT),
             set_many: Script::new(SET_MANY_SCRIPT),
+            set_member: Script::new(SET_MEMBER_SCRIPT),
             del: Script::new(DEL_SCRIPT),
         })
     }
@@ -191,6 +225,21 @@ impl StateStore for RedisStateStore {
         let mut conn = self.conn.clone();
         let _: i64 = invocation.invoke_async(&mut conn).await.map_err(|e| classify(&e))?;
         Ok(())
+    }
+
+    async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {
+        check_key(key)?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .set_member
+            .key(self.redis_key(key))
+            .arg(member)
+            .arg(seq)
+            .arg(if present { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(true)
     }
 
     async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), PortError> {

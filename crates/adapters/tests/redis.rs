@@ -158,3 +158,45 @@ async fn an_unreachable_redis_is_unavailable_not_an_error_of_the_data() {
     assert!(matches!(s.get("k").await, Err(PortError::Unavailable(_))));
     assert!(matches!(s.ping().await, Err(PortError::Unavailable(_))));
 }
+
+#[tokio::test]
+async fn a_membership_index_changes_in_place_in_daprs_layout_and_only_forward() {
+    let (s, prefix, mut c) = store().await;
+    let read = |v: Option<wardwatch_domain::ports::Versioned>| {
+        let v = v.expect("stored");
+        let doc: serde_json::Value = serde_json::from_slice(&v.data).expect("json");
+        (doc["patients"].clone(), v.etag)
+    };
+    assert!(s.set_member("ward-x-0", "p1", 3, true).await.expect("add"));
+    let (patients, etag) = read(s.get("ward-x-0").await.expect("get"));
+    assert_eq!((patients, etag.as_str()), (serde_json::json!({"p1": 3}), "1"));
+    s.set_member("ward-x-0", "p1", 2, false).await.expect("stale removal");
+    assert_eq!(
+        read(s.get("ward-x-0").await.expect("get")).0,
+        serde_json::json!({"p1": 3}),
+        "an older removal changes nothing"
+    );
+    s.set_member("ward-x-0", "p2", 1, true).await.expect("add");
+    s.set_member("ward-x-0", "p1", 5, false).await.expect("removal");
+    let (patients, etag) = read(s.get("ward-x-0").await.expect("get"));
+    assert_eq!((patients, etag.as_str()), (serde_json::json!({"p2": 1}), "3"));
+    s.set_member("ward-x-0", "p2", 9, false).await.expect("removal");
+    assert_eq!(
+        read(s.get("ward-x-0").await.expect("get")).0,
+        serde_json::json!({}),
+        "an empty index stays an object"
+    );
+    let _: () = c
+        .hset(format!("{prefix}||ward-y-0"), "data", "not json")
+        .await
+        .expect("hset");
+    let _: () = c
+        .hset(format!("{prefix}||ward-y-0"), "version", "1")
+        .await
+        .expect("hset");
+    assert!(matches!(
+        s.set_member("ward-y-0", "p1", 1, true).await,
+        Err(PortError::Corrupt(_))
+    ));
+    cleanup(&mut c, &prefix).await;
+}

@@ -55,6 +55,19 @@ pub trait StateStore: Send + Sync + 'static {
             Ok(())
         }
     }
+    /// Add (`present`) or remove `member` in a membership index (`{"patients": {id: seq}}`) in
+    /// one step, unless a later `seq` already did. `Ok(false)`: this store cannot, and the caller
+    /// does a read-modify-write under the ETag instead.
+    fn set_member(
+        &self,
+        key: &str,
+        member: &str,
+        seq: u64,
+        present: bool,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send {
+        let _ = (key, member, seq, present);
+        async { Ok(false) }
+    }
     /// Several keys at once (for the board's reads), in order. Adapters that can pipeline do.
     fn get_many(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Versioned>>, PortError>> + Send {
         async move {

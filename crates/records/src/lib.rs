@@ -241,6 +241,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
 
     /// Add or remove a member, unless a later outbox item of that patient already did.
     async fn set_member(&self, key: &str, pid: &str, seq: u64, present: bool) -> Result<(), PortError> {
+        if self.store.set_member(key, pid, seq, present).await? {
+            return Ok(());
+        }
         self.cas::<Members, _>(key, |m| match (present, m.patients.get(pid).copied()) {
             (true, Some(s)) if s >= seq => false,
             (true, _) => {
