@@ -114,17 +114,32 @@ fn classify(e: &RedisError) -> PortError {
     }
 }
 
+/// A lazily connecting, self-reconnecting Redis connection with short timeouts (a slow Redis is
+/// an unavailable one). `what` names the setting the URL came from, for errors.
+pub(crate) fn connect(url: &Secret, what: &str) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url.expose()).map_err(|e| format!("{what}: {}", e.category()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("{what}: {}", e.category()))
+}
+
+/// `PING`, classified as every other call.
+pub(crate) async fn ping(conn: &ConnectionManager) -> Result<(), PortError> {
+    let mut conn = conn.clone();
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(())
+}
+
 impl RedisStateStore {
     /// `prefix` is Dapr's key prefix (`wardwatch` → `wardwatch||<key>`); empty for none.
     pub fn new(url: &Secret, prefix: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose()).map_err(|e| format!("REDIS_URL: {}", e.category()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {}", e.category()))?;
+        let conn = connect(url, "REDIS_URL")?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -275,11 +290,6 @@ impl StateStore for RedisStateStore {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(&e))?;
-        Ok(())
+        ping(&self.conn).await
     }
 }

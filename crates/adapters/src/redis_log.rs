@@ -5,9 +5,7 @@
 //! as the append, so a re-driven outbox item is never appended twice. `pub` holds the last seq
 //! published: the mark's item counts as published when `pub` equals `seq`.
 
-use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use wardwatch_domain::events::WardEvent;
 use wardwatch_domain::ports::{Appended, EventId, EventLog, LogPage, PortError};
@@ -69,14 +67,7 @@ fn parse_entries(entries: Vec<Entry>) -> Result<Vec<WardEvent>, PortError> {
 impl RedisEventLog {
     /// `stream`: the stream's key (`<prefix>:events`).
     pub fn new(url: &Secret, stream: &str, max_len: usize) -> Result<Self, String> {
-        let client = redis::Client::open(url.expose()).map_err(|e| format!("event log URL: {}", e.category()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("redis event log: {}", e.category()))?;
+        let conn = crate::redis::connect(url, "EVENTS_REDIS_URL")?;
         Ok(Self {
             conn,
             stream: stream.to_owned(),
@@ -199,11 +190,6 @@ impl EventLog for RedisEventLog {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| classify(&e))?;
-        Ok(())
+        crate::redis::ping(&self.conn).await
     }
 }

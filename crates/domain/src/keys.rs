@@ -1,6 +1,6 @@
-//! Every state key, in one place. None contains `||` (Dapr's key separator) or anything a
-//! client chose verbatim: identifiers and ward names are hashed into name-based ids, so a key
-//! never carries patient data and is always safe.
+//! Every state key, in one place. None contains `||` (Dapr's key separator). Identifiers and
+//! ward names are hashed into name-based ids; a patient id is used as it is (a FHIR id: letters,
+//! digits, `-` and `.`, at most 64), also when a client chose it.
 //!
 //! | key | holds | size |
 //! |---|---|---|

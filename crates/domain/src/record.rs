@@ -338,6 +338,26 @@ impl PatientRecord {
     }
 }
 
+/// A final potassium result `r1` in mmol/L, for the domain's tests.
+#[cfg(test)]
+pub(crate) fn potassium_result(value: f64, status: &str) -> ResultEntry {
+    ResultEntry {
+        result_id: "r1".into(),
+        loinc: "2823-3".into(),
+        analyte: Some("potassium".into()),
+        value,
+        unit: "mmol/L".into(),
+        comparator: None,
+        reported_value: value,
+        reported_unit: "mmol/L".into(),
+        status: status.into(),
+        effective: None,
+        issued: None,
+        digest: "d".into(),
+        resource_key: "result-r1-d".into(),
+    }
+}
+
 /// What a decision did to a record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {

@@ -119,21 +119,7 @@ mod tests {
     use super::*;
 
     fn potassium(value: f64) -> ResultEntry {
-        ResultEntry {
-            result_id: "r1".into(),
-            loinc: "2823-3".into(),
-            analyte: Some("potassium".into()),
-            value,
-            unit: "mmol/L".into(),
-            comparator: None,
-            reported_value: value,
-            reported_unit: "mmol/L".into(),
-            status: "final".into(),
-            effective: None,
-            issued: None,
-            digest: String::new(),
-            resource_key: String::new(),
-        }
+        crate::record::potassium_result(value, "final")
     }
 
     #[test]

@@ -85,19 +85,9 @@ mod tests {
 
     fn with_potassium(value: f64, status: &str) -> PatientRecord {
         let entry = ResultEntry {
-            result_id: "r1".into(),
-            loinc: "2823-3".into(),
-            analyte: Some("potassium".into()),
-            value,
-            unit: "mmol/L".into(),
-            comparator: None,
-            reported_value: value,
-            reported_unit: "mmol/L".into(),
-            status: status.into(),
             effective: Some(now()),
             issued: Some(now()),
-            digest: "d".into(),
-            resource_key: "result-r1-d".into(),
+            ..crate::record::potassium_result(value, status)
         };
         result::decide(None, "p1", entry, None, now()).record
     }

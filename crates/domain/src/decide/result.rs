@@ -84,19 +84,11 @@ mod tests {
     fn k(status: &str, value: f64, issued: i64) -> ResultEntry {
         let d = digest(&format!("{status}{value}{issued}"));
         ResultEntry {
-            result_id: "r1".into(),
-            loinc: "2823-3".into(),
-            analyte: Some("potassium".into()),
-            value,
-            unit: "mmol/L".into(),
-            comparator: None,
-            reported_value: value,
-            reported_unit: "mmol/L".into(),
-            status: status.into(),
             effective: Some(t(0)),
             issued: Some(t(issued)),
             resource_key: format!("result-r1-{d}"),
             digest: d,
+            ..crate::record::potassium_result(value, status)
         }
     }
 
