@@ -64,6 +64,13 @@ fn parse_entries(entries: Vec<Entry>) -> Result<Vec<WardEvent>, PortError> {
     Ok(out)
 }
 
+/// `XRANGE`/`XREVRANGE <stream> <from> <to> COUNT <count>`.
+fn range(stream: &str, command: &str, from: &str, to: &str, count: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd(command);
+    cmd.arg(stream).arg(from).arg(to).arg("COUNT").arg(count);
+    cmd
+}
+
 impl RedisEventLog {
     /// `stream`: the stream's key (`<prefix>:events`).
     pub fn new(url: &Secret, stream: &str, max_len: usize) -> Result<Self, String> {
@@ -145,24 +152,9 @@ impl EventLog for RedisEventLog {
         let mut conn = self.conn.clone();
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
         let (entries, oldest, newest): (Vec<Entry>, Vec<Entry>, Vec<Entry>) = redis::pipe()
-            .cmd("XRANGE")
-            .arg(&self.stream)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .cmd("XRANGE")
-            .arg(&self.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XREVRANGE")
-            .arg(&self.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+            .add_command(range(&self.stream, "XRANGE", &start, "+", limit.max(1)))
+            .add_command(range(&self.stream, "XRANGE", "-", "+", 1))
+            .add_command(range(&self.stream, "XREVRANGE", "+", "-", 1))
             .query_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
@@ -177,12 +169,7 @@ impl EventLog for RedisEventLog {
 
     async fn newest(&self) -> Result<Option<String>, PortError> {
         let mut conn = self.conn.clone();
-        let newest: Vec<Entry> = redis::cmd("XREVRANGE")
-            .arg(&self.stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+        let newest: Vec<Entry> = range(&self.stream, "XREVRANGE", "+", "-", 1)
             .query_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;

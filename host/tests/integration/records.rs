@@ -60,6 +60,17 @@ fn evaluate(repo: &Repo) -> evaluate_alert::EvaluateAlert<RedisStateStore, Redis
     evaluate_alert::EvaluateAlert::new(repo.clone(), CriticalLimits::default())
 }
 
+/// Admit the example patient (MRN0001, Ward 7B) through `repo`.
+async fn admit_example(repo: &Repo) {
+    deliver(
+        &admit(repo),
+        Trigger::Http,
+        "/fhir",
+        &fixture("examples/admission-bundle.json"),
+    )
+    .await;
+}
+
 /// Deliver as daprd would: a transient failure (503) is delivered again, after a pause.
 async fn deliver<F: Function>(f: &F, trigger: Trigger, source: &str, body: &Value) -> Value {
     for _ in 0..50 {
@@ -90,13 +101,7 @@ async fn fifty_concurrent_results_for_one_patient_from_two_processes_all_end_in_
     let prefix = unique("ww-rec");
     let (a, bus_a) = process(&prefix);
     let (b, bus_b) = process(&prefix);
-    deliver(
-        &admit(&a),
-        Trigger::Http,
-        "/fhir",
-        &fixture("examples/admission-bundle.json"),
-    )
-    .await;
+    admit_example(&a).await;
     let (ia, ib) = (Arc::new(ingest(&a)), Arc::new(ingest(&b)));
     let mut tasks = Vec::new();
     for n in 0..50 {
@@ -125,13 +130,7 @@ async fn an_amended_result_processed_before_the_requeued_original_stays_amended(
     let prefix = unique("ww-rec");
     let (a, _) = process(&prefix);
     let (b, bus_b) = process(&prefix);
-    deliver(
-        &admit(&a),
-        Trigger::Http,
-        "/fhir",
-        &fixture("examples/admission-bundle.json"),
-    )
-    .await;
+    admit_example(&a).await;
     let original = fixture("examples/potassium-critical.json");
     let mut amended = original.clone();
     amended["status"] = json!("amended");
