@@ -153,6 +153,17 @@ impl StateStore for Store {
             Store::Dapr(s) => s.set_many(items).await,
         }
     }
+    async fn set_many_and_claim(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+    ) -> Result<Vec<bool>, PortError> {
+        match self {
+            Store::Memory(s) => s.set_many_and_claim(items, claims).await,
+            Store::Redis(s) => s.set_many_and_claim(items, claims).await,
+            Store::Dapr(s) => s.set_many_and_claim(items, claims).await,
+        }
+    }
     async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {
         match self {
             Store::Memory(s) => s.set_member(key, member, seq, present).await,

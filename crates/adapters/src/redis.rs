@@ -58,6 +58,37 @@ for i = 1, #KEYS do
 end;
 return #KEYS"#;
 
+/// [`SET_MANY_SCRIPT`] for the first `ARGV[1]` keys (`ARGV`: then ETag-or-"0" and data per
+/// key), then each remaining key created with its data (`version` 1, as Dapr's set script leaves
+/// a new key) unless it already exists, which is left alone. Nothing after a refusal is written.
+/// Returns 1 or 0 per remaining key: created or not.
+const SET_MANY_CLAIM_SCRIPT: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local etag = redis.pcall("HGET", KEYS[i], "version");
+  if type(etag) == "table" then
+    redis.call("DEL", KEYS[i]);
+  end;
+  local fwr = redis.pcall("HGET", KEYS[i], "first-write");
+  local ver = ARGV[2 * i];
+  if not etag or type(etag)=="table" or etag == "" or etag == ver or (not fwr and ver == "0") then
+    redis.call("HSET", KEYS[i], "data", ARGV[2 * i + 1]);
+    redis.call("HINCRBY", KEYS[i], "version", 1);
+  else
+    return error("failed to set key " .. KEYS[i])
+  end;
+end;
+local created = {}
+for i = n + 1, #KEYS do
+  if redis.call("EXISTS", KEYS[i]) == 1 then
+    created[#created + 1] = 0
+  else
+    redis.call("HSET", KEYS[i], "data", ARGV[n + i + 1], "version", 1);
+    created[#created + 1] = 1
+  end;
+end;
+return created"#;
+
 /// A membership index (`{"patients": {id: seq}}`) changed in place, in Dapr's layout: the JSON in
 /// `data` rewritten and `version` counted up, as a compare-and-set by the client would leave it.
 /// `ARGV`: member, seq, "1" to add or "0" to remove. Returns 1 when it changed something.
@@ -97,6 +128,7 @@ pub struct RedisStateStore {
     prefix: String,
     set: Script,
     set_many: Script,
+    set_many_claim: Script,
     set_member: Script,
     del: Script,
 }
@@ -145,6 +177,7 @@ impl RedisStateStore {
             prefix: prefix.to_owned(),
             set: Script::new(SET_SCRIPT),
             set_many: Script::new(SET_MANY_SCRIPT),
+            set_many_claim: Script::new(SET_MANY_CLAIM_SCRIPT),
             set_member: Script::new(SET_MEMBER_SCRIPT),
             del: Script::new(DEL_SCRIPT),
         })
@@ -240,6 +273,37 @@ impl StateStore for RedisStateStore {
         let mut conn = self.conn.clone();
         let _: i64 = invocation.invoke_async(&mut conn).await.map_err(|e| classify(&e))?;
         Ok(())
+    }
+
+    async fn set_many_and_claim(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+    ) -> Result<Vec<bool>, PortError> {
+        if claims.is_empty() {
+            self.set_many(items).await?;
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.set_many_claim.prepare_invoke();
+        invocation.arg(items.len());
+        for (key, data, etag) in items {
+            check_key(key)?;
+            invocation.key(self.redis_key(key));
+            invocation.arg(version_arg(etag.as_deref())?).arg(data.as_slice());
+        }
+        for (key, data) in claims {
+            check_key(key)?;
+            invocation.key(self.redis_key(key));
+            invocation.arg(data.as_slice());
+        }
+        let mut conn = self.conn.clone();
+        let created: Vec<i64> = invocation.invoke_async(&mut conn).await.map_err(|e| classify(&e))?;
+        if created.len() != claims.len() {
+            return Err(PortError::Corrupt(
+                "redis: the claim script answered the wrong count".into(),
+            ));
+        }
+        Ok(created.into_iter().map(|c| c == 1).collect())
     }
 
     async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {

@@ -200,3 +200,37 @@ async fn a_membership_index_changes_in_place_in_daprs_layout_and_only_forward() 
     ));
     cleanup(&mut c, &prefix).await;
 }
+
+#[tokio::test]
+async fn claims_ride_on_the_records_write_and_never_outlive_a_refused_one() {
+    let (s, _prefix, _c) = store().await;
+    let item = |k: &str, v: &str, etag: Option<&str>| (k.to_owned(), v.as_bytes().to_vec(), etag.map(str::to_owned));
+    let claim = |k: &str, v: &str| (k.to_owned(), v.as_bytes().to_vec());
+    // A new record and a new claim: both written, the claim in Dapr's layout (version 1).
+    let created = s
+        .set_many_and_claim(
+            &[item("record-p1", "{}", Some(CREATE_ONLY_ETAG))],
+            &[claim("ident-a", "p1"), claim("ident-b", "p1")],
+        )
+        .await
+        .expect("write");
+    assert_eq!(created, vec![true, true]);
+    let held = s.get("ident-a").await.expect("get").expect("claimed");
+    assert_eq!((held.data.as_slice(), held.etag.as_str()), (b"p1".as_slice(), "1"));
+    // A claim already held is left as it is and reported so.
+    let created = s
+        .set_many_and_claim(
+            &[item("record-p2", "{}", None)],
+            &[claim("ident-a", "p2"), claim("ident-c", "p2")],
+        )
+        .await
+        .expect("write");
+    assert_eq!(created, vec![false, true]);
+    assert_eq!(s.get("ident-a").await.expect("get").expect("held").data, b"p1");
+    // A refused record write writes no claim.
+    let refused = s
+        .set_many_and_claim(&[item("record-p1", "{}", Some("41"))], &[claim("ident-d", "p1")])
+        .await;
+    assert_eq!(refused, Err(PortError::Conflict));
+    assert_eq!(s.get("ident-d").await.expect("get"), None);
+}

@@ -55,6 +55,28 @@ pub trait StateStore: Send + Sync + 'static {
             Ok(())
         }
     }
+    /// [`StateStore::set_many`], then create each of `claims` (key → data) that does not exist
+    /// yet, leaving an existing one as it is — in the same step where the store can, so a claim is
+    /// never written without the items before it. Per claim, whether it was created here; `false`
+    /// (it exists, or this store could not tell) sends the caller down its slower path.
+    fn set_many_and_claim(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+    ) -> impl Future<Output = Result<Vec<bool>, PortError>> + Send {
+        async move {
+            self.set_many(items).await?;
+            let mut created = Vec::with_capacity(claims.len());
+            for (key, data) in claims {
+                created.push(match self.set(key, data, Some(CREATE_ONLY_ETAG)).await {
+                    Ok(()) => true,
+                    Err(PortError::Conflict) => false,
+                    Err(e) => return Err(e),
+                });
+            }
+            Ok(created)
+        }
+    }
     /// Add (`present`) or remove `member` in a membership index (`{"patients": {id: seq}}`) in
     /// one step, unless a later `seq` already did. `Ok(false)`: this store cannot, and the caller
     /// does a read-modify-write under the ETag instead.

@@ -140,19 +140,52 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         E: From<PortError>,
         F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
     {
-        let (out, to_drain) = {
+        self.update_claiming(patient_id, &[], decide).await.map(|(out, _)| out)
+    }
+
+    /// [`Records::update`], and with the record's write, point each of `identifiers` that no
+    /// index holds yet at this patient (one round trip where the store can). Per identifier,
+    /// whether it was claimed here; one that was not (held already, nothing written, or a store
+    /// that cannot tell) is for [`Records::claim`], which says by whom.
+    pub async fn update_claiming<T, E, F>(
+        &self,
+        patient_id: &str,
+        identifiers: &[Identifier],
+        decide: F,
+    ) -> Result<(T, Vec<bool>), E>
+    where
+        E: From<PortError>,
+        F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
+    {
+        let claims = identifiers
+            .iter()
+            .map(|i| {
+                let index = IdentIndex {
+                    patient_id: patient_id.to_owned(),
+                };
+                serde_json::to_vec(&index)
+                    .map(|v| (keys::identifier(&i.system, &i.value), v))
+                    .map_err(|e| PortError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (out, claimed, to_drain) = {
             let _turn = self.locks.lock(patient_id).await;
-            self.write(patient_id, decide).await?
+            self.write(patient_id, &claims, decide).await?
         };
         if let Some(record) = to_drain {
             self.drain(&record).await?;
         }
-        Ok(out)
+        Ok((out, claimed))
     }
 
-    /// The compare-and-set loop of [`Records::update`]: what to answer, and the record whose
-    /// outbox is to be drained.
-    async fn write<T, E, F>(&self, patient_id: &str, mut decide: F) -> Result<(T, Option<PatientRecord>), E>
+    /// The compare-and-set loop of [`Records::update`]: what to answer, which claims were
+    /// written with the record, and the record whose outbox is to be drained.
+    async fn write<T, E, F>(
+        &self,
+        patient_id: &str,
+        claims: &[(String, Vec<u8>)],
+        mut decide: F,
+    ) -> Result<(T, Vec<bool>, Option<PatientRecord>), E>
     where
         E: From<PortError>,
         F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
@@ -174,7 +207,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             };
             let leftover = current.as_ref().filter(|r| !r.outbox.is_empty()).cloned();
             match decide(current)? {
-                Step::Keep(out) => return Ok((out, leftover)),
+                Step::Keep(out) => return Ok((out, vec![false; claims.len()], leftover)),
                 Step::Write { record, resources, out } => {
                     // The resources it refers to first, then the record, in one round trip
                     // where the store can: a refused record leaves only resource versions that
@@ -191,8 +224,8 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                         data,
                         Some(etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned())),
                     ));
-                    match self.store.set_many(&items).await {
-                        Ok(()) => return Ok((out, (!record.outbox.is_empty()).then_some(record))),
+                    match self.store.set_many_and_claim(&items, claims).await {
+                        Ok(claimed) => return Ok((out, claimed, (!record.outbox.is_empty()).then_some(record))),
                         Err(PortError::Conflict) => match pauses.next() {
                             Some(pause) => tokio::time::sleep(pause).await,
                             None => {

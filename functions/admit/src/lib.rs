@@ -283,8 +283,17 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         };
         // Handed to the first attempt only: a retry after a conflict finds them written.
         let mut resources = Some(resources);
-        self.records
-            .update(patient_id, |record| {
+        // Identifiers point at the record only once it exists: claimed in the record's own write
+        // where the store can, else (or when held already) one by one below.
+        let to_claim: Vec<Identifier> = group
+            .identifiers
+            .iter()
+            .filter(|i| group.indexed.as_ref() != Some(*i))
+            .cloned()
+            .collect();
+        let ((), claimed) = self
+            .records
+            .update_claiming(patient_id, &to_claim, |record| {
                 let d = admission::decide(record, patient_id, input.clone(), now);
                 Ok::<_, AdmitError>(if d.changed {
                     Step::Write {
@@ -297,10 +306,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 })
             })
             .await?;
-        // Identifiers point at the record only now that it exists. One held by a record that only
-        // has results which came before this patient (found now, or claimed by a result racing
-        // this admission) is joined to this one.
-        for identifier in group.identifiers.iter().filter(|i| group.indexed.as_ref() != Some(*i)) {
+        // One held by a record that only has results which came before this patient (found now,
+        // or claimed by a result racing this admission) is joined to this one.
+        for (identifier, _) in to_claim.iter().zip(claimed).filter(|(_, done)| !done) {
             if let Claim::HeldBy(holder) = self.records.claim(identifier, patient_id).await? {
                 match self.records.load(&holder).await? {
                     Some(r) if !r.known && r.merged_into.is_none() => {
