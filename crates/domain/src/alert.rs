@@ -52,4 +52,17 @@ pub struct Alert {
     pub value: f64,
     pub unit: String,
     pub raised_at: DateTime<Utc>,
+    /// Who acknowledged it, when, and their note (free text: shown on the board, never logged
+    /// and never in an event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// Somebody saw the alert and took it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

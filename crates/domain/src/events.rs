@@ -15,6 +15,7 @@ pub enum EventType {
     Discharged,
     ResultStored,
     AlertRaised,
+    AlertAcknowledged,
 }
 
 impl EventType {
@@ -25,6 +26,7 @@ impl EventType {
             EventType::Discharged => "discharged",
             EventType::ResultStored => "result-stored",
             EventType::AlertRaised => "alert-raised",
+            EventType::AlertAcknowledged => "alert-acknowledged",
         }
     }
 
@@ -33,7 +35,7 @@ impl EventType {
         match self {
             EventType::Admitted | EventType::Transferred | EventType::Discharged => crate::lanes::ADMISSIONS,
             EventType::ResultStored => crate::lanes::LAB_RESULTED,
-            EventType::AlertRaised => crate::lanes::ALERTS,
+            EventType::AlertRaised | EventType::AlertAcknowledged => crate::lanes::ALERTS,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::alert::{Alert, AlertStatus};
+use crate::alert::{Acknowledgement, Alert, AlertStatus};
 use crate::events::EventType;
 use crate::ids;
 use crate::record::{Decision, PatientRecord, ResultEntry, finish};
@@ -54,6 +54,7 @@ pub fn decide(
             value: result.value,
             unit: result.unit.clone(),
             raised_at: now,
+            acknowledged: None,
         })
         .filter(|a| !r.alerts.iter().any(|x| x.id == a.id))
         .collect();
@@ -71,6 +72,55 @@ pub fn decide(
         });
     }
     finish(Some(&before), r, now)
+}
+
+/// What acknowledging an alert came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledged {
+    /// It was active and is acknowledged now (one `alert-acknowledged` event).
+    Now,
+    /// It was acknowledged already: nothing changed.
+    Already,
+    /// It is escalated or resolved: acknowledging it changes nothing.
+    NotActive(AlertStatus),
+    /// The record has no alert of that id.
+    NotFound,
+}
+
+/// Acknowledge one of the patient's alerts: `by` (a signed-in user or a name typed on the
+/// board) saw it, with an optional `note`. Acknowledging twice changes nothing.
+pub fn acknowledge(
+    record: PatientRecord,
+    alert_id: &str,
+    by: &str,
+    note: Option<&str>,
+    now: DateTime<Utc>,
+) -> (Decision, Acknowledged) {
+    let Some(i) = record.alerts.iter().position(|a| a.id == alert_id) else {
+        return (Decision::unchanged(record), Acknowledged::NotFound);
+    };
+    match record.alerts[i].status {
+        AlertStatus::Active => {}
+        AlertStatus::Acknowledged => return (Decision::unchanged(record), Acknowledged::Already),
+        other => return (Decision::unchanged(record), Acknowledged::NotActive(other)),
+    }
+    let before = record.clone();
+    let mut r = record;
+    let alert = &mut r.alerts[i];
+    alert.status = AlertStatus::Acknowledged;
+    alert.acknowledged = Some(Acknowledgement {
+        by: by.to_owned(),
+        at: now,
+        note: note.map(str::to_owned),
+    });
+    let (result_id, analyte) = (alert.result_id.clone(), alert.analyte.clone());
+    r.sync_unplaced();
+    r.emit(EventType::AlertAcknowledged, now, |e| {
+        e.alert_id = Some(alert_id.to_owned());
+        e.result_id = Some(result_id);
+        e.analyte = analyte;
+    });
+    (finish(Some(&before), r, now), Acknowledged::Now)
 }
 
 #[cfg(test)]
@@ -135,5 +185,41 @@ mod tests {
             );
         }
         assert!(!decide(with_potassium(7.1, "final"), "nope", None, &limits, now()).changed);
+    }
+
+    #[test]
+    fn acknowledging_changes_the_status_once_and_emits_one_event() {
+        let raised = decide(
+            with_potassium(7.1, "final"),
+            "r1",
+            None,
+            &CriticalLimits::default(),
+            now(),
+        )
+        .record;
+        let id = raised.alerts[0].id.clone();
+        let (d, what) = acknowledge(raised, &id, "Sister Jones", Some("repeat sample sent"), now());
+        assert_eq!(what, Acknowledged::Now);
+        assert_eq!(d.record.alerts[0].status, AlertStatus::Acknowledged);
+        assert_eq!(
+            d.record.alerts[0].acknowledged.as_ref().map(|a| a.by.as_str()),
+            Some("Sister Jones")
+        );
+        let events: Vec<_> = d.events().collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventType::AlertAcknowledged);
+        assert_eq!(events[0].alert_id.as_deref(), Some(id.as_str()));
+        // Still open: the patient stays on the work list if on no ward.
+        assert!(d.record.unplaced_listed);
+        let (again, what) = acknowledge(d.record, &id, "Someone else", None, now());
+        assert_eq!(what, Acknowledged::Already);
+        assert!(!again.changed && again.emitted.is_empty());
+        assert_eq!(
+            again.record.alerts[0].acknowledged.as_ref().map(|a| a.by.as_str()),
+            Some("Sister Jones")
+        );
+        let (none, what) = acknowledge(again.record, "no-such-alert", "x", None, now());
+        assert_eq!(what, Acknowledged::NotFound);
+        assert!(!none.changed);
     }
 }
