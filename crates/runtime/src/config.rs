@@ -118,6 +118,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `LOG_FORMAT`: text (default) or json.
     pub log_json: bool,
+    /// `BOARD_TOKEN`: when set, the board's page, API and event stream need a sign-in with it
+    /// (browsers) or `Authorization: Bearer` with it (programs).
+    pub board_token: Option<Secret>,
 }
 
 impl Config {
@@ -181,6 +184,7 @@ impl Config {
             listen,
             listen_from_env: get("LISTEN").is_some() || get("PORT").is_some(),
             app_api_token: get("APP_API_TOKEN").map(Secret::new),
+            board_token: get("BOARD_TOKEN").filter(|t| !t.is_empty()).map(Secret::new),
             dapr_http_port,
             dapr_api_token: get("DAPR_API_TOKEN").map(Secret::new),
             redis_url,
@@ -292,6 +296,13 @@ impl Config {
         }
         if self.key_prefix.contains("||") {
             return Err(invalid("STATE_KEY_PREFIX", "must not contain `||`"));
+        }
+        if self
+            .board_token
+            .as_ref()
+            .is_some_and(|t| t.expose().chars().count() < 16)
+        {
+            return Err(invalid("BOARD_TOKEN", "must be at least 16 characters"));
         }
         Ok(())
     }

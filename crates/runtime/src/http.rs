@@ -89,9 +89,16 @@ fn outcome_response(status: u16, code: &str, message: &str) -> Response<Body> {
     fhir_response(status, &operation_outcome(code, message, &[]))
 }
 
-/// A plain HTTP handler mounted under a path prefix (the board's read API).
+/// A plain HTTP handler mounted under a path prefix (the ward board: its pages and API).
 pub trait Endpoint: Send + Sync + 'static {
     fn handle(&self, request: Request<Bytes>) -> BoxFuture<'_, Response<Body>>;
+    /// Whether `dapr-api-token` (daprd's token, `APP_API_TOKEN`) guards this endpoint. The
+    /// board's routes are for people and programs, not daprd: they answer to access of their own.
+    fn behind_app_token(&self) -> bool {
+        true
+    }
+    /// The server stops: end long-lived responses (event streams) so the drain can finish.
+    fn close(&self) {}
 }
 
 struct Inner {
@@ -223,7 +230,11 @@ impl App {
         if path == "/healthz" && parts.method == Method::GET {
             return response(200, "text/plain", "ok");
         }
-        if let Some(token) = &self.0.token {
+        if let Some(token) = &self.0.token
+            && self
+                .endpoint_for(&parts.method, &path)
+                .is_none_or(|e| e.behind_app_token())
+        {
             let sent = parts
                 .headers
                 .get("dapr-api-token")
@@ -318,12 +329,40 @@ impl App {
                 _ => outcome_response(405, "not-supported", "binding routes take POST (and OPTIONS)"),
             };
         }
-        for (prefix, endpoint) in &self.0.endpoints {
-            if path.starts_with(prefix.as_str()) {
-                return endpoint.handle(request).await;
-            }
+        if let Some(endpoint) = self.endpoint_for(&method, &path) {
+            return endpoint.handle(request).await;
         }
         outcome_response(404, "not-found", &format!("no route for {method} {path}"))
+    }
+
+    /// The endpoint a request goes to, unless a FHIR route, a binding or a probe takes it first
+    /// (mirrors [`App::route`]).
+    fn endpoint_for(&self, method: &Method, path: &str) -> Option<&Arc<dyn Endpoint>> {
+        if matches!(path, "/readyz" | "/metrics" | "/healthz") && *method == Method::GET {
+            return None;
+        }
+        if let Some((prefix, _)) = &self.0.fhir
+            && (path == prefix || path.starts_with(&format!("{prefix}/")))
+        {
+            return None;
+        }
+        if self.0.bindings.contains_key(path.trim_start_matches('/'))
+            || (path == "/" && *method == Method::POST && self.0.cloudevents_default.is_some())
+        {
+            return None;
+        }
+        self.0
+            .endpoints
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, e)| e)
+    }
+
+    /// The server stops taking requests: let endpoints end their long-lived responses.
+    pub fn close(&self) {
+        for (_, endpoint) in &self.0.endpoints {
+            endpoint.close();
+        }
     }
 
     /// The HTTP trigger: call the function and answer with its output or its failure.
@@ -591,6 +630,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    app.close();
     info!("no longer accepting connections; draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => info!("drained"),
