@@ -141,7 +141,7 @@ fn knative_services_match_the_serving_crd_and_the_dapr_knative_facts() {
             );
             // Facts 27/28: a pull-based binding consumer must not scale to zero.
             let app_id = ann["dapr.io/app-id"].as_str().expect("app-id");
-            if app_id != "admit" {
+            if !matches!(app_id, "admit" | "board") {
                 let min: u64 = ann["autoscaling.knative.dev/min-scale"]
                     .as_str()
                     .unwrap_or("0")
@@ -156,7 +156,7 @@ fn knative_services_match_the_serving_crd_and_the_dapr_knative_facts() {
             }
         }
     }
-    assert_eq!(services, 3, "admit, ingest-lab, evaluate-alert");
+    assert_eq!(services, 4, "admit, ingest-lab, evaluate-alert, board");
 }
 
 /// The metadata names a Dapr component type documents, plus the runtime-level ones.

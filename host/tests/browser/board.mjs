@@ -1,0 +1,368 @@
+// The ward board in a real browser: Debian's Chromium, headless, driven by playwright-core.
+// Started by host/tests/integration/browser.rs (`cargo test`), one scenario per run:
+//
+//   node board.mjs <scenario>
+//
+// Environment: WARDWATCH_BIN (the `wardwatch` binary), CHROMIUM (default /usr/bin/chromium),
+// SCREENSHOT (where the `alerts` scenario saves a picture of a ward with alerts), and for the
+// `restart` scenario REDIS_URL, AMQP_URL and STATE_KEY_PREFIX (the test's own).
+//
+// Scenarios:
+//   admission   a patient admitted over /fhir appears on the open page without reload
+//   alerts      a critical potassium posted to /lab-feed shows its alert without reload
+//   acknowledge Acknowledge on one page updates a second open page
+//   offline     a page cut off while two alerts are raised shows both after it reconnects
+//   restart     Redis + RabbitMQ: the host is killed and restarted while a page is open; alerts
+//               raised meanwhile appear after the page reconnects, none missing, none doubled
+//
+// Waits are generous (the latency itself belongs in the benchmarks, not in a test).
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import net from "node:net";
+
+const WAIT = 30000;
+const scenario = process.argv[2];
+const bin = process.env.WARDWATCH_BIN;
+if (!bin) fail("WARDWATCH_BIN is not set (run this through `cargo test`)");
+
+function fail(message) {
+  console.error(`board.mjs ${scenario}: ${message}`);
+  process.exit(1);
+}
+
+const run = Math.random().toString(36).slice(2, 8);
+
+// --- the host ------------------------------------------------------------------------------
+
+async function startHost(extra = [], env = {}, port = 0) {
+  const proc = spawn(bin, ["up", "--listen", `127.0.0.1:${port}`, ...extra], {
+    env: { ...process.env, RUST_LOG: "warn,wardwatch=info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  const base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the host did not start in 60 s:\n${log}`)), 60000);
+    const seen = (chunk) => {
+      log += chunk.toString();
+      const m = log.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    proc.stdout.on("data", seen);
+    proc.stderr.on("data", seen);
+    proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`the host exited (${code}):\n${log}`)); });
+  });
+  for (let i = 0; i < 600; i++) {
+    try {
+      const r = await fetch(`${base}/readyz`);
+      if (r.ok) break;
+    } catch { /* not yet */ }
+    await sleep(100);
+  }
+  const host = { proc, base, port: Number(new URL(base).port), log: () => log };
+  proc.on("exit", () => { host.exited = true; });
+  return host;
+}
+
+function kill(host) {
+  return new Promise((resolve) => {
+    if (host.exited) return resolve();
+    host.proc.once("exit", resolve);
+    host.proc.kill("SIGKILL");
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function post(base, path, body, contentType = "application/fhir+json") {
+  const r = await fetch(base + path, { method: "POST", headers: { "content-type": contentType }, body: JSON.stringify(body) });
+  if (!r.ok) throw new Error(`POST ${path} answered ${r.status}: ${await r.text()}`);
+  return r;
+}
+
+// --- a proxy the browser reaches the host through, so that a test can cut it off -------------
+
+function proxy(targetPort) {
+  const sockets = new Set();
+  let cut = false;
+  const server = net.createServer((client) => {
+    if (cut) return client.destroy();
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => { client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      resolve({
+        base: `http://127.0.0.1:${server.address().port}`,
+        cutOff() { cut = true; for (const s of sockets) s.destroy(); },
+        restore() { cut = false; },
+        close() { server.close(); for (const s of sockets) s.destroy(); },
+      });
+    });
+  });
+}
+
+// --- test data -------------------------------------------------------------------------------
+
+const MRN_SYSTEM = "https://fhir.example-hospital.nhs.uk/Id/mrn";
+
+function admission(mrn, family, ward, bed) {
+  return {
+    resourceType: "Bundle",
+    type: "transaction",
+    entry: [
+      {
+        fullUrl: `urn:uuid:00000000-0000-4000-8000-${mrn.replace(/[^0-9a-f]/gi, "").padStart(12, "0").slice(-12)}`,
+        resource: {
+          resourceType: "Patient",
+          identifier: [{ type: { coding: [{ system: "http://terminology.hl7.org/CodeSystem/v2-0203", code: "MR" }] }, system: MRN_SYSTEM, value: mrn }],
+          name: [{ family, given: ["Test"] }],
+          gender: "female",
+          birthDate: "1951-04-02",
+        },
+        request: { method: "POST", url: "Patient" },
+      },
+      {
+        resource: {
+          resourceType: "Encounter",
+          identifier: [{ system: "https://fhir.example-hospital.nhs.uk/Id/spell", value: `S-${mrn}` }],
+          status: "in-progress",
+          class: { system: "http://terminology.hl7.org/CodeSystem/v3-ActCode", code: "IMP" },
+          subject: { identifier: { system: MRN_SYSTEM, value: mrn } },
+          period: { start: new Date(Date.now() - 2 * 86400000).toISOString() },
+          location: [
+            { location: { display: ward }, physicalType: { coding: [{ system: "http://terminology.hl7.org/CodeSystem/location-physical-type", code: "wa" }] } },
+            { location: { display: bed }, physicalType: { coding: [{ system: "http://terminology.hl7.org/CodeSystem/location-physical-type", code: "bd" }] } },
+          ],
+        },
+        request: { method: "POST", url: "Encounter" },
+      },
+    ],
+  };
+}
+
+function potassium(mrn, resultId, value) {
+  const now = new Date().toISOString();
+  return {
+    resourceType: "Observation",
+    identifier: [{ system: "https://lab.example-hospital.nhs.uk/Id/result", value: resultId }],
+    status: "final",
+    category: [{ coding: [{ system: "http://terminology.hl7.org/CodeSystem/observation-category", code: "laboratory" }] }],
+    code: { coding: [{ system: "http://loinc.org", code: "2823-3", display: "Potassium" }] },
+    subject: { identifier: { system: MRN_SYSTEM, value: mrn } },
+    effectiveDateTime: now,
+    issued: now,
+    valueQuantity: { value, unit: "mmol/L", system: "http://unitsofmeasure.org", code: "mmol/L" },
+  };
+}
+
+// --- the browser -----------------------------------------------------------------------------
+
+async function browser() {
+  try {
+    return await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    });
+  } catch (e) {
+    fail(`Chromium did not start (${e.message.split("\n")[0]}). Install it with: apt-get install -y chromium`);
+  }
+}
+
+async function open(b, url) {
+  const context = await b.newContext({ viewport: { width: 1366, height: 768 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(url);
+  await page.waitForSelector('body[data-live="live-ok"]', { timeout: WAIT });
+  page.scriptErrors = errors;
+  return page;
+}
+
+const alertItems = (page, mrn) => page.locator("li.alert", { hasText: `MRN ${mrn}` });
+
+async function expectCount(locator, n, what) {
+  try {
+    await locator.nth(n - 1).waitFor({ timeout: WAIT });
+  } catch {
+    throw new Error(`${what}: expected ${n}, found ${await locator.count()} after ${WAIT / 1000} s`);
+  }
+  await sleep(300);
+  const count = await locator.count();
+  if (count !== n) throw new Error(`${what}: expected ${n}, found ${count}`);
+}
+
+function noDuplicates(ids, what) {
+  const seen = new Set();
+  for (let i = 0; i < ids.length; i++) {
+    if (seen.has(ids[i])) throw new Error(`${what}: event ${ids[i]} arrived twice (${ids.join(", ")})`);
+    seen.add(ids[i]);
+  }
+}
+
+// --- scenarios -------------------------------------------------------------------------------
+
+const scenarios = {
+  async admission() {
+    const host = await startHost();
+    const b = await browser();
+    try {
+      const page = await open(b, host.base + "/");
+      const mrn = `ADM-${run}`;
+      await post(host.base, "/fhir", admission(mrn, "Arrival", "Ward 3A", "Bed 12"));
+      const row = page.locator("tr.patient", { hasText: `MRN ${mrn}` });
+      await row.waitFor({ timeout: WAIT });
+      const text = await row.innerText();
+      if (!text.includes("Bed 12") || !text.includes("Arrival")) throw new Error(`row shows: ${text}`);
+      if (!(await page.locator("h3", { hasText: "Ward 3A" }).count())) throw new Error("no Ward 3A heading");
+      if (page.scriptErrors.length) throw new Error(`script errors: ${page.scriptErrors}`);
+    } finally {
+      await b.close();
+      await kill(host);
+    }
+  },
+
+  async alerts() {
+    const host = await startHost();
+    const b = await browser();
+    try {
+      const page = await open(b, host.base + "/");
+      const wards = [["Ward 7B", "Bed 4", "Okafor", 7.1], ["Ward 7B", "Bed 6", "Singh", 2.4], ["Ward 7B", "Bed 9", "Jones", 4.2], ["Ward 9", "Bed 1", "Novak", 6.9]];
+      for (const [i, [ward, bed, family]] of wards.entries()) {
+        await post(host.base, "/fhir", admission(`K${i}-${run}`, family, ward, bed));
+      }
+      // An earlier, lower potassium for the first patient: its row shows the rise.
+      await post(host.base, "/lab-feed", { ...potassium(`K0-${run}`, `LAB-${run}-early`, 5.9), effectiveDateTime: new Date(Date.now() - 6 * 3600000).toISOString() });
+      for (const [i, [, , , value]] of wards.entries()) {
+        await post(host.base, "/lab-feed", potassium(`K${i}-${run}`, `LAB-${run}-${i}`, value));
+      }
+      await expectCount(alertItems(page, `K0-${run}`), 1, "alerts for the 7.1 potassium");
+      await expectCount(page.locator("li.alert"), 3, "alerts on the board (7.1, 2.4, 6.9)");
+      const first = await alertItems(page, `K0-${run}`).innerText();
+      if (!first.includes("7.1 mmol/L")) throw new Error(`the alert shows: ${first}`);
+      const row = await page.locator("tr.patient", { hasText: `MRN K0-${run}` }).innerText();
+      if (!row.includes("Potassium") || !row.includes("7.1") || !row.includes("rising")) throw new Error(`the ward row shows: ${row}`);
+      if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: false });
+      if (page.scriptErrors.length) throw new Error(`script errors: ${page.scriptErrors}`);
+    } finally {
+      await b.close();
+      await kill(host);
+    }
+  },
+
+  async acknowledge() {
+    const host = await startHost();
+    const b = await browser();
+    try {
+      const mrn = `ACK-${run}`;
+      await post(host.base, "/fhir", admission(mrn, "Acker", "Ward 5", "Bed 2"));
+      await post(host.base, "/lab-feed", potassium(mrn, `LAB-ACK-${run}`, 7.4));
+      const one = await open(b, host.base + "/");
+      const two = await open(b, host.base + "/");
+      for (const p of [one, two]) await expectCount(alertItems(p, mrn), 1, "the alert before acknowledging");
+      await one.fill("#ack-name", "Charge Nurse Patel");
+      const item = alertItems(one, mrn);
+      await item.locator('input[name="note"]').fill("doctor informed");
+      await item.getByRole("button", { name: "Acknowledge" }).click();
+      const acked = alertItems(two, mrn).locator(".acked", { hasText: "Charge Nurse Patel" });
+      await acked.waitFor({ timeout: WAIT });
+      const text = await acked.innerText();
+      if (!text.includes("doctor informed")) throw new Error(`the second page shows: ${text}`);
+      if (await alertItems(two, mrn).getByRole("button", { name: "Acknowledge" }).count()) {
+        throw new Error("the second page still offers Acknowledge");
+      }
+      const api = await (await fetch(`${host.base}/api/alerts?status=acknowledged`)).json();
+      if (api.length !== 1) throw new Error(`/api/alerts?status=acknowledged has ${api.length}`);
+    } finally {
+      await b.close();
+      await kill(host);
+    }
+  },
+
+  async offline() {
+    const host = await startHost();
+    const gate = await proxy(host.port);
+    const b = await browser();
+    try {
+      const mrn = `OFF-${run}`;
+      await post(host.base, "/fhir", admission(mrn, "Quiet", "Ward 2", "Bed 8"));
+      const page = await open(b, gate.base + "/");
+      gate.cutOff();
+      await page.waitForSelector('body[data-live="reconnecting"]', { timeout: WAIT });
+      await post(host.base, "/lab-feed", potassium(mrn, `LAB-OFF1-${run}`, 7.2));
+      await post(host.base, "/lab-feed", potassium(mrn, `LAB-OFF2-${run}`, 2.3));
+      await sleep(1000);
+      if (await alertItems(page, mrn).count()) throw new Error("the page showed alerts while cut off");
+      gate.restore();
+      await expectCount(alertItems(page, mrn), 2, "alerts after reconnecting");
+      noDuplicates(await page.evaluate(() => window.wardwatchBoard.received), "events received");
+    } finally {
+      await b.close();
+      gate.close();
+      await kill(host);
+    }
+  },
+
+  async restart() {
+    for (const v of ["REDIS_URL", "AMQP_URL", "STATE_KEY_PREFIX"]) if (!process.env[v]) fail(`${v} is not set`);
+    const args = ["--redis", process.env.REDIS_URL, "--amqp", process.env.AMQP_URL];
+    let host = await startHost(args);
+    const gate = await proxy(host.port);
+    const b = await browser();
+    try {
+      const mrn = `RST-${run}`;
+      await post(host.base, "/fhir", admission(mrn, "Restart", "Ward 4", "Bed 3"));
+      const page = await open(b, gate.base + "/");
+      await page.locator("tr.patient", { hasText: `MRN ${mrn}` }).waitFor({ timeout: WAIT });
+      const before = await page.evaluate(() => window.wardwatchBoard.received.length);
+      // Kill the host while the page is open, and keep the page cut off until the alerts are in.
+      await kill(host);
+      gate.cutOff();
+      await page.waitForSelector('body[data-live="reconnecting"]', { timeout: WAIT });
+      host = await startHost(args, {}, host.port);
+      await post(host.base, "/lab-feed", potassium(mrn, `LAB-RST1-${run}`, 7.3));
+      await post(host.base, "/lab-feed", potassium(mrn, `LAB-RST2-${run}`, 1.9));
+      // Both alerts are raised (evaluate-alert runs from the lab-resulted queue).
+      for (let i = 0; ; i++) {
+        const alerts = await (await fetch(`${host.base}/api/alerts`)).json();
+        if (alerts.filter((a) => a.mrn === mrn).length === 2) break;
+        if (i > 300) throw new Error(`the restarted host raised ${alerts.length} alerts`);
+        await sleep(100);
+      }
+      gate.restore();
+      await expectCount(alertItems(page, mrn), 2, "alerts after the restart");
+      await page.waitForSelector('body[data-live="live-ok"]', { timeout: WAIT });
+      const received = await page.evaluate(() => window.wardwatchBoard.received);
+      noDuplicates(received, "events received across the restart");
+      const after = received.slice(before);
+      // result-stored ×2 and alert-raised ×2 at least, all after what the page had seen.
+      if (after.length < 4) throw new Error(`only ${after.length} events arrived after the restart: ${after}`);
+      const sorted = [...received].sort((x, y) => {
+        const [a1, a2] = x.split("-").map(BigInt);
+        const [b1, b2] = y.split("-").map(BigInt);
+        return a1 === b1 ? (a2 < b2 ? -1 : a2 > b2 ? 1 : 0) : a1 < b1 ? -1 : 1;
+      });
+      if (sorted.join() !== received.join()) throw new Error(`events arrived out of order: ${received}`);
+    } finally {
+      await b.close();
+      gate.close();
+      await kill(host);
+    }
+  },
+};
+
+if (!scenarios[scenario]) fail(`no scenario "${scenario}"; one of: ${Object.keys(scenarios).join(", ")}`);
+try {
+  await scenarios[scenario]();
+  console.log(`board.mjs ${scenario}: passed`);
+  process.exit(0);
+} catch (e) {
+  fail(e.stack || String(e));
+}

@@ -1,0 +1,301 @@
+//! The board over real HTTP: its event stream (replay after an id, `Last-Event-ID` winning over
+//! the URL), acknowledging through the API, and access with `BOARD_TOKEN` (sign-in cookie,
+//! bearer, CSRF), none of it behind daprd's `APP_API_TOKEN`.
+
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+
+use crate::helpers::{Host, alerts_for, config, fixture};
+
+const TOKEN: &str = "a-long-enough-board-token";
+
+/// Read an event stream until `n` events (`id:` lines) have arrived; their ids in order.
+async fn stream_ids(response: reqwest::Response, n: usize) -> Vec<String> {
+    let mut response = response;
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    let read = async {
+        while ids.len() < n {
+            let Some(chunk) = response.chunk().await.expect("stream chunk") else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            ids = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("id: "))
+                .map(str::to_owned)
+                .collect();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the stream delivered the events");
+    ids
+}
+
+#[tokio::test]
+async fn the_event_stream_replays_after_an_id_and_a_reconnect_resumes_where_it_stopped() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    assert_eq!(
+        host.post_json("/lab-feed", &fixture("examples/potassium-critical.json"))
+            .await
+            .status(),
+        200
+    );
+    alerts_for(&host, "MRN0001", Duration::from_secs(30))
+        .await
+        .expect("the alert is raised");
+    let client = reqwest::Client::new();
+    let all = stream_ids(
+        client
+            .get(host.url("/api/events/stream?after=0-0"))
+            .send()
+            .await
+            .expect("stream"),
+        3,
+    )
+    .await;
+    assert_eq!(all.len(), 3, "admitted, result-stored, alert-raised: {all:?}");
+    // A browser reconnecting sends Last-Event-ID: it wins over the `after` it first used.
+    let rest = client
+        .get(host.url("/api/events/stream?after=0-0"))
+        .header("last-event-id", &all[0])
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(rest.headers()["content-type"], "text/event-stream");
+    assert_eq!(rest.headers()["cache-control"], "no-store");
+    assert_eq!(stream_ids(rest, 2).await, all[1..].to_vec());
+    let bad = client
+        .get(host.url("/api/events/stream"))
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 400);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn acknowledging_through_the_api_is_listed_logged_once_and_idempotent() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    host.post_json("/lab-feed", &fixture("examples/potassium-critical.json"))
+        .await;
+    let alerts = alerts_for(&host, "MRN0001", Duration::from_secs(30))
+        .await
+        .expect("the alert is raised");
+    let id = alerts[0]["id"].as_str().expect("id").to_owned();
+    let client = reqwest::Client::new();
+    let ack = |body: Value| {
+        client
+            .post(host.url(&format!("/api/alerts/{id}/ack")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(
+        ack(json!({"note": "seen"})).await.expect("ack").status(),
+        400,
+        "who acknowledges is required"
+    );
+    let first: Value = ack(json!({"by": "Nurse Ade", "note": "doctor informed"}))
+        .await
+        .expect("ack")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["changed"], true);
+    let second: Value = ack(json!({"by": "Nurse Bo"}))
+        .await
+        .expect("ack")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(second["changed"], false);
+    let acked = host.get_json("/api/alerts?status=acknowledged").await;
+    assert_eq!(acked.as_array().map(Vec::len), Some(1));
+    assert!(
+        host.get_json("/api/alerts?status=active")
+            .await
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    let record = host
+        .get_json(&format!(
+            "/api/patients/{}",
+            alerts[0]["patient_id"].as_str().expect("pid")
+        ))
+        .await;
+    assert_eq!(record["alerts"][0]["acknowledged"]["by"], "Nurse Ade");
+    let events = host.get_json("/api/events?after=0-0").await;
+    let acks = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "alert-acknowledged")
+        .count();
+    assert_eq!(acks, 1, "one alert-acknowledged event for two acknowledgements");
+    let unknown = client
+        .post(host.url("/api/alerts/no-such-alert/ack"))
+        .header("content-type", "application/json")
+        .body(json!({"by": "x"}).to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unknown.status(), 404);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_board_token_the_board_needs_a_sign_in_and_acknowledging_needs_the_csrf_token() {
+    let host = Host::spawn(config(&[("BOARD_TOKEN", TOKEN), ("APP_API_TOKEN", "daprd-token")])).await;
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client");
+    // Not signed in: the page sends to the sign-in, the API and the stream answer 401.
+    let page = client.get(host.url("/")).send().await.expect("page");
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/signin");
+    for path in ["/api/alerts", "/api/events/stream", "/partials/board"] {
+        assert_eq!(
+            client.get(host.url(path)).send().await.expect("api").status(),
+            401,
+            "{path}"
+        );
+    }
+    // Programs: the bearer token (and daprd's token is not asked for on the board).
+    let api = client
+        .get(host.url("/api/alerts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(api.status(), 200);
+    // A wrong access code is refused; the right one gives a strict, HttpOnly session cookie.
+    let wrong = client
+        .post(host.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=Sister+Ward&token=not-the-token-at-all")
+        .send()
+        .await
+        .expect("signin");
+    assert_eq!(wrong.status(), 401);
+    let signed = client
+        .post(host.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("name=Sister+Ward&token={TOKEN}"))
+        .send()
+        .await
+        .expect("signin");
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+    let page = client
+        .get(host.url("/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Sister Ward"), "the page names who is signed in");
+    assert!(
+        !html.contains("This board is open"),
+        "a board with access configured does not say it is open"
+    );
+    let csrf = html
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_owned();
+    // Acknowledging with the cookie alone is refused; with the CSRF token it goes through.
+    // daprd's token still guards the functions' routes.
+    for (path, body) in [
+        ("/fhir", fixture("examples/admission-bundle.json")),
+        ("/lab-feed", fixture("examples/potassium-critical.json")),
+    ] {
+        let unguarded = client
+            .post(host.url(path))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(unguarded.status(), 401, "{path} without daprd's token");
+        let r = client
+            .post(host.url(path))
+            .header("dapr-api-token", "daprd-token")
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let mut id = None;
+    for _ in 0..300 {
+        let alerts: Value = client
+            .get(host.url("/api/alerts"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("json");
+        if let Some(a) = alerts.as_array().and_then(|a| a.first()) {
+            id = a["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the alert is raised");
+    let ack = |csrf: Option<&str>| {
+        let mut r = client
+            .post(host.url(&format!("/api/alerts/{id}/ack")))
+            .header("cookie", &session)
+            .header("content-type", "application/json")
+            .body(json!({"note": "seen", "by": "someone else"}).to_string());
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        r.send()
+    };
+    assert_eq!(ack(None).await.expect("ack").status(), 403);
+    assert_eq!(ack(Some("forged")).await.expect("ack").status(), 403);
+    assert_eq!(ack(Some(&csrf)).await.expect("ack").status(), 200);
+    let acked: Value = client
+        .get(host.url("/api/alerts?status=acknowledged"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("alerts")
+        .json()
+        .await
+        .expect("json");
+    let pid = acked[0]["patient_id"].as_str().expect("pid").to_owned();
+    let record: Value = client
+        .get(host.url(&format!("/api/patients/{pid}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("record")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        record["alerts"][0]["acknowledged"]["by"], "Sister Ward",
+        "who acknowledged comes from the session, not the body"
+    );
+    host.stop().await;
+}
