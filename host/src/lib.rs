@@ -1,8 +1,10 @@
-//! `wardwatch up`: admit, ingest-lab, evaluate-alert and the board's read API in one process.
+//! `wardwatch up`: admit, ingest-lab, evaluate-alert and the ward board in one process.
 //!
 //! With no URLs everything is embedded (memory state, in-process bus). With Redis and RabbitMQ
 //! URLs the same handlers use them, and this process consumes `lab-feed` and `lab-resulted`
 //! from RabbitMQ itself.
+
+pub mod demo;
 
 use std::sync::Arc;
 
@@ -30,7 +32,7 @@ pub fn app(wiring: &Wiring) -> App {
             LAB_RESULTED,
             Arc::new(EvaluateAlert::new(wiring.records(), CriticalLimits::default())),
         )
-        .endpoint("/api/", Board::new(wiring.records()))
+        .endpoint("/", Board::new(wiring.records(), wiring.config.board_token.clone()))
         .build()
 }
 

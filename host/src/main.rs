@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wardwatch_adapters::launch::serve_main;
+use wardwatch_adapters::launch::{serve_main, serve_main_with};
 use wardwatch_runtime::{Backend, Config, Metrics, Secret};
 
 #[derive(Parser)]
@@ -18,25 +19,43 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct Serve {
+    /// Address to listen on [default: 127.0.0.1:8080, or LISTEN / PORT from the environment]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Redis URL (redis://host:6379): keep state in Redis, in Dapr's layout [env: REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// RabbitMQ URL (amqp://user:pass@host:5672/%2f): queues instead of the in-process bus [env: AMQP_URL]
+    #[arg(long, value_name = "URL")]
+    amqp: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run every function and the board's API in one process (embedded unless given URLs).
-    Up {
-        /// Address to listen on [default: 127.0.0.1:8080, or LISTEN / PORT from the environment]
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Redis URL (redis://host:6379): keep state in Redis, in Dapr's layout [env: REDIS_URL]
-        #[arg(long, value_name = "URL")]
-        redis: Option<String>,
-        /// RabbitMQ URL (amqp://user:pass@host:5672/%2f): queues instead of the in-process bus [env: AMQP_URL]
-        #[arg(long, value_name = "URL")]
-        amqp: Option<String>,
+    /// Run every function and the ward board in one process (embedded unless given URLs).
+    Up(Serve),
+    /// `up`, plus a synthetic hospital (made-up patients, admissions, transfers, discharges and
+    /// laboratory results, some critical) sent through the same HTTP paths as real traffic.
+    Demo {
+        #[command(flatten)]
+        serve: Serve,
+        /// The synthetic hospital's seed: the same seed, the same day
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Milliseconds between two events of the synthetic hospital
+        #[arg(long, default_value_t = 2000, value_name = "MS")]
+        every: u64,
     },
 }
 
 fn main() -> ExitCode {
     let metrics = Metrics::new();
-    let Command::Up { listen, redis, amqp } = Cli::parse().command;
+    let (Serve { listen, redis, amqp }, demo) = match Cli::parse().command {
+        Command::Up(serve) => (serve, None),
+        Command::Demo { serve, seed, every } => (serve, Some((seed, every.max(50)))),
+    };
     // The environment first, then the command line over it.
     let config = Config::from_env().and_then(|mut c| {
         if let Some(l) = listen {
@@ -56,11 +75,21 @@ fn main() -> ExitCode {
         c.check()?;
         Ok(c)
     });
-    serve_main(
-        "wardwatch",
-        config,
-        metrics,
-        wardwatch_host::INPUTS,
-        wardwatch_host::app,
-    )
+    match demo {
+        None => serve_main(
+            "wardwatch",
+            config,
+            metrics,
+            wardwatch_host::INPUTS,
+            wardwatch_host::app,
+        ),
+        Some((seed, every)) => serve_main_with(
+            "wardwatch",
+            config,
+            metrics,
+            wardwatch_host::INPUTS,
+            wardwatch_host::app,
+            move |addr| wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)),
+        ),
+    }
 }

@@ -135,6 +135,22 @@ pub fn serve_main(
     inputs: &[&str],
     app: impl FnOnce(&Wiring) -> App,
 ) -> ExitCode {
+    serve_main_with(name, config, metrics, inputs, app, |_| async {})
+}
+
+/// [`serve_main`], and once listening, `companion` runs beside the server with its address
+/// until the process stops (`wardwatch demo`'s synthetic hospital).
+pub fn serve_main_with<F>(
+    name: &'static str,
+    config: Result<Config, ConfigError>,
+    metrics: Metrics,
+    inputs: &[&str],
+    app: impl FnOnce(&Wiring) -> App,
+    companion: impl FnOnce(std::net::SocketAddr) -> F,
+) -> ExitCode
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -178,11 +194,15 @@ pub fn serve_main(
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = listener.local_addr().ok();
+        let addr = local.map(|a| a.to_string()).unwrap_or_default();
         info!(
             "{name} listening on http://{addr} ({})",
             wiring.config.describe_backends()
         );
+        if let Some(local) = local {
+            tokio::spawn(companion(local));
+        }
         if matches!(wiring.bus, Bus::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
             warn!("durable state with the in-process bus: events between functions are lost if the process stops");
         }
