@@ -249,6 +249,11 @@ const scenarios = {
       if (!first.includes("7.1 mmol/L")) throw new Error(`the alert shows: ${first}`);
       const row = await page.locator("tr.patient", { hasText: `MRN K0-${run}` }).innerText();
       if (!row.includes("Potassium") || !row.includes("7.1") || !row.includes("rising")) throw new Error(`the ward row shows: ${row}`);
+      // One alert acknowledged over the API, so the picture shows both states.
+      const active = await (await fetch(`${host.base}/api/alerts?status=active`)).json();
+      const novak = active.find((a) => a.mrn === `K3-${run}`);
+      await post(host.base, `/api/alerts/${novak.id}/ack`, { by: "Dr Shah (FY2)", note: "repeat sample sent", patient_id: novak.patient_id }, "application/json");
+      await alertItems(page, `K3-${run}`).locator(".acked").waitFor({ timeout: WAIT });
       if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: false });
       if (page.scriptErrors.length) throw new Error(`script errors: ${page.scriptErrors}`);
     } finally {

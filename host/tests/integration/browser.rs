@@ -3,8 +3,9 @@
 //! runs one scenario of that script (its header says what each proves). They take turns: five
 //! Chromiums at once on a two-core machine would only make each slower.
 //!
-//! Needs Node.js, Chromium and the script's one npm package; a missing one fails the test with
-//! the command that installs it (`.ci/run` installs all three).
+//! Needs Node.js and Chromium (a missing one fails the test with the command that installs it;
+//! `.ci/run` installs both) and the script's one npm package, which the first test installs with
+//! `npm ci` from its lock file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,16 +22,32 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }
 
+static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn require_browser_tools() {
     let node = Command::new("node").arg("--version").output();
     assert!(
         node.is_ok_and(|o| o.status.success()),
         "Node.js is needed for the browser tests. Install it with: apt-get install -y nodejs npm (or run .ci/run)"
     );
-    assert!(
-        script_dir().join("node_modules/playwright-core/package.json").exists(),
-        "playwright-core is not installed for the browser tests. Install it with: npm ci --prefix host/tests/browser (or run .ci/run)"
-    );
+    // The script's one package, pinned by its package-lock.json: installed on first use, as
+    // cargo fetches crates.
+    let installed = || script_dir().join("node_modules/playwright-core/package.json").exists();
+    let _npm = NPM.lock().unwrap_or_else(|p| p.into_inner());
+    if !installed() {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(script_dir())
+            .output();
+        assert!(
+            out.as_ref().is_ok_and(|o| o.status.success()) && installed(),
+            "playwright-core could not be installed for the browser tests ({}). Install it with: npm ci --prefix host/tests/browser (or run .ci/run)",
+            match &out {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or_default().to_owned(),
+                Err(e) => e.to_string(),
+            }
+        );
+    }
     assert!(
         Path::new(&chromium()).exists(),
         "Chromium is needed for the browser tests ({} not found). Install it with: apt-get install -y chromium (or run .ci/run), or set CHROMIUM",
