@@ -175,15 +175,11 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         }
     }
 
-    /// Event streams open right now.
-    pub fn open_streams(&self) -> usize {
-        self.feed.open_streams()
-    }
-
-    /// Every current inpatient's record, ward by ward (wards in name order, then bed).
+    /// Every current inpatient's record, ward by ward (wards in name order, then bed; "Ward 9"
+    /// before "Ward 12").
     pub async fn inpatient_records(&self) -> Result<Vec<PatientRecord>, PortError> {
         let mut wards = self.records.wards().await?;
-        wards.sort();
+        wards.sort_by_key(|w| view::natural(w));
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for ward in wards {
@@ -196,7 +192,7 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 .filter(|r| r.ward().as_deref() == Some(ward.as_str()) && seen.insert(r.id.clone()))
                 .collect();
             on_ward.sort_by(|a, b| {
-                let bed = |r: &PatientRecord| r.placement.as_ref().and_then(|p| p.bed.clone());
+                let bed = |r: &PatientRecord| r.placement.as_ref().and_then(|p| p.bed.as_deref()).map(view::natural);
                 bed(a).cmp(&bed(b)).then_with(|| a.id.cmp(&b.id))
             });
             out.extend(on_ward);

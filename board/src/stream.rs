@@ -13,7 +13,7 @@
 //!   page reloads its state instead of showing a silent gap;
 //! - the stream ends when the log cannot be read (the page reconnects) and when the server stops.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +41,6 @@ pub struct Feed<L> {
     log: L,
     newest: OnceLock<watch::Receiver<Option<String>>>,
     closing: watch::Sender<bool>,
-    streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<L: EventLog + Clone> Feed<L> {
@@ -50,13 +49,7 @@ impl<L: EventLog + Clone> Feed<L> {
             log,
             newest: OnceLock::new(),
             closing: watch::Sender::new(false),
-            streams: Arc::default(),
         }
-    }
-
-    /// Open streams right now (for `/metrics`-style checks and tests).
-    pub fn open_streams(&self) -> usize {
-        self.streams.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// End every stream: the server is stopping.
@@ -100,12 +93,7 @@ impl<L: EventLog + Clone> Feed<L> {
         let log = self.log.clone();
         let newest = self.newest();
         let closing = self.closing.subscribe();
-        let streams = self.streams.clone();
-        streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            follow(log, after, tx, newest, closing).await;
-            streams.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        tokio::spawn(follow(log, after, tx, newest, closing));
         let body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx).map(|b| Ok(Frame::data(b)))));
         let mut r = Response::new(body);
         let h = r.headers_mut();

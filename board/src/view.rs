@@ -109,6 +109,14 @@ pub fn status(s: AlertStatus) -> &'static str {
     }
 }
 
+/// A sort key that puts "Bed 2" before "Bed 10": the text, then the number in it.
+pub fn natural(s: &str) -> (String, u64, String) {
+    let start = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
+    let digits: String = s[start..].chars().take_while(char::is_ascii_digit).collect();
+    let rest = &s[start + digits.len()..];
+    (s[..start].to_owned(), digits.parse().unwrap_or(0), rest.to_owned())
+}
+
 /// Hours and minutes in UTC, the page's clock (the page says so).
 pub fn hhmm(t: DateTime<Utc>) -> String {
     t.format("%H:%M").to_string()
@@ -438,5 +446,12 @@ mod tests {
         assert_eq!(number(120.0), "120");
         assert_eq!(number(5.25), "5.25");
         assert_eq!(number(0.333333), "0.33");
+    }
+
+    #[test]
+    fn beds_sort_by_their_number() {
+        let mut beds = vec!["Bed 10", "Bed 2", "Side room 1", "Bed 1A"];
+        beds.sort_by_key(|b| natural(b));
+        assert_eq!(beds, ["Bed 1A", "Bed 2", "Bed 10", "Side room 1"]);
     }
 }
