@@ -310,7 +310,13 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             name: r.name.clone().unwrap_or_else(|| "(name not known)".to_owned()),
             mrn: r.mrn().unwrap_or_default(),
             gender: r.gender.clone().unwrap_or_default(),
-            born: r.birth_date.map(|d| d.to_string()).unwrap_or_default(),
+            born: r
+                .birth_date
+                .map(|d| match Utc::now().date_naive().years_since(d) {
+                    Some(age) => format!("{d} (age {age})"),
+                    None => d.to_string(),
+                })
+                .unwrap_or_default(),
             place,
             series: view::series(&r),
             trail: view::trail(&r),

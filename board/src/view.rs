@@ -84,6 +84,9 @@ pub struct PointView {
 }
 
 pub struct TrailItem {
+    pub id: String,
+    pub patient_id: String,
+    pub active: bool,
     pub raised: String,
     pub severity: &'static str,
     pub status: &'static str,
@@ -124,6 +127,14 @@ pub fn hhmm(t: DateTime<Utc>) -> String {
 
 fn day_and_time(t: DateTime<Utc>) -> String {
     t.format("%d %b %H:%M").to_string()
+}
+
+/// A UCUM unit as people write it: `umol/L` → `µmol/L`.
+pub fn unit(ucum: &str) -> String {
+    match ucum.strip_prefix('u') {
+        Some(rest) if rest.starts_with("mol") || rest.starts_with('g') => format!("µ{rest}"),
+        _ => ucum.to_owned(),
+    }
 }
 
 /// A value without spurious digits: 7.1, 5.25, 120.
@@ -182,7 +193,7 @@ fn latest_results(record: &PatientRecord) -> Vec<ResultChip> {
             Some(ResultChip {
                 label: label(latest),
                 value: format!("{}{}", latest.comparator.as_deref().unwrap_or(""), number(latest.value)),
-                unit: latest.unit.clone(),
+                unit: unit(&latest.unit),
                 trend,
                 trend_words,
                 flagged,
@@ -318,7 +329,7 @@ pub fn feed(records: &[PatientRecord]) -> Vec<FeedItem> {
                 severity: severity(a.severity),
                 status: status(a.status),
                 message: a.message.clone(),
-                value: format!("{} {}", number(a.value), a.unit),
+                value: format!("{} {}", number(a.value), unit(&a.unit)),
                 raised: hhmm(a.raised_at),
                 raised_iso: a.raised_at.to_rfc3339(),
                 active: a.status == AlertStatus::Active,
@@ -396,7 +407,7 @@ pub fn series(record: &PatientRecord) -> Vec<SeriesView> {
             let first = of.first();
             SeriesView {
                 label: first.map(|r| label(r)).unwrap_or_default(),
-                unit: first.map(|r| r.unit.clone()).unwrap_or_default(),
+                unit: first.map(|r| unit(&r.unit)).unwrap_or_default(),
                 points: of
                     .iter()
                     .rev()
@@ -424,11 +435,14 @@ pub fn trail(record: &PatientRecord) -> Vec<TrailItem> {
         .map(|a| {
             let (acknowledged, note) = acknowledged(a);
             TrailItem {
+                id: a.id.clone(),
+                patient_id: record.id.clone(),
+                active: a.status == AlertStatus::Active,
                 raised: day_and_time(a.raised_at),
                 severity: severity(a.severity),
                 status: status(a.status),
                 message: a.message.clone(),
-                value: format!("{} {}", number(a.value), a.unit),
+                value: format!("{} {}", number(a.value), unit(&a.unit)),
                 acknowledged,
                 note,
             }
@@ -446,6 +460,14 @@ mod tests {
         assert_eq!(number(120.0), "120");
         assert_eq!(number(5.25), "5.25");
         assert_eq!(number(0.333333), "0.33");
+    }
+
+    #[test]
+    fn micro_units_are_written_with_mu() {
+        assert_eq!(unit("umol/L"), "µmol/L");
+        assert_eq!(unit("ug/L"), "µg/L");
+        assert_eq!(unit("mmol/L"), "mmol/L");
+        assert_eq!(unit("U/L"), "U/L");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `wardwatch demo`: a synthetic hospital feeding the running host, so a newcomer sees a living
 //! ward at once. Four wards; admissions, transfers and discharges as FHIR transaction Bundles to
 //! `/fhir`; laboratory results as FHIR Observations to the `lab-feed` binding route — the same
-//! HTTP paths as real traffic. A fixed seed gives the same hospital every time; about one result
-//! in eight is critical.
+//! HTTP paths as real traffic. A fixed seed gives the same hospital every time; one patient in
+//! four runs out of range, and most of their results are critical.
 //!
 //! Every name here is made up. The generator ([`Hospital`]) is pure: a seed and a clock in,
 //! requests out.
@@ -104,8 +104,8 @@ impl Hospital {
                 out.push(s);
             }
         }
-        for _ in 0..self.inpatients.len() {
-            out.push(self.result(now));
+        for i in 0..self.inpatients.len() {
+            out.push(self.result_for(i, now));
         }
         out
     }
@@ -177,17 +177,17 @@ impl Hospital {
         self.admitted += 1;
         let n = self.admitted;
         let admitted = now - chrono::Duration::hours(self.rng.i64(1..240));
-        // One patient in six runs out of range: their results are the ones that alert.
-        let odd = self.rng.u32(0..6) == 0;
+        // One patient in four runs out of range: their results are the ones that alert.
+        let odd = self.rng.u32(0..4) == 0;
         let p = Inpatient {
             mrn: format!("DEMO{:05}", n),
             spell: format!("DEMO-S{:05}", n),
             ward,
             bed,
             admitted,
-            k: if odd { 6.7 } else { 4.2 },
-            na: if odd && self.rng.bool() { 122.0 } else { 139.0 },
-            cr: if odd { 240.0 } else { 85.0 },
+            k: if odd { 6.8 } else { 4.2 },
+            na: if odd && self.rng.bool() { 119.0 } else { 139.0 },
+            cr: if odd { 370.0 } else { 85.0 },
         };
         let family = FAMILY[self.rng.usize(0..FAMILY.len())];
         let given = GIVEN[self.rng.usize(0..GIVEN.len())];
@@ -230,6 +230,10 @@ impl Hospital {
 
     fn result(&mut self, now: DateTime<Utc>) -> Send {
         let i = self.rng.usize(0..self.inpatients.len());
+        self.result_for(i, now)
+    }
+
+    fn result_for(&mut self, i: usize, now: DateTime<Utc>) -> Send {
         let p = self.inpatients[i].clone();
         self.results += 1;
         let jitter = |rng: &mut fastrand::Rng, spread: f64| (rng.f64() - 0.5) * 2.0 * spread;
