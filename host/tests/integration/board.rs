@@ -299,3 +299,55 @@ async fn with_a_board_token_the_board_needs_a_sign_in_and_acknowledging_needs_th
     );
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_asked_for_events_the_log_no_longer_holds_says_reset_instead_of_a_silent_gap() {
+    let host = Host::spawn(config(&[("EVENT_LOG_MAX", "100")])).await;
+    host.admit_example().await;
+    let first = host.get_json("/api/events?after=0-0").await["events"][0]["id"]
+        .as_str()
+        .expect("an event")
+        .to_owned();
+    // A hundred more admissions: the ring of 100 no longer holds the first.
+    for i in 2..=101 {
+        let mut bundle = fixture("examples/admission-bundle.json");
+        bundle["entry"][0]["resource"]["identifier"][0]["value"] = json!(format!("MRN{i:04}"));
+        bundle["entry"][1]["resource"]["identifier"][0]["value"] = json!(format!("SPELL{i:04}"));
+        assert_eq!(host.post_json("/fhir", &bundle).await.status(), 200);
+    }
+    let mut stream = reqwest::Client::new()
+        .get(host.url("/api/events/stream"))
+        .header("last-event-id", &first)
+        .send()
+        .await
+        .expect("stream");
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("event: reset") {
+            let Some(chunk) = stream.chunk().await.expect("chunk") else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("a reset arrives");
+    let reset = text
+        .split("\n\n")
+        .find(|f| f.contains("event: reset"))
+        .expect("reset frame");
+    let newest = host.get_json("/api/events?after=0-0").await["newest"]
+        .as_str()
+        .expect("newest")
+        .to_owned();
+    assert!(
+        reset.contains(&format!("id: {newest}")),
+        "the reset names the newest id: {reset}"
+    );
+    assert!(
+        !text.contains(&format!("id: {first}\n")),
+        "the trimmed event is not sent"
+    );
+    host.stop().await;
+}

@@ -43,7 +43,11 @@ fn require_browser_tools() {
             out.as_ref().is_ok_and(|o| o.status.success()) && installed(),
             "playwright-core could not be installed for the browser tests ({}). Install it with: npm ci --prefix host/tests/browser (or run .ci/run)",
             match &out {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or_default().to_owned(),
+                Ok(o) => String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned(),
                 Err(e) => e.to_string(),
             }
         );
