@@ -9,8 +9,9 @@
 //
 // Scenarios:
 //   admission   a patient admitted over /fhir appears on the open page without reload
-//   alerts      a critical potassium posted to /lab-feed shows its alert without reload
-//   acknowledge Acknowledge on one page updates a second open page
+//   alerts      a critical potassium posted to /lab-feed shows its alert without reload (and
+//               every visible text on the page meets WCAG AA contrast, 4.5:1)
+//   acknowledge Acknowledge on one page, by keyboard alone, updates a second open page
 //   offline     a page cut off while two alerts are raised shows both after it reconnects
 //   restart     Redis + RabbitMQ: the host is killed and restarted while a page is open; alerts
 //               raised meanwhile appear after the page reconnects, none missing, none doubled
@@ -207,6 +208,33 @@ function noDuplicates(ids, what) {
   }
 }
 
+// Runs in the page: every visible element with its own text whose colour against its effective
+// background is below 4.5:1 (WCAG 2.x AA for normal text).
+function contrastFailures() {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.offsetParent && el.tagName !== "BODY") continue;
+    const fg = lum(rgb(getComputedStyle(el).color));
+    const bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    if (ratio < 4.5) out.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return out;
+}
+
 // --- scenarios -------------------------------------------------------------------------------
 
 const scenarios = {
@@ -255,6 +283,8 @@ const scenarios = {
       await post(host.base, `/api/alerts/${novak.id}/ack`, { by: "Dr Shah (FY2)", note: "repeat sample sent", patient_id: novak.patient_id }, "application/json");
       await alertItems(page, `K3-${run}`).locator(".acked").waitFor({ timeout: WAIT });
       if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: false });
+      const low = await page.evaluate(contrastFailures);
+      if (low.length) throw new Error(`text below WCAG AA contrast (4.5:1): ${low.join("; ")}`);
       if (page.scriptErrors.length) throw new Error(`script errors: ${page.scriptErrors}`);
     } finally {
       await b.close();
@@ -273,9 +303,14 @@ const scenarios = {
       const two = await open(b, host.base + "/");
       for (const p of [one, two]) await expectCount(alertItems(p, mrn), 1, "the alert before acknowledging");
       await one.fill("#ack-name", "Charge Nurse Patel");
+      // By keyboard alone: type the note, Tab to the button, Enter.
       const item = alertItems(one, mrn);
-      await item.locator('input[name="note"]').fill("doctor informed");
-      await item.getByRole("button", { name: "Acknowledge" }).click();
+      await item.locator('input[name="note"]').focus();
+      await one.keyboard.type("doctor informed");
+      await one.keyboard.press("Tab");
+      const focused = await one.evaluate(() => document.activeElement && document.activeElement.textContent);
+      if (focused !== "Acknowledge") throw new Error(`Tab from the note reached "${focused}", not the Acknowledge button`);
+      await one.keyboard.press("Enter");
       const acked = alertItems(two, mrn).locator(".acked", { hasText: "Charge Nurse Patel" });
       await acked.waitFor({ timeout: WAIT });
       const text = await acked.innerText();
