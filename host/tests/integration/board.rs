@@ -351,3 +351,35 @@ async fn a_stream_asked_for_events_the_log_no_longer_holds_says_reset_instead_of
     );
     host.stop().await;
 }
+
+#[tokio::test]
+async fn every_board_process_on_one_redis_streams_what_another_process_wrote() {
+    crate::helpers::require_redis().await;
+    let prefix = crate::helpers::unique("boards").replace('-', "");
+    let vars = [
+        ("REDIS_URL", crate::helpers::REDIS),
+        ("STATE_KEY_PREFIX", prefix.as_str()),
+    ];
+    let writer = Host::spawn(config(&vars)).await;
+    let reader = Host::spawn(config(&vars)).await;
+    let stream = reqwest::Client::new()
+        .get(reader.url("/api/events/stream?after=0-0"))
+        .send()
+        .await
+        .expect("stream");
+    writer.admit_example().await;
+    let ids = stream_ids(stream, 1).await;
+    let written = writer.get_json("/api/events?after=0-0").await;
+    assert_eq!(ids, vec![written["events"][0]["id"].as_str().expect("id").to_owned()]);
+    // And the reader's page shows the patient the writer admitted.
+    let page = reqwest::get(reader.url("/partials/board"))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("MRN0001"), "the second process's board lists the patient");
+    writer.stop().await;
+    reader.stop().await;
+    crate::helpers::clean_up(&prefix).await;
+}

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::helpers::{REDIS, VHost, require_redis, unique};
+use crate::helpers::{REDIS, VHost, clean_up, require_redis, unique};
 
 static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -127,8 +127,9 @@ async fn a_page_open_across_a_host_restart_misses_and_doubles_nothing() {
         &[
             ("REDIS_URL", REDIS.to_owned()),
             ("AMQP_URL", vhost.url()),
-            ("STATE_KEY_PREFIX", prefix),
+            ("STATE_KEY_PREFIX", prefix.clone()),
         ],
     )
     .await;
+    clean_up(&prefix).await;
 }

@@ -62,6 +62,22 @@ pub async fn require_rabbitmq() {
     }
 }
 
+/// Delete every key under a test's Redis prefix: the state entries and the event log.
+pub async fn clean_up(prefix: &str) {
+    use redis::AsyncCommands;
+    let mut conn = redis::Client::open(REDIS)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
+    let log: Vec<String> = conn.keys(format!("{prefix}:events*")).await.expect("keys");
+    keys.extend(log);
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await.expect("clean up");
+    }
+}
+
 /// A RabbitMQ virtual host of this test's own, so queue names stay the real ones (`lab-feed`)
 /// and tests still run in parallel. Deleted on drop.
 pub struct VHost {

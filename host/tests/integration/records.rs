@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as Days, Utc};
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 use wardwatch_adapters::{MemoryBus, RedisEventLog, RedisStateStore};
 use wardwatch_domain::events::EventType;
@@ -16,7 +15,7 @@ use wardwatch_domain::rules::CriticalLimits;
 use wardwatch_records::{Locks, Records};
 use wardwatch_runtime::{Event, FailureKind, Function, Secret, Trigger};
 
-use crate::helpers::{Host, REDIS, config, fixture, require_redis, unique};
+use crate::helpers::{Host, REDIS, clean_up, config, fixture, require_redis, unique};
 
 type Repo = Records<RedisStateStore, RedisEventLog, MemoryBus>;
 
@@ -29,23 +28,6 @@ fn process(prefix: &str) -> (Repo, MemoryBus) {
     let log = RedisEventLog::new(&url, &format!("{prefix}:events"), 100_000).expect("log");
     let bus = MemoryBus::default();
     (Records::new(store, log, bus.clone(), Locks::default()), bus)
-}
-
-async fn clean_up(prefix: &str) {
-    let mut conn = redis::Client::open(REDIS)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let mut keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
-    keys.extend(
-        conn.keys::<_, Vec<String>>(format!("{prefix}:events*"))
-            .await
-            .expect("keys"),
-    );
-    if !keys.is_empty() {
-        let _: () = conn.del(keys).await.expect("clean up");
-    }
 }
 
 fn admit(repo: &Repo) -> admit::Admit<RedisStateStore, RedisEventLog, MemoryBus> {

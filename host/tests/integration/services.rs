@@ -9,7 +9,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::helpers::{Host, REDIS, VHost, alerts_for, config, eventually, fixture, require_redis, unique};
+use crate::helpers::{Host, REDIS, VHost, alerts_for, clean_up, config, eventually, fixture, require_redis, unique};
 
 /// Publish one persistent message to `queue` (declared durable, as Wardwatch declares it).
 async fn publish(url: &str, queue: &str, body: &[u8]) {
@@ -78,17 +78,6 @@ async fn direct_host() -> (VHost, String, Host) {
     ]))
     .await;
     (vhost, prefix, host)
-}
-
-/// Delete every key under `prefix`.
-async fn clean_up(prefix: &str) {
-    let mut conn = redis_conn(REDIS).await;
-    let mut keys: Vec<String> = conn.keys(format!("{prefix}||*")).await.expect("keys");
-    let log: Vec<String> = conn.keys(format!("{prefix}:events*")).await.expect("keys");
-    keys.extend(log);
-    if !keys.is_empty() {
-        let _: () = conn.del(keys).await.expect("clean up");
-    }
 }
 
 #[tokio::test]
