@@ -65,7 +65,7 @@ impl<L: EventLog + Clone> Feed<L> {
                 let log = self.log.clone();
                 let mut closing = self.closing.subscribe();
                 tokio::spawn(async move {
-                    loop {
+                    while !*closing.borrow() {
                         if let Ok(id) = log.newest().await {
                             tx.send_if_modified(|current| {
                                 if *current == id {
