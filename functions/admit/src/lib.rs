@@ -233,8 +233,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         }
     }
 
-    fn encounter_update(&self, plan: &EncounterPlan, patient_id: &str) -> (Value, EncounterUpdate) {
-        let mut resource = plan.resource.clone();
+    fn encounter_update(&self, plan: EncounterPlan, patient_id: &str) -> (Value, EncounterUpdate) {
         let id = plan.given_id.clone().unwrap_or_else(|| match &plan.facts.identifier {
             Some(identifier) => ids::derived("encounter", &[patient_id, identifier]),
             // Neither id nor identifier: a new encounter, named by its content.
@@ -243,6 +242,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 &[patient_id, "content", &digest(&plan.resource.to_string())],
             ),
         });
+        let mut resource = plan.resource;
         resource["id"] = Value::String(id.clone());
         resource["subject"] = json!({"reference": format!("Patient/{patient_id}")});
         let d = digest(&resource.to_string());
@@ -336,10 +336,12 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         patients: Vec<PatientPlan>,
         encounters: Vec<EncounterPlan>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(Option<usize>, String, Value)>, AdmitError> {
+    ) -> Result<Vec<(Option<usize>, String, Option<Value>)>, AdmitError> {
         let mut resolved: Vec<(String, &PatientPlan)> = Vec::new();
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        let mut locations: Vec<(Option<usize>, String, Value)> = Vec::new();
+        // Where each resource went; the resource itself only for a single one (it is the
+        // answer's body), not for a Bundle's entries.
+        let mut locations: Vec<(Option<usize>, String, Option<Value>)> = Vec::new();
         for plan in &patients {
             let (pid, indexed) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
             let mut resource = plan.resource.clone();
@@ -355,20 +357,29 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 resource_key: keys::patient_resource(&pid, &d),
                 digest: d,
             };
-            locations.push((plan.entry, format!("Patient/{pid}"), resource.clone()));
+            locations.push((
+                plan.entry,
+                format!("Patient/{pid}"),
+                plan.entry.is_none().then(|| resource.clone()),
+            ));
             let group = groups.entry(pid.clone()).or_default();
             group.identifiers = plan.identifiers.clone();
             group.indexed = indexed.then(|| plan.identity.clone());
             group.patient = Some((resource, update));
             resolved.push((pid, plan));
         }
-        for plan in &encounters {
+        for plan in encounters {
             let pid = self
                 .patient_for(&plan.facts.subject, &resolved)
                 .await
                 .map_err(|e| relocate(e, plan.entry))?;
+            let entry = plan.entry;
             let (resource, update) = self.encounter_update(plan, &pid);
-            locations.push((plan.entry, format!("Encounter/{}", update.state.id), resource.clone()));
+            locations.push((
+                entry,
+                format!("Encounter/{}", update.state.id),
+                entry.is_none().then(|| resource.clone()),
+            ));
             groups.entry(pid).or_default().encounters.push((resource, update));
         }
         for (pid, group) in groups {
@@ -380,27 +391,27 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
 
     /// A transaction Bundle whose shape (`check_transaction_shape`) and resources have been
     /// checked.
-    async fn transaction(&self, bundle: Value, now: DateTime<Utc>) -> Result<Output, AdmitError> {
-        let entries = bundle
-            .get("entry")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+    async fn transaction(&self, mut bundle: Value, now: DateTime<Utc>) -> Result<Output, AdmitError> {
+        // The entries are taken out of the Bundle, not copied: nothing reads it afterwards.
+        let entries = match bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
         let mut patients = Vec::new();
         let mut encounters = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let resource = entry["resource"].clone();
+        for (i, mut entry) in entries.into_iter().enumerate() {
+            let resource = entry["resource"].take();
             if resource["resourceType"] == "Patient" {
                 let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
                 let plan = self
-                    .plan_patient(Some(i), resource, id_from_put_url(entry, "Patient"), full_url)
+                    .plan_patient(Some(i), resource, id_from_put_url(&entry, "Patient"), full_url)
                     .map_err(|e| relocate(e, Some(i)))?;
                 patients.push(plan);
             } else {
                 let facts = facts::encounter(&resource).map_err(|e| relocate(AdmitError::Refused(e), Some(i)))?;
                 encounters.push(EncounterPlan {
                     entry: Some(i),
-                    given_id: id_from_put_url(entry, "Encounter")
+                    given_id: id_from_put_url(&entry, "Encounter")
                         .or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id))),
                     facts,
                     resource,
@@ -483,7 +494,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for Admit<S, L, P> {
             "Patient" => {
                 let plan = self.plan_patient(None, resource, None, None)?;
                 let mut written = self.admit(vec![plan], Vec::new(), now).await?;
-                Output::created(written.pop().map(|(_, _, r)| r).unwrap_or_default())
+                Output::created(written.pop().and_then(|(_, _, r)| r).unwrap_or_default())
             }
             _ => {
                 let facts = facts::encounter(&resource).map_err(AdmitError::Refused)?;
@@ -494,7 +505,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for Admit<S, L, P> {
                     resource,
                 };
                 let mut written = self.admit(Vec::new(), vec![plan], now).await?;
-                Output::created(written.pop().map(|(_, _, r)| r).unwrap_or_default())
+                Output::created(written.pop().and_then(|(_, _, r)| r).unwrap_or_default())
             }
         };
         Ok(output)
