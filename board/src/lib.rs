@@ -277,9 +277,7 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         let event_id = self.current_to().await?;
         let (inpatients, unplaced) = self.shown_records().await?;
         let now = Utc::now();
-        let mut everyone = inpatients.clone();
-        everyone.extend(unplaced.iter().cloned());
-        let feed = view::feed(&everyone);
+        let feed = view::feed(inpatients.iter().chain(&unplaced));
         Ok(BoardMain {
             event_id,
             rendered: view::hhmm(now),
@@ -588,7 +586,11 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             },
             p if p.starts_with("/patients/") || p.starts_with("/partials/patients/") => {
                 let partial = p.starts_with("/partials/");
-                let id = p.rsplit('/').next().unwrap_or_default();
+                let id = p
+                    .strip_prefix("/partials/patients/")
+                    .or_else(|| p.strip_prefix("/patients/"))
+                    .unwrap_or_default();
+                // `is_fhir_id` also refuses a path with more segments (`/patients/a/b`).
                 if !wardwatch_domain::ids::is_fhir_id(id) {
                     return error(404, "not-found", "no such patient");
                 }

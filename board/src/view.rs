@@ -308,9 +308,8 @@ fn acknowledged(a: &Alert) -> (Option<String>, Option<String>) {
 }
 
 /// Open alerts of these records, newest first.
-pub fn feed(records: &[PatientRecord]) -> Vec<FeedItem> {
+pub fn feed<'a>(records: impl Iterator<Item = &'a PatientRecord>) -> Vec<FeedItem> {
     let mut items: Vec<(&PatientRecord, &Alert)> = records
-        .iter()
         .flat_map(|r| r.alerts.iter().map(move |a| (r, a)))
         .filter(|(_, a)| a.status.is_open())
         .collect();

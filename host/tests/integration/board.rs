@@ -11,28 +11,48 @@ use crate::helpers::{Host, alerts_for, config, fixture};
 
 const TOKEN: &str = "a-long-enough-board-token";
 
-/// Read an event stream until `n` events (`id:` lines) have arrived; their ids in order.
-async fn stream_ids(response: reqwest::Response, n: usize) -> Vec<String> {
-    let mut response = response;
-    let mut text = String::new();
-    let mut ids = Vec::new();
-    let read = async {
-        while ids.len() < n {
-            let Some(chunk) = response.chunk().await.expect("stream chunk") else {
-                break;
-            };
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            ids = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("id: "))
-                .map(str::to_owned)
-                .collect();
+/// An event stream being read: every `id:` seen so far, in order.
+struct Stream {
+    response: reqwest::Response,
+    text: String,
+}
+
+impl Stream {
+    fn new(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            text: String::new(),
         }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the stream delivered the events");
-    ids
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Read until at least `n` events have arrived in all; their ids in order.
+    async fn until(&mut self, n: usize) -> Vec<String> {
+        let read = async {
+            while self.ids().len() < n {
+                let Some(chunk) = self.response.chunk().await.expect("stream chunk") else {
+                    break;
+                };
+                self.text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the stream delivered the events");
+        self.ids()
+    }
+}
+
+/// Read a new event stream until `n` events have arrived; their ids in order.
+async fn stream_ids(response: reqwest::Response, n: usize) -> Vec<String> {
+    Stream::new(response).until(n).await
 }
 
 #[tokio::test]
@@ -68,7 +88,20 @@ async fn the_event_stream_replays_after_an_id_and_a_reconnect_resumes_where_it_s
         .expect("stream");
     assert_eq!(rest.headers()["content-type"], "text/event-stream");
     assert_eq!(rest.headers()["cache-control"], "no-store");
-    assert_eq!(stream_ids(rest, 2).await, all[1..].to_vec());
+    let mut rest = Stream::new(rest);
+    assert_eq!(rest.until(2).await, all[1..].to_vec());
+    // What happens next follows on the open stream once, after what was replayed.
+    let mut second = fixture("examples/admission-bundle.json");
+    second["entry"][0]["resource"]["identifier"][0]["value"] = json!("MRN0002");
+    second["entry"][1]["resource"]["identifier"][0]["value"] = json!("SPELL0002");
+    assert_eq!(host.post_json("/fhir", &second).await.status(), 200);
+    let newest = host.get_json("/api/events?after=0-0").await["newest"]
+        .as_str()
+        .expect("newest")
+        .to_owned();
+    let mut expected = all[1..].to_vec();
+    expected.push(newest);
+    assert_eq!(rest.until(3).await, expected, "each event once, in order");
     let bad = client
         .get(host.url("/api/events/stream"))
         .header("last-event-id", "yesterday")
@@ -90,18 +123,60 @@ async fn acknowledging_through_the_api_is_listed_logged_once_and_idempotent() {
         .expect("the alert is raised");
     let id = alerts[0]["id"].as_str().expect("id").to_owned();
     let client = reqwest::Client::new();
-    let ack = |body: Value| {
+    let send = |path: String, content_type: &'static str, body: String| {
         client
-            .post(host.url(&format!("/api/alerts/{id}/ack")))
-            .header("content-type", "application/json")
-            .body(body.to_string())
+            .post(host.url(&path))
+            .header("content-type", content_type)
+            .body(body)
             .send()
     };
-    assert_eq!(
-        ack(json!({"note": "seen"})).await.expect("ack").status(),
-        400,
-        "who acknowledges is required"
+    let ack = |body: Value| send(format!("/api/alerts/{id}/ack"), "application/json", body.to_string());
+    // Malformed acknowledgements get a clear 4xx and change nothing.
+    for (content_type, body, status, why) in [
+        (
+            "application/json",
+            json!({"note": "seen"}).to_string(),
+            400,
+            "who acknowledges is required",
+        ),
+        ("application/json", "{\"by\": ".to_owned(), 400, "broken JSON"),
+        (
+            "application/json",
+            json!({"by": "x", "extra": 1}).to_string(),
+            400,
+            "unknown fields",
+        ),
+        (
+            "application/json",
+            json!({"by": "x".repeat(81)}).to_string(),
+            400,
+            "a name too long",
+        ),
+        (
+            "application/json",
+            json!({"by": "x", "note": "n".repeat(501)}).to_string(),
+            400,
+            "a note too long",
+        ),
+        ("text/plain", "by=x".to_owned(), 415, "not JSON"),
+    ] {
+        let r = send(format!("/api/alerts/{id}/ack"), content_type, body)
+            .await
+            .expect("ack");
+        assert_eq!(r.status(), status, "{why}");
+        let outcome: Value = r.json().await.expect("an OperationOutcome");
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{why}");
+    }
+    assert!(
+        host.get_json("/api/alerts?status=acknowledged")
+            .await
+            .as_array()
+            .is_some_and(Vec::is_empty)
     );
+    for path in ["/patients/a/b", "/patients/", "/partials/patients/a%20b"] {
+        let r = reqwest::get(host.url(path)).await.expect("page");
+        assert_eq!(r.status(), 404, "{path}");
+    }
     let first: Value = ack(json!({"by": "Nurse Ade", "note": "doctor informed"}))
         .await
         .expect("ack")
@@ -139,13 +214,13 @@ async fn acknowledging_through_the_api_is_listed_logged_once_and_idempotent() {
         .filter(|e| e["type"] == "alert-acknowledged")
         .count();
     assert_eq!(acks, 1, "one alert-acknowledged event for two acknowledgements");
-    let unknown = client
-        .post(host.url("/api/alerts/no-such-alert/ack"))
-        .header("content-type", "application/json")
-        .body(json!({"by": "x"}).to_string())
-        .send()
-        .await
-        .expect("request");
+    let unknown = send(
+        "/api/alerts/no-such-alert/ack".to_owned(),
+        "application/json",
+        json!({"by": "x"}).to_string(),
+    )
+    .await
+    .expect("request");
     assert_eq!(unknown.status(), 404);
     host.stop().await;
 }
