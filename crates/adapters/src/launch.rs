@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use wardwatch_runtime::amqp::{consume, drain_channel};
 use wardwatch_runtime::{App, AppBuilder, Config, ConfigError, Metrics, serve, shutdown_signal, telemetry};
 
-use wardwatch_records::{Locks, Records};
+use wardwatch_records::{Locks, Records, relay};
 
 use crate::{Bus, Log, Store};
 
@@ -52,7 +52,8 @@ impl Wiring {
         })
     }
 
-    /// The patient-record repository over this process's adapters.
+    /// The patient-record repository over this process's adapters. Its events reach the lanes
+    /// through the process's relay, which [`run`] starts.
     pub fn records(&self) -> Records<Store, Log, Bus> {
         Records::new(
             self.store.clone(),
@@ -60,6 +61,7 @@ impl Wiring {
             self.bus.clone(),
             self.locks.clone(),
         )
+        .relayed()
     }
 
     /// An app builder with the rejected lanes, token and body limit set.
@@ -105,6 +107,9 @@ pub async fn run(
             _ => {}
         }
     }
+    // The lane outbox's relay: it stops last, once nothing can append any more.
+    let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
+    let relay = tokio::spawn(relay(wiring.log.clone(), wiring.bus.clone(), relay_stop_rx));
     // On shutdown the HTTP server and the consumers stop taking work at the same time.
     let shutdown = async move {
         shutdown.await;
@@ -113,6 +118,10 @@ pub async fn run(
     let served = serve(listener, app, shutdown, DRAIN).await;
     let _ = warm.await;
     let _ = tokio::time::timeout(DRAIN, async { while consumers.join_next().await.is_some() {} }).await;
+    let _ = relay_stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(5), relay).await.is_err() {
+        warn!("the relay did not finish in 5 s: what it had not published is published by the next one to start");
+    }
     info!("stopped");
     served
 }

@@ -24,7 +24,9 @@ pub use redis::RedisStateStore;
 pub use redis_log::RedisEventLog;
 
 use wardwatch_domain::events::WardEvent;
-use wardwatch_domain::ports::{Appended, EventId, EventLog, LogPage, PortError, Publisher, StateStore, Versioned};
+use wardwatch_domain::ports::{
+    Appended, Backlog, EventId, EventLog, LogPage, PortError, Publisher, StateStore, Unpublished, Versioned,
+};
 use wardwatch_domain::record::Mark;
 use wardwatch_runtime::{Backend, Config};
 
@@ -67,10 +69,22 @@ impl EventLog for Log {
             Log::Redis(l) => l.append(owner, seq, event).await,
         }
     }
-    async fn published(&self, owner: &str, seq: u64) -> Result<(), PortError> {
+    async fn unpublished(
+        &self,
+        relay: &str,
+        which: Backlog,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<Unpublished>, PortError> {
         match self {
-            Log::Memory(l) => l.published(owner, seq).await,
-            Log::Redis(l) => l.published(owner, seq).await,
+            Log::Memory(l) => l.unpublished(relay, which, max, wait).await,
+            Log::Redis(l) => l.unpublished(relay, which, max, wait).await,
+        }
+    }
+    async fn confirm_published(&self, handles: &[String]) -> Result<(), PortError> {
+        match self {
+            Log::Memory(l) => l.confirm_published(handles).await,
+            Log::Redis(l) => l.confirm_published(handles).await,
         }
     }
     async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {

@@ -148,11 +148,11 @@ fn classify(e: &RedisError) -> PortError {
 
 /// A lazily connecting, self-reconnecting Redis connection with short timeouts (a slow Redis is
 /// an unavailable one). `what` names the setting the URL came from, for errors.
-pub(crate) fn connect(url: &Secret, what: &str) -> Result<ConnectionManager, String> {
+pub(crate) fn connect(url: &Secret, what: &str, response_timeout: Duration) -> Result<ConnectionManager, String> {
     let client = redis::Client::open(url.expose()).map_err(|e| format!("{what}: {}", e.category()))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("{what}: {}", e.category()))
@@ -171,7 +171,7 @@ pub(crate) async fn ping(conn: &ConnectionManager) -> Result<(), PortError> {
 impl RedisStateStore {
     /// `prefix` is Dapr's key prefix (`wardwatch` → `wardwatch||<key>`); empty for none.
     pub fn new(url: &Secret, prefix: &str) -> Result<Self, String> {
-        let conn = connect(url, "REDIS_URL")?;
+        let conn = connect(url, "REDIS_URL", Duration::from_secs(2))?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

@@ -1,18 +1,24 @@
 //! The event log in Redis: a bounded Redis Stream (`XADD … MAXLEN ~ n`), ids `<ms>-<seq>` made by
 //! Redis, increasing across restarts. Written directly, not through Dapr: the Dapr state API can
 //! neither append nor list. Beside it, one small HASH per record (`…:mark:<patient id>.<incarnation>`: the
-//! last appended outbox seq, its id, whether it was published), updated in the same Lua script
-//! as the append, so a re-driven outbox item is never appended twice. `pub` holds the last seq
-//! published: the mark's item counts as published when `pub` equals `seq`.
+//! last appended outbox seq and its id), updated in the same Lua script as the append, so a
+//! re-driven outbox item is never appended twice.
+//!
+//! The same script queues the event on the **lane outbox**, a second stream (`…:lanes`) that is
+//! never trimmed: relays read it through the consumer group `relays` (`XREADGROUP`), publish,
+//! then `XACK` and `XDEL` each entry. An entry a relay took and never confirmed stays in the
+//! group's pending list until another relay claims it (`XAUTOCLAIM`, after [`ABANDONED_AFTER`]).
+//! A full lane outbox (as many entries as the log keeps) refuses appends: transient, nothing lost.
 
-use redis::aio::ConnectionManager;
-use redis::{RedisError, Script};
+use std::time::Duration;
+
+use redis::{RedisError, Script, Value};
 use wardwatch_domain::events::WardEvent;
-use wardwatch_domain::ports::{Appended, EventId, EventLog, LogPage, PortError};
+use wardwatch_domain::ports::{Appended, Backlog, EventId, EventLog, LogPage, PortError, Unpublished};
 use wardwatch_domain::record::Mark;
 use wardwatch_runtime::Secret;
 
-/// KEYS: stream, mark. ARGV: seq, event JSON, max length, mark TTL seconds.
+/// KEYS: stream, mark, lane outbox. ARGV: seq, event JSON, max length, mark TTL seconds.
 const APPEND: &str = r#"
 local m = redis.call("HMGET", KEYS[2], "seq", "id")
 local seq = tonumber(ARGV[1])
@@ -21,20 +27,34 @@ if m[1] then
   if s > seq then return {"earlier", ""} end
   if s == seq then return {"already", m[2]} end
 end
+if redis.call("XLEN", KEYS[3]) >= tonumber(ARGV[3]) then
+  return redis.error_reply("BACKLOG the lane outbox is full: events are not being published on the lanes")
+end
 local id = redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[3], "*", "e", ARGV[2])
+redis.call("XADD", KEYS[3], "*", "id", id, "e", ARGV[2])
 redis.call("HSET", KEYS[2], "seq", ARGV[1], "id", id)
 redis.call("EXPIRE", KEYS[2], ARGV[4])
 return {"new", id}
 "#;
+
+/// The lane outbox's consumer group.
+const GROUP: &str = "relays";
+
+/// How long a relay may hold an entry unconfirmed before another relay takes it over.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 
 /// A patient's mark outlives any realistic gap between two writes to their record.
 const MARK_TTL_SECONDS: u64 = 400 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct RedisEventLog {
-    conn: ConnectionManager,
+    conn: redis::aio::ConnectionManager,
+    /// For the relay's blocking reads only: a blocked command holds up its connection.
+    waiting: redis::aio::ConnectionManager,
     stream: String,
+    lanes: String,
     max_len: usize,
+    abandoned_after: Duration,
     append: Script,
 }
 
@@ -47,6 +67,53 @@ fn classify(e: &RedisError) -> PortError {
 }
 
 type Entry = (String, Vec<String>);
+
+/// The longest a relay's read waits for a new event.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Lane-outbox entries (`[id, [field, value, …]]`): the events, and the ids of entries that were
+/// deleted while pending (their fields are nil).
+fn parse_outbox(entries: Value) -> Result<(Vec<Unpublished>, Vec<String>), PortError> {
+    let corrupt = || PortError::Corrupt("a lane outbox entry is malformed".into());
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    let Value::Array(entries) = entries else {
+        return Ok((out, gone));
+    };
+    for entry in entries {
+        let Value::Array(parts) = entry else {
+            return Err(corrupt());
+        };
+        let handle = parts.first().and_then(text).ok_or_else(corrupt)?;
+        let Some(Value::Array(fields)) = parts.get(1) else {
+            gone.push(handle);
+            continue;
+        };
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
+                .and_then(|kv| kv.get(1))
+                .and_then(text)
+        };
+        let (Some(id), Some(json)) = (field("id"), field("e")) else {
+            return Err(corrupt());
+        };
+        let mut event: WardEvent = serde_json::from_str(&json)
+            .map_err(|e| PortError::Corrupt(format!("lane outbox entry: line {} column {}", e.line(), e.column())))?;
+        event.id = id;
+        out.push(Unpublished { handle, event });
+    }
+    Ok((out, gone))
+}
 
 fn parse_entries(entries: Vec<Entry>) -> Result<Vec<WardEvent>, PortError> {
     let mut out = Vec::with_capacity(entries.len());
@@ -74,13 +141,75 @@ fn range(stream: &str, command: &str, from: &str, to: &str, count: usize) -> red
 impl RedisEventLog {
     /// `stream`: the stream's key (`<prefix>:events`).
     pub fn new(url: &Secret, stream: &str, max_len: usize) -> Result<Self, String> {
-        let conn = crate::redis::connect(url, "EVENTS_REDIS_URL")?;
+        let conn = crate::redis::connect(url, "EVENTS_REDIS_URL", Duration::from_secs(2))?;
+        let waiting = crate::redis::connect(url, "EVENTS_REDIS_URL", MAX_WAIT + Duration::from_secs(2))?;
         Ok(Self {
             conn,
+            waiting,
             stream: stream.to_owned(),
+            lanes: format!("{stream}:lanes"),
             max_len: max_len.max(1),
+            abandoned_after: ABANDONED_AFTER,
             append: Script::new(APPEND),
         })
+    }
+
+    /// How long an entry may stay unconfirmed before another relay takes it over (default
+    /// [`ABANDONED_AFTER`]).
+    pub fn abandoned_after(mut self, after: Duration) -> Self {
+        self.abandoned_after = after;
+        self
+    }
+
+    /// The lane outbox's stream key (`<stream>:lanes`).
+    pub fn lanes(&self) -> &str {
+        &self.lanes
+    }
+
+    /// `XREADGROUP` / `XAUTOCLAIM` answered `NOGROUP`: make the group (and the stream). From id
+    /// 0: everything in the lane outbox is unpublished, confirmed entries having been deleted.
+    async fn ensure_group(&self) -> Result<(), PortError> {
+        let mut conn = self.conn.clone();
+        let made: Result<String, RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.lanes)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match made {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    fn read_cmd(&self, relay: &str, which: Backlog, max: usize, wait: Duration) -> redis::Cmd {
+        match which {
+            Backlog::Abandoned => {
+                let mut cmd = redis::cmd("XAUTOCLAIM");
+                cmd.arg(&self.lanes)
+                    .arg(GROUP)
+                    .arg(relay)
+                    .arg(self.abandoned_after.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(max.max(1));
+                cmd
+            }
+            Backlog::Mine | Backlog::New => {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(GROUP).arg(relay).arg("COUNT").arg(max.max(1));
+                if which == Backlog::New && !wait.is_zero() {
+                    cmd.arg("BLOCK").arg(wait.min(MAX_WAIT).as_millis() as u64);
+                }
+                cmd.arg("STREAMS")
+                    .arg(&self.lanes)
+                    .arg(if which == Backlog::New { ">" } else { "0" });
+                cmd
+            }
+        }
     }
 
     fn mark_key(&self, owner: &str) -> String {
@@ -100,6 +229,7 @@ impl EventLog for RedisEventLog {
             .append
             .key(&self.stream)
             .key(self.mark_key(owner))
+            .key(&self.lanes)
             .arg(seq)
             .arg(json)
             .arg(self.max_len)
@@ -114,14 +244,63 @@ impl EventLog for RedisEventLog {
         })
     }
 
-    /// A plain `HSET`: should a later item have been appended meanwhile, `pub` names this one,
-    /// not that one, so the later item still counts as unpublished (published again at worst).
-    async fn published(&self, owner: &str, seq: u64) -> Result<(), PortError> {
+    async fn unpublished(
+        &self,
+        relay: &str,
+        which: Backlog,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Unpublished>, PortError> {
+        let cmd = self.read_cmd(relay, which, max, wait);
+        let mut conn = if which == Backlog::New && !wait.is_zero() {
+            self.waiting.clone()
+        } else {
+            self.conn.clone()
+        };
+        let reply: Value = match cmd.query_async(&mut conn).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group().await?;
+                cmd.query_async(&mut conn).await.map_err(|e| classify(&e))?
+            }
+            other => other.map_err(|e| classify(&e))?,
+        };
+        let entries = match which {
+            // [next cursor, [entries], [deleted ids]]
+            Backlog::Abandoned => match reply {
+                Value::Array(mut parts) if parts.len() >= 2 => parts.swap_remove(1),
+                _ => Value::Nil,
+            },
+            // [[stream, [entries]]], or nil when the wait ran out
+            Backlog::Mine | Backlog::New => match reply {
+                Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
+                    Value::Array(mut pair) if pair.len() == 2 => pair.swap_remove(1),
+                    _ => Value::Nil,
+                },
+                _ => Value::Nil,
+            },
+        };
+        let (out, gone) = parse_outbox(entries)?;
+        if !gone.is_empty() {
+            // Deleted while pending (confirmed by a relay that was thought gone): done.
+            self.confirm_published(&gone).await?;
+        }
+        Ok(out)
+    }
+
+    /// `XACK` and `XDEL` in one round trip.
+    async fn confirm_published(&self, handles: &[String]) -> Result<(), PortError> {
+        if handles.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("HSET")
-            .arg(self.mark_key(owner))
-            .arg("pub")
-            .arg(seq)
+        let _: (i64, i64) = redis::pipe()
+            .cmd("XACK")
+            .arg(&self.lanes)
+            .arg(GROUP)
+            .arg(handles)
+            .cmd("XDEL")
+            .arg(&self.lanes)
+            .arg(handles)
             .query_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
@@ -130,20 +309,15 @@ impl EventLog for RedisEventLog {
 
     async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {
         let mut conn = self.conn.clone();
-        let (seq, id, published): (Option<u64>, Option<String>, Option<String>) = redis::cmd("HMGET")
+        let (seq, id): (Option<u64>, Option<String>) = redis::cmd("HMGET")
             .arg(self.mark_key(owner))
             .arg("seq")
             .arg("id")
-            .arg("pub")
             .query_async(&mut conn)
             .await
             .map_err(|e| classify(&e))?;
         Ok(match (seq, id) {
-            (Some(seq), Some(id)) => Some(Mark {
-                seq,
-                id,
-                published: published.and_then(|p| p.parse::<u64>().ok()) == Some(seq),
-            }),
+            (Some(seq), Some(id)) => Some(Mark { seq, id }),
             _ => None,
         })
     }

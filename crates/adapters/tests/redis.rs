@@ -2,34 +2,14 @@
 //! first-write and delete rules (shared/docs/dapr-knative.md facts 13–16, §4.2), each test
 //! under a key prefix of its own.
 
-use std::time::Duration;
-
 use redis::AsyncCommands;
 use wardwatch_adapters::RedisStateStore;
 use wardwatch_domain::ports::{CREATE_ONLY_ETAG, PortError, StateStore};
 use wardwatch_runtime::Secret;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+mod common;
 
-async fn conn() -> redis::aio::MultiplexedConnection {
-    let attempt = async {
-        redis::Client::open(REDIS)
-            .ok()?
-            .get_multiplexed_async_connection()
-            .await
-            .ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(3), attempt)
-        .await
-        .ok()
-        .flatten()
-    {
-        Some(c) => c,
-        None => panic!(
-            "Redis is not running on 127.0.0.1:6379. Start it with:\n  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no"
-        ),
-    }
-}
+use common::{REDIS, conn};
 
 async fn store() -> (RedisStateStore, String, redis::aio::MultiplexedConnection) {
     let c = conn().await;

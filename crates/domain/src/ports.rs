@@ -118,11 +118,30 @@ pub trait Publisher: Send + Sync + 'static {
 pub enum Appended {
     /// Appended now, with this log id.
     New(String),
-    /// Already appended (a re-drive), with this id; maybe not yet published.
+    /// Already appended (a re-drive), with this id.
     Already(String),
-    /// A later item of this patient is already in the log, so this one was appended and
-    /// published before it.
+    /// A later item of this patient is already in the log, so this one was appended before it.
     Earlier,
+}
+
+/// Which of the lane outbox's events [`EventLog::unpublished`] hands a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// Those this relay was handed before and has not confirmed (a publish that failed).
+    Mine,
+    /// Those no relay was handed yet; waits up to the given time for one when there are none.
+    New,
+    /// Those another relay was handed long ago and never confirmed (it stopped or crashed):
+    /// taken over by this one.
+    Abandoned,
+}
+
+/// An event waiting in the lane outbox, with the handle that confirms it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpublished {
+    pub handle: String,
+    /// With its log `id`.
+    pub event: WardEvent,
 }
 
 /// One page of the event log.
@@ -141,6 +160,11 @@ pub struct LogPage {
 /// across restarts. Appends are exactly-once per (outbox owner, outbox seq) thanks to a mark per
 /// owner kept atomically with the append. The owner is a record's
 /// [`crate::record::PatientRecord::outbox_owner`]: its patient id and incarnation.
+///
+/// Each append also queues the event, in the same atomic step, on the log's **lane outbox**:
+/// what relays publish on the lanes, confirm, and only then forget. The lane outbox is never
+/// trimmed; when it holds as many events as the log keeps, appends are refused as
+/// `Unavailable` (lanes are not being published) rather than anything being lost.
 pub trait EventLog: Send + Sync + 'static {
     fn append(
         &self,
@@ -148,8 +172,16 @@ pub trait EventLog: Send + Sync + 'static {
         seq: u64,
         event: &WardEvent,
     ) -> impl Future<Output = Result<Appended, PortError>> + Send;
-    /// Record that the item `seq` was also published on its lane.
-    fn published(&self, owner: &str, seq: u64) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// At most `max` events from the lane outbox for the relay named `relay`, oldest first.
+    fn unpublished(
+        &self,
+        relay: &str,
+        which: Backlog,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<Unpublished>, PortError>> + Send;
+    /// These lane-outbox events are on their lanes: forget them.
+    fn confirm_published(&self, handles: &[String]) -> impl Future<Output = Result<(), PortError>> + Send;
     fn mark(&self, owner: &str) -> impl Future<Output = Result<Option<Mark>, PortError>> + Send;
     /// Events after `after` (exclusive; none = from the oldest), oldest first, at most `limit`.
     fn read(&self, after: Option<EventId>, limit: usize) -> impl Future<Output = Result<LogPage, PortError>> + Send;

@@ -119,20 +119,20 @@ pub struct Pending {
     pub action: Action,
 }
 
-/// How far a patient's events have reached the log: the last appended `seq`, its log id, and
-/// whether it was also published on its lane. Kept by the event log, atomically with the append.
+/// How far a patient's events have reached the log: the last appended `seq` and its log id.
+/// Kept by the event log, atomically with the append — which also queues the event for its lane
+/// (the log's lane outbox, published by the relay), so an appended item needs nothing more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub seq: u64,
     pub id: String,
-    pub published: bool,
 }
 
 impl Mark {
-    /// Whether the outbox item `seq` is done: every item before the last appended event was
-    /// drained before it (one drainer works in order), and the last one once published.
+    /// Whether the outbox item `seq` is done: the last appended event, and every item before it
+    /// (one drainer works in order).
     pub fn covers(&self, seq: u64) -> bool {
-        seq < self.seq || (seq == self.seq && self.published)
+        seq <= self.seq
     }
 }
 
@@ -448,13 +448,11 @@ mod tests {
     }
 
     #[test]
-    fn the_mark_covers_earlier_items_and_the_last_only_once_published() {
+    fn the_mark_covers_the_last_appended_item_and_every_earlier_one() {
         let m = Mark {
             seq: 5,
             id: "1-0".into(),
-            published: false,
         };
-        assert!(m.covers(4) && !m.covers(5) && !m.covers(6));
-        assert!(Mark { published: true, ..m }.covers(5));
+        assert!(m.covers(4) && m.covers(5) && !m.covers(6));
     }
 }

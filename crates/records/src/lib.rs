@@ -10,10 +10,17 @@
 //!   in one process take turns, so conflicts only come from other processes.
 //! - **The outbox**: side effects are queued in the record by the decision and so written
 //!   atomically with it. After the write they are drained in order: index updates (idempotent),
-//!   then the event appended to the log (exactly once per item, by the log's per-patient mark)
-//!   and published on its lane (at least once). A crash in between leaves them in the record;
-//!   the next load of that record (the redelivery, or any later write) drains them again. The
-//!   mark tells which are done, so the next write drops them.
+//!   then the event appended to the log (exactly once per item, by the log's per-patient mark),
+//!   which in the same step queues it on the log's lane outbox. A crash in between leaves them
+//!   in the record; the next load of that record (the redelivery, or any later write) drains
+//!   them again. The mark tells which are done, so the next write drops them.
+//! - **The lanes**: the [`relay`] publishes the lane outbox on the lanes (at least once) and only
+//!   then confirms it, off the request path and in batches. A repository not told that a relay
+//!   runs ([`Records::relayed`]) publishes what it appended itself before it answers.
+
+mod relay;
+
+pub use relay::{publish_waiting, relay};
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -111,6 +118,9 @@ pub struct Records<S, L, P> {
     pub bus: P,
     locks: Locks,
     known_wards: Arc<Mutex<HashSet<String>>>,
+    /// `Some`: no relay runs, so drains publish what they appended, as this relay name, one at a
+    /// time.
+    inline: Option<Arc<(String, tokio::sync::Mutex<()>)>>,
 }
 
 impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
@@ -121,7 +131,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             bus,
             locks,
             known_wards: Arc::default(),
+            inline: Some(Arc::new((relay::inline_name(), tokio::sync::Mutex::new(())))),
         }
+    }
+
+    /// A [`relay`] publishes this process's lane outbox: drains leave publishing to it.
+    pub fn relayed(mut self) -> Self {
+        self.inline = None;
+        self
     }
 
     /// A record as stored, or `None`.
@@ -172,8 +189,15 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             let _turn = self.locks.lock(patient_id).await;
             self.write(patient_id, &claims, decide).await?
         };
-        if let Some(record) = to_drain {
-            self.drain(&record).await?;
+        match to_drain {
+            Some(record) => self.drain(&record).await?,
+            // Nothing left to drain, but maybe appended and not published (a publish that failed).
+            None => {
+                if let Some(inline) = &self.inline {
+                    let _one_at_a_time = inline.1.lock().await;
+                    publish_waiting(&self.log, &self.bus, &inline.0).await?;
+                }
+            }
         }
         Ok((out, claimed))
     }
@@ -243,22 +267,16 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
     }
 
     /// Carry out a record's outbox, in order. Safe to run again: index changes are idempotent,
-    /// the log appends each item once, a lane may see an event twice (at least once).
+    /// the log appends (and queues for the lanes) each item once.
     pub async fn drain(&self, record: &PatientRecord) -> Result<(), PortError> {
         let pid = record.id.as_str();
         let owner = record.outbox_owner();
+        let mut events = false;
         for p in &record.outbox {
             match &p.action {
                 Action::Event { event } => {
-                    let id = match self.log.append(&owner, p.seq, event).await? {
-                        Appended::New(id) | Appended::Already(id) => id,
-                        Appended::Earlier => continue,
-                    };
-                    let mut event = event.clone();
-                    event.id = id;
-                    let payload = serde_json::to_vec(&event).map_err(|e| PortError::Corrupt(e.to_string()))?;
-                    self.bus.publish(event.kind.lane(), &payload).await?;
-                    self.log.published(&owner, p.seq).await?;
+                    let _: Appended = self.log.append(&owner, p.seq, event).await?;
+                    events = true;
                 }
                 Action::PlaceOnWard { ward } => {
                     self.remember_ward(ward).await?;
@@ -268,6 +286,10 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                 Action::ListUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, true).await?,
                 Action::UnlistUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, false).await?,
             }
+        }
+        if events && let Some(inline) = &self.inline {
+            let _one_at_a_time = inline.1.lock().await;
+            publish_waiting(&self.log, &self.bus, &inline.0).await?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use wardwatch_adapters::{MemoryBus, MemoryEventLog, MemoryStateStore};
 use wardwatch_domain::identity::Identifier;
-use wardwatch_domain::ports::{PortError, StateStore};
+use wardwatch_domain::ports::PortError;
 use wardwatch_domain::record::PatientRecord;
 use wardwatch_records::{Locks, Records, Step};
 use wardwatch_runtime::{Event, FailureKind, Function, Trigger};

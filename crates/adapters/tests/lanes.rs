@@ -1,0 +1,254 @@
+//! The lane outbox in the real Redis (127.0.0.1:6379) and the relays that publish it: what a
+//! lane's consumer sees is counted (the buses), not the outbox. Each test has a stream of its own.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde_json::Value;
+use tokio::sync::watch;
+use wardwatch_adapters::{MemoryBus, MemoryEventLog, RedisEventLog};
+use wardwatch_domain::events::{EventType, WardEvent};
+use wardwatch_domain::ports::{Backlog, EventLog, PortError, Publisher};
+use wardwatch_records::relay;
+use wardwatch_runtime::Secret;
+
+mod common;
+
+use common::{REDIS, conn};
+
+/// A fresh stream name, and a clean-up of its keys.
+struct Stream {
+    name: String,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Stream {
+    async fn new() -> Self {
+        Self {
+            name: format!("ww-lanes-{}:events", uuid::Uuid::new_v4().simple()),
+            conn: conn().await,
+        }
+    }
+
+    fn log(&self, max_len: usize) -> RedisEventLog {
+        RedisEventLog::new(&Secret::new(REDIS), &self.name, max_len).expect("log")
+    }
+
+    async fn outbox_len(&mut self) -> usize {
+        redis::cmd("XLEN")
+            .arg(format!("{}:lanes", self.name))
+            .query_async(&mut self.conn)
+            .await
+            .expect("xlen")
+    }
+
+    async fn clean_up(mut self) {
+        let keys: Vec<String> = self.conn.keys(format!("{}*", self.name)).await.expect("keys");
+        if !keys.is_empty() {
+            let _: () = self.conn.del(keys).await.expect("del");
+        }
+    }
+}
+
+fn event(patient: &str, n: u64) -> WardEvent {
+    WardEvent {
+        id: String::new(),
+        kind: EventType::ResultStored,
+        at: chrono::Utc::now(),
+        patient_id: patient.to_owned(),
+        mrn: Some("mrn".into()),
+        ward: None,
+        encounter_id: None,
+        result_id: Some(format!("r{n}")),
+        alert_id: None,
+        analyte: None,
+    }
+}
+
+/// Every message on the `lab-resulted` lane of these buses, by event id.
+fn seen(buses: &[&MemoryBus]) -> Vec<String> {
+    buses
+        .iter()
+        .flat_map(|b| b.messages("lab-resulted"))
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m).expect("json");
+            v["id"].as_str().expect("id").to_owned()
+        })
+        .collect()
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+#[tokio::test]
+async fn two_relays_publish_every_event_appended_by_concurrent_writers_exactly_once() {
+    let mut stream = Stream::new().await;
+    let (a, b) = (MemoryBus::default(), MemoryBus::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let relays = [
+        tokio::spawn(relay(stream.log(10_000), a.clone(), stop.clone())),
+        tokio::spawn(relay(stream.log(10_000), b.clone(), stop.clone())),
+    ];
+    // 20 writers ("processes" of their own), 10 patients each, 4 events per patient (a memory
+    // bus keeps the last 1,000 messages of a lane).
+    let mut writers = Vec::new();
+    for w in 0..20 {
+        let log = stream.log(10_000);
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for p in 0..10 {
+                let owner = format!("p{w}-{p}.0");
+                for seq in 1..=4 {
+                    match log.append(&owner, seq, &event(&owner, seq)).await.expect("append") {
+                        wardwatch_domain::ports::Appended::New(id) => ids.push(id),
+                        other => panic!("a first append answered {other:?}"),
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    let mut appended = HashSet::new();
+    for w in writers {
+        appended.extend(w.await.expect("writer"));
+    }
+    assert_eq!(appended.len(), 800);
+    until("every event on the lane", || seen(&[&a, &b]).len() >= 800).await;
+    let _ = stop_tx.send(true);
+    for r in relays {
+        r.await.expect("relay");
+    }
+    let seen = seen(&[&a, &b]);
+    assert_eq!(seen.len(), 800, "each event published once, by one relay or the other");
+    assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), appended);
+    assert_eq!(stream.outbox_len().await, 0, "confirmed events are forgotten");
+    stream.clean_up().await;
+}
+
+#[tokio::test]
+async fn events_a_stopped_relay_took_and_never_confirmed_are_published_by_another() {
+    let mut stream = Stream::new().await;
+    let log = stream.log(1_000).abandoned_after(Duration::from_millis(300));
+    for seq in 1..=5 {
+        log.append("p1.0", seq, &event("p1", seq)).await.expect("append");
+    }
+    // A relay takes them and stops before publishing: they stay pending in its name.
+    let taken = log
+        .unpublished("gone", Backlog::New, 10, Duration::ZERO)
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 5);
+    let early = log
+        .unpublished("other", Backlog::Abandoned, 10, Duration::ZERO)
+        .await
+        .expect("look");
+    assert!(
+        early.is_empty(),
+        "not taken over while the first relay may still publish them"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A relay starting now looks for abandoned events at once.
+    let bus = MemoryBus::default();
+    let (stop_tx, stop) = watch::channel(false);
+    let r = tokio::spawn(relay(log.clone(), bus.clone(), stop));
+    until("the abandoned events on the lane", || seen(&[&bus]).len() >= 5).await;
+    let _ = stop_tx.send(true);
+    r.await.expect("relay");
+    let ids: Vec<String> = taken.iter().map(|u| u.event.id.clone()).collect();
+    assert_eq!(seen(&[&bus]), ids, "each once, in order");
+    assert_eq!(stream.outbox_len().await, 0);
+    stream.clean_up().await;
+}
+
+/// A publisher that is down for its first `failures` calls.
+#[derive(Clone)]
+struct Flaky {
+    bus: MemoryBus,
+    failures: Arc<AtomicU32>,
+}
+
+impl Publisher for Flaky {
+    async fn publish(&self, lane: &str, payload: &[u8]) -> Result<(), PortError> {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::Unavailable("down".into()));
+        }
+        self.bus.publish(lane, payload).await
+    }
+    async fn ping(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_broker_that_refuses_stops_nothing_and_a_full_lane_outbox_refuses_appends_until_it_drains() {
+    let mut stream = Stream::new().await;
+    let log = stream.log(5);
+    for seq in 1..=5 {
+        log.append("p1.0", seq, &event("p1", seq)).await.expect("append");
+    }
+    assert!(
+        matches!(
+            log.append("p1.0", 6, &event("p1", 6)).await,
+            Err(PortError::Unavailable(_))
+        ),
+        "a full lane outbox is a transient refusal"
+    );
+    // The broker refuses the first three publishes: the relay retries its own, in a while.
+    let bus = MemoryBus::default();
+    let flaky = Flaky {
+        bus: bus.clone(),
+        failures: Arc::new(AtomicU32::new(3)),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let r = tokio::spawn(relay(log.clone(), flaky, stop));
+    until("the five on the lane", || seen(&[&bus]).len() >= 5).await;
+    let mut appended = false;
+    for _ in 0..100 {
+        if log.append("p1.0", 6, &event("p1", 6)).await.is_ok() {
+            appended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(appended, "accepted again once the lane outbox drained");
+    until("the sixth on the lane", || seen(&[&bus]).len() >= 6).await;
+    let _ = stop_tx.send(true);
+    r.await.expect("relay");
+    let seen = seen(&[&bus]);
+    assert_eq!(seen.len(), 6, "each once: {seen:?}");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 6);
+    assert_eq!(stream.outbox_len().await, 0);
+    stream.clean_up().await;
+}
+
+#[tokio::test]
+async fn in_memory_the_lane_outbox_is_bounded_too_and_a_stopping_relay_publishes_what_waits() {
+    let log = MemoryEventLog::new(3);
+    for seq in 1..=3 {
+        log.append("p1.0", seq, &event("p1", seq)).await.expect("append");
+    }
+    assert!(matches!(
+        log.append("p1.0", 4, &event("p1", 4)).await,
+        Err(PortError::Unavailable(_))
+    ));
+    let bus = MemoryBus::default();
+    // Stopped before it starts: it still publishes everything waiting, then returns.
+    let (_tx, stop) = watch::channel(true);
+    relay(log.clone(), bus.clone(), stop).await;
+    assert_eq!(seen(&[&bus]).len(), 3);
+    log.append("p1.0", 4, &event("p1", 4)).await.expect("room again");
+}
