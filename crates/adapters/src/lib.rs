@@ -25,7 +25,7 @@ pub use redis_log::RedisEventLog;
 
 use wardwatch_domain::events::WardEvent;
 use wardwatch_domain::ports::{
-    Appended, Backlog, EventId, EventLog, LogPage, PortError, Publisher, StateStore, Unpublished, Versioned,
+    Appended, Backlog, EventId, EventLog, LogPage, Membership, PortError, Publisher, StateStore, Unpublished, Versioned,
 };
 use wardwatch_domain::record::Mark;
 use wardwatch_runtime::{Backend, Config};
@@ -176,6 +176,18 @@ impl StateStore for Store {
             Store::Memory(s) => s.set_many_and_claim(items, claims).await,
             Store::Redis(s) => s.set_many_and_claim(items, claims).await,
             Store::Dapr(s) => s.set_many_and_claim(items, claims).await,
+        }
+    }
+    async fn set_many_claim_and_members(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+        members: &[Membership],
+    ) -> Result<(Vec<bool>, bool), PortError> {
+        match self {
+            Store::Memory(s) => s.set_many_claim_and_members(items, claims, members).await,
+            Store::Redis(s) => s.set_many_claim_and_members(items, claims, members).await,
+            Store::Dapr(s) => s.set_many_claim_and_members(items, claims, members).await,
         }
     }
     async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Script};
-use wardwatch_domain::ports::{PortError, StateStore, Versioned};
+use wardwatch_domain::ports::{Membership, PortError, StateStore, Versioned};
 use wardwatch_runtime::Secret;
 
 /// Dapr components-contrib `state/redis/redis.go` `setDefaultQuery`.
@@ -58,68 +58,118 @@ for i = 1, #KEYS do
 end;
 return #KEYS"#;
 
-/// [`SET_MANY_SCRIPT`] for the first `ARGV[1]` keys (`ARGV`: then ETag-or-"0" and data per
-/// key), then each remaining key created with its data (`version` 1, as Dapr's set script leaves
-/// a new key) unless it already exists, which is left alone. Nothing after a refusal is written.
-/// Returns 1 or 0 per remaining key: created or not.
-const SET_MANY_CLAIM_SCRIPT: &str = r#"
+/// A Lua function changing a membership index (`{"patients": {id: seq}}`) in place, in Dapr's
+/// layout: the JSON in `data` rewritten and `version` counted up, as a compare-and-set by the
+/// client would leave it. Returns 1 when it changed something, 0 when a later seq already did,
+/// or an error reply (a key that is not a hash, data that is not JSON).
+const MEMBER_FUNCTION: &str = r#"
+local function set_member(key, member, seq, add)
+  if type(redis.pcall("HGET", key, "version")) == "table" then
+    return redis.error_reply("CORRUPT not a hash")
+  end
+  local data = redis.call("HGET", key, "data")
+  -- The compact form serde_json and cjson write, and an id that needs no escaping: changed as
+  -- text, the cost of a copy rather than of decoding and encoding every member.
+  local head = '{"patients":{'
+  if (not data or (string.sub(data, 1, #head) == head and string.sub(data, -2) == "}}"))
+      and not string.find(member, "[^%w%.%-]") then
+    local body = data and string.sub(data, #head + 1, -3) or ""
+    local list = ","
+    if body ~= "" then list = "," .. body .. "," end
+    local s, e = string.find(list, ',"' .. member .. '":', 1, true)
+    local current, rest
+    if s then
+      local digits = string.match(list, "^%d+,", e + 1)
+      if digits then
+        current = tonumber(string.sub(digits, 1, -2))
+        rest = e + #digits
+      end
+    end
+    if not s or current then
+      if add then
+        if current and current >= seq then return 0 end
+        if current then
+          list = string.sub(list, 1, e) .. seq .. string.sub(list, rest)
+        else
+          list = list .. '"' .. member .. '":' .. seq .. ","
+        end
+      else
+        if not current or current >= seq then return 0 end
+        list = string.sub(list, 1, s) .. string.sub(list, rest + 1)
+      end
+      redis.call("HSET", key, "data", head .. string.sub(list, 2, -2) .. "}}")
+      redis.call("HINCRBY", key, "version", 1)
+      return 1
+    end
+  end
+  local doc = {}
+  if data then
+    local ok, decoded = pcall(cjson.decode, data)
+    if not ok or type(decoded) ~= "table" then
+      return redis.error_reply("CORRUPT not JSON")
+    end
+    doc = decoded
+  end
+  if type(doc.patients) ~= "table" then
+    doc.patients = {}
+  end
+  local current = doc.patients[member]
+  if add then
+    if current and current >= seq then return 0 end
+    doc.patients[member] = seq
+  else
+    if not current or current >= seq then return 0 end
+    doc.patients[member] = nil
+  end
+  redis.call("HSET", key, "data", cjson.encode(doc))
+  redis.call("HINCRBY", key, "version", 1)
+  return 1
+end
+"#;
+
+/// One membership change. KEYS: the index. ARGV: member, seq, "1" to add or "0" to remove.
+const SET_MEMBER_BODY: &str = r#"
+return set_member(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3] == "1")"#;
+
+/// [`SET_MANY_SCRIPT`] for the first `ARGV[1]` keys, then `ARGV[2]` claims: each key created with
+/// its data (`version` 1, as Dapr's set script leaves a new key) unless it already exists, which
+/// is left alone; then the remaining keys' membership changes. `ARGV` after the counts: ETag-or-"0"
+/// and data per key, data per claim, member, seq and "1"/"0" per membership. Nothing after a
+/// refusal is written. Returns 1 or 0 per claim: created or not.
+const COMMIT_BODY: &str = r#"
 local n = tonumber(ARGV[1])
+local c = tonumber(ARGV[2])
 for i = 1, n do
   local etag = redis.pcall("HGET", KEYS[i], "version");
   if type(etag) == "table" then
     redis.call("DEL", KEYS[i]);
   end;
   local fwr = redis.pcall("HGET", KEYS[i], "first-write");
-  local ver = ARGV[2 * i];
+  local ver = ARGV[2 * i + 1];
   if not etag or type(etag)=="table" or etag == "" or etag == ver or (not fwr and ver == "0") then
-    redis.call("HSET", KEYS[i], "data", ARGV[2 * i + 1]);
+    redis.call("HSET", KEYS[i], "data", ARGV[2 * i + 2]);
     redis.call("HINCRBY", KEYS[i], "version", 1);
   else
     return error("failed to set key " .. KEYS[i])
   end;
 end;
 local created = {}
-for i = n + 1, #KEYS do
+local a = 2 * n + 2
+for i = n + 1, n + c do
+  a = a + 1
   if redis.call("EXISTS", KEYS[i]) == 1 then
     created[#created + 1] = 0
   else
-    redis.call("HSET", KEYS[i], "data", ARGV[n + i + 1], "version", 1);
+    redis.call("HSET", KEYS[i], "data", ARGV[a], "version", 1);
     created[#created + 1] = 1
   end;
 end;
+for i = n + c + 1, #KEYS do
+  local r = set_member(KEYS[i], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3] == "1")
+  if type(r) == "table" then return r end
+  a = a + 3
+end;
 return created"#;
-
-/// A membership index (`{"patients": {id: seq}}`) changed in place, in Dapr's layout: the JSON in
-/// `data` rewritten and `version` counted up, as a compare-and-set by the client would leave it.
-/// `ARGV`: member, seq, "1" to add or "0" to remove. Returns 1 when it changed something.
-const SET_MEMBER_SCRIPT: &str = r#"
-if type(redis.pcall("HGET", KEYS[1], "version")) == "table" then
-  return redis.error_reply("CORRUPT not a hash")
-end
-local data = redis.call("HGET", KEYS[1], "data")
-local doc = {}
-if data then
-  local ok, decoded = pcall(cjson.decode, data)
-  if not ok or type(decoded) ~= "table" then
-    return redis.error_reply("CORRUPT not JSON")
-  end
-  doc = decoded
-end
-if type(doc.patients) ~= "table" then
-  doc.patients = {}
-end
-local seq = tonumber(ARGV[2])
-local current = doc.patients[ARGV[1]]
-if ARGV[3] == "1" then
-  if current and current >= seq then return 0 end
-  doc.patients[ARGV[1]] = seq
-else
-  if not current or current >= seq then return 0 end
-  doc.patients[ARGV[1]] = nil
-end
-redis.call("HSET", KEYS[1], "data", cjson.encode(doc))
-redis.call("HINCRBY", KEYS[1], "version", 1)
-return 1"#;
 
 /// Redis state store. Connects lazily and reconnects by itself; cheap to clone.
 #[derive(Clone)]
@@ -128,7 +178,7 @@ pub struct RedisStateStore {
     prefix: String,
     set: Script,
     set_many: Script,
-    set_many_claim: Script,
+    commit: Script,
     set_member: Script,
     del: Script,
 }
@@ -177,8 +227,8 @@ impl RedisStateStore {
             prefix: prefix.to_owned(),
             set: Script::new(SET_SCRIPT),
             set_many: Script::new(SET_MANY_SCRIPT),
-            set_many_claim: Script::new(SET_MANY_CLAIM_SCRIPT),
-            set_member: Script::new(SET_MEMBER_SCRIPT),
+            commit: Script::new(&format!("{MEMBER_FUNCTION}{COMMIT_BODY}")),
+            set_member: Script::new(&format!("{MEMBER_FUNCTION}{SET_MEMBER_BODY}")),
             del: Script::new(DEL_SCRIPT),
         })
     }
@@ -284,8 +334,17 @@ impl StateStore for RedisStateStore {
             self.set_many(items).await?;
             return Ok(Vec::new());
         }
-        let mut invocation = self.set_many_claim.prepare_invoke();
-        invocation.arg(items.len());
+        Ok(self.set_many_claim_and_members(items, claims, &[]).await?.0)
+    }
+
+    async fn set_many_claim_and_members(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+        members: &[Membership],
+    ) -> Result<(Vec<bool>, bool), PortError> {
+        let mut invocation = self.commit.prepare_invoke();
+        invocation.arg(items.len()).arg(claims.len());
         for (key, data, etag) in items {
             check_key(key)?;
             invocation.key(self.redis_key(key));
@@ -296,14 +355,22 @@ impl StateStore for RedisStateStore {
             invocation.key(self.redis_key(key));
             invocation.arg(data.as_slice());
         }
+        for m in members {
+            check_key(&m.key)?;
+            invocation.key(self.redis_key(&m.key));
+            invocation
+                .arg(&m.member)
+                .arg(m.seq)
+                .arg(if m.present { "1" } else { "0" });
+        }
         let mut conn = self.conn.clone();
         let created: Vec<i64> = invocation.invoke_async(&mut conn).await.map_err(|e| classify(&e))?;
         if created.len() != claims.len() {
             return Err(PortError::Corrupt(
-                "redis: the claim script answered the wrong count".into(),
+                "redis: the commit script answered the wrong count".into(),
             ));
         }
-        Ok(created.into_iter().map(|c| c == 1).collect())
+        Ok((created.into_iter().map(|c| c == 1).collect(), true))
     }
 
     async fn set_member(&self, key: &str, member: &str, seq: u64, present: bool) -> Result<bool, PortError> {

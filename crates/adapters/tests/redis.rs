@@ -182,6 +182,42 @@ async fn a_membership_index_changes_in_place_in_daprs_layout_and_only_forward() 
 }
 
 #[tokio::test]
+async fn membership_changes_in_any_order_leave_what_a_decoded_index_would() {
+    let (s, prefix, mut c) = store().await;
+    // The ids include one named like the index's own field, dots and dashes, and one the fast
+    // path leaves to the decoding one.
+    let ids = ["p1", "p10", "1", "patients", "a-b.c", "x y"];
+    let mut model: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..300 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let id = ids[(rng % ids.len() as u64) as usize];
+        let seq = (rng >> 8) % 40;
+        let add = (rng >> 20) % 3 != 0;
+        let changed = s.set_member("ward-z-0", id, seq, add).await.expect("change");
+        assert!(changed, "the Redis store makes every change itself");
+        match (add, model.get(id).copied()) {
+            (true, Some(cur)) if cur >= seq => {}
+            (true, _) => {
+                model.insert(id.to_owned(), seq);
+            }
+            (false, Some(cur)) if cur < seq => {
+                model.remove(id);
+            }
+            (false, _) => {}
+        }
+        let stored = s.get("ward-z-0").await.expect("get").expect("stored");
+        let doc: serde_json::Value = serde_json::from_slice(&stored.data).expect("json");
+        let expected: serde_json::Map<String, serde_json::Value> =
+            model.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+        assert_eq!(doc, serde_json::json!({"patients": expected}));
+    }
+    cleanup(&mut c, &prefix).await;
+}
+
+#[tokio::test]
 async fn claims_ride_on_the_records_write_and_never_outlive_a_refused_one() {
     let (s, _prefix, _c) = store().await;
     let item = |k: &str, v: &str, etag: Option<&str>| (k.to_owned(), v.as_bytes().to_vec(), etag.map(str::to_owned));

@@ -34,6 +34,16 @@ pub struct Versioned {
     pub etag: String,
 }
 
+/// A change to a membership index (`{"patients": {id: seq}}`): add (`present`) or remove
+/// `member`, unless a later `seq` already did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub key: String,
+    pub member: String,
+    pub seq: u64,
+    pub present: bool,
+}
+
 /// Key-value state with optimistic concurrency (Dapr state API semantics).
 pub trait StateStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Versioned>, PortError>> + Send;
@@ -76,6 +86,19 @@ pub trait StateStore: Send + Sync + 'static {
             }
             Ok(created)
         }
+    }
+    /// [`StateStore::set_many_and_claim`], and after its writes each of `members` as
+    /// [`StateStore::set_member`] would — in the same step where the store can. With the claims'
+    /// answer, whether the memberships were applied: `false` (this store cannot) leaves them to
+    /// the caller.
+    fn set_many_claim_and_members(
+        &self,
+        items: &[(String, Vec<u8>, Option<String>)],
+        claims: &[(String, Vec<u8>)],
+        members: &[Membership],
+    ) -> impl Future<Output = Result<(Vec<bool>, bool), PortError>> + Send {
+        let _ = members;
+        async move { Ok((self.set_many_and_claim(items, claims).await?, false)) }
     }
     /// Add (`present`) or remove `member` in a membership index (`{"patients": {id: seq}}`) in
     /// one step, unless a later `seq` already did. `Ok(false)`: this store cannot, and the caller

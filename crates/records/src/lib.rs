@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use wardwatch_domain::identity::Identifier;
 use wardwatch_domain::keys;
 use wardwatch_domain::ports::{
-    Appended, CREATE_ONLY_ETAG, EventLog, PortError, Publisher, StateStore, get_json, put_json,
+    Appended, CREATE_ONLY_ETAG, EventLog, Membership, PortError, Publisher, StateStore, get_json, put_json,
 };
 use wardwatch_domain::record::{Action, PatientRecord};
 
@@ -190,7 +190,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             self.write(patient_id, &claims, decide).await?
         };
         match to_drain {
-            Some(record) => self.drain(&record).await?,
+            Some((record, indexed)) => self.drain_after(&record, indexed).await?,
             // Nothing left to drain, but maybe appended and not published (a publish that failed).
             None => {
                 if let Some(inline) = &self.inline {
@@ -203,13 +203,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
     }
 
     /// The compare-and-set loop of [`Records::update`]: what to answer, which claims were
-    /// written with the record, and the record whose outbox is to be drained.
+    /// written with the record, and the record whose outbox is to be drained, with whether its
+    /// index changes were made with the write.
     async fn write<T, E, F>(
         &self,
         patient_id: &str,
         claims: &[(String, Vec<u8>)],
         mut decide: F,
-    ) -> Result<(T, Vec<bool>, Option<PatientRecord>), E>
+    ) -> Result<(T, Vec<bool>, Option<(PatientRecord, bool)>), E>
     where
         E: From<PortError>,
         F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
@@ -231,7 +232,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             };
             let leftover = current.as_ref().filter(|r| !r.outbox.is_empty()).cloned();
             match decide(current)? {
-                Step::Keep(out) => return Ok((out, vec![false; claims.len()], leftover)),
+                Step::Keep(out) => return Ok((out, vec![false; claims.len()], leftover.map(|r| (r, false)))),
                 Step::Write { record, resources, out } => {
                     // The resources it refers to first, then the record, in one round trip
                     // where the store can: a refused record leaves only resource versions that
@@ -248,8 +249,19 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                         data,
                         Some(etag.unwrap_or_else(|| CREATE_ONLY_ETAG.to_owned())),
                     ));
-                    match self.store.set_many_and_claim(&items, claims).await {
-                        Ok(claimed) => return Ok((out, claimed, (!record.outbox.is_empty()).then_some(record))),
+                    // The record's index changes ride on its write where the store can: the
+                    // drain then only appends its events.
+                    let members = memberships(&record);
+                    // The ward list names a ward before any index of it does.
+                    for p in &record.outbox {
+                        if let Action::PlaceOnWard { ward } = &p.action {
+                            self.remember_ward(ward).await?;
+                        }
+                    }
+                    match self.store.set_many_claim_and_members(&items, claims, &members).await {
+                        Ok((claimed, indexed)) => {
+                            return Ok((out, claimed, (!record.outbox.is_empty()).then_some((record, indexed))));
+                        }
                         Err(PortError::Conflict) => match pauses.next() {
                             Some(pause) => tokio::time::sleep(pause).await,
                             None => {
@@ -269,6 +281,11 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
     /// Carry out a record's outbox, in order. Safe to run again: index changes are idempotent,
     /// the log appends (and queues for the lanes) each item once.
     pub async fn drain(&self, record: &PatientRecord) -> Result<(), PortError> {
+        self.drain_after(record, false).await
+    }
+
+    /// [`Records::drain`], the index changes left out when `indexed` (made with the write).
+    async fn drain_after(&self, record: &PatientRecord, indexed: bool) -> Result<(), PortError> {
         let pid = record.id.as_str();
         let owner = record.outbox_owner();
         let mut events = false;
@@ -278,6 +295,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                     let _: Appended = self.log.append(&owner, p.seq, event).await?;
                     events = true;
                 }
+                _ if indexed => {}
                 Action::PlaceOnWard { ward } => {
                     self.remember_ward(ward).await?;
                     self.set_member(&keys::ward(ward, pid), pid, p.seq, true).await?;
@@ -520,6 +538,28 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         }
         Ok(out)
     }
+}
+
+/// The index changes a record's outbox asks for, as the store makes them.
+fn memberships(record: &PatientRecord) -> Vec<Membership> {
+    let pid = record.id.as_str();
+    let change = |key: String, seq: u64, present: bool| Membership {
+        key,
+        member: pid.to_owned(),
+        seq,
+        present,
+    };
+    record
+        .outbox
+        .iter()
+        .filter_map(|p| match &p.action {
+            Action::Event { .. } => None,
+            Action::PlaceOnWard { ward } => Some(change(keys::ward(ward, pid), p.seq, true)),
+            Action::RemoveFromWard { ward } => Some(change(keys::ward(ward, pid), p.seq, false)),
+            Action::ListUnplaced => Some(change(keys::UNPLACED.to_owned(), p.seq, true)),
+            Action::UnlistUnplaced => Some(change(keys::UNPLACED.to_owned(), p.seq, false)),
+        })
+        .collect()
 }
 
 /// Refuse data in the first layout (one census key, `alerts-open`) with a clear message, and
