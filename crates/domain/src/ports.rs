@@ -248,20 +248,22 @@ pub async fn get_json<T: DeserializeOwned, S: StateStore>(
     store: &S,
     key: &str,
 ) -> Result<Option<(T, String)>, PortError> {
-    match store.get(key).await? {
-        None => Ok(None),
-        Some(v) => serde_json::from_slice(&v.data)
-            .map(|t| Some((t, v.etag)))
-            // The serde message can quote stored values (patient data): keep only the position.
-            .map_err(|e| {
-                PortError::Corrupt(format!(
-                    "{}: unexpected JSON at line {} column {}",
-                    key_kind(key),
-                    e.line(),
-                    e.column()
-                ))
-            }),
-    }
+    store.get(key).await?.map(|v| parse_json(key, v)).transpose()
+}
+
+/// A stored entry's JSON value and its ETag; `key` names it in the error.
+pub fn parse_json<T: DeserializeOwned>(key: &str, v: Versioned) -> Result<(T, String), PortError> {
+    serde_json::from_slice(&v.data)
+        .map(|t| (t, v.etag))
+        // The serde message can quote stored values (patient data): keep only the position.
+        .map_err(|e| {
+            PortError::Corrupt(format!(
+                "{}: unexpected JSON at line {} column {}",
+                key_kind(key),
+                e.line(),
+                e.column()
+            ))
+        })
 }
 
 /// Write a JSON value (last write wins unless `etag` is given).

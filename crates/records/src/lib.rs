@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use wardwatch_domain::identity::Identifier;
 use wardwatch_domain::keys;
 use wardwatch_domain::ports::{
-    Appended, CREATE_ONLY_ETAG, EventLog, Membership, PortError, Publisher, StateStore, get_json, put_json,
+    Appended, CREATE_ONLY_ETAG, EventLog, Membership, PortError, Publisher, StateStore, Versioned, get_json,
+    parse_json, put_json,
 };
 use wardwatch_domain::record::{Action, PatientRecord};
 
@@ -110,6 +111,15 @@ pub enum Claim {
     HeldBy(String),
 }
 
+/// A record read ahead, in the same round trip as something else: the first attempt of
+/// [`Records::update_claiming_from`] for that patient starts from it instead of reading again
+/// (a stale one only costs a conflict and a fresh read).
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    patient_id: String,
+    found: Option<Versioned>,
+}
+
 /// The repository. Cheap to clone.
 #[derive(Clone)]
 pub struct Records<S, L, P> {
@@ -174,6 +184,22 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         E: From<PortError>,
         F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
     {
+        self.update_claiming_from(patient_id, identifiers, None, decide).await
+    }
+
+    /// [`Records::update_claiming`], starting from `prefetched` when it is this patient's.
+    pub async fn update_claiming_from<T, E, F>(
+        &self,
+        patient_id: &str,
+        identifiers: &[Identifier],
+        prefetched: Option<Prefetched>,
+        decide: F,
+    ) -> Result<(T, Vec<bool>), E>
+    where
+        E: From<PortError>,
+        F: FnMut(Option<PatientRecord>) -> Result<Step<T>, E>,
+    {
+        let first = prefetched.filter(|p| p.patient_id == patient_id).map(|p| p.found);
         let claims = identifiers
             .iter()
             .map(|i| {
@@ -187,7 +213,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             .collect::<Result<Vec<_>, _>>()?;
         let (out, claimed, to_drain) = {
             let _turn = self.locks.lock(patient_id).await;
-            self.write(patient_id, &claims, decide).await?
+            self.write(patient_id, &claims, first, decide).await?
         };
         match to_drain {
             Some((record, indexed)) => self.drain_after(&record, indexed).await?,
@@ -209,6 +235,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         &self,
         patient_id: &str,
         claims: &[(String, Vec<u8>)],
+        mut first: Option<Option<Versioned>>,
         mut decide: F,
     ) -> Result<(T, Vec<bool>, Option<(PatientRecord, bool)>), E>
     where
@@ -219,7 +246,11 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
         let mut written: HashSet<String> = HashSet::new();
         let mut pauses = backoff();
         loop {
-            let (current, etag) = match get_json::<PatientRecord, S>(&self.store, &key).await? {
+            let found = match first.take() {
+                Some(found) => found,
+                None => self.store.get(&key).await?,
+            };
+            let (current, etag) = match found.map(|v| parse_json::<PatientRecord>(&key, v)).transpose()? {
                 Some((mut r, etag)) => {
                     // Drained items stay in the record until a write: the log's mark says which.
                     if !r.outbox.is_empty() {
@@ -394,6 +425,34 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                 .await?
                 .map(|(i, _)| i.patient_id),
         )
+    }
+
+    /// [`Records::lookup`], and in the same round trip where the store can, the record of
+    /// `candidate`: the patient the identifier most likely belongs to (the id it was given, or
+    /// the one its identity derives).
+    pub async fn lookup_and_prefetch(
+        &self,
+        identifier: &Identifier,
+        candidate: &str,
+    ) -> Result<(Option<String>, Prefetched), PortError> {
+        let index_key = keys::identifier(&identifier.system, &identifier.value);
+        let mut found = self
+            .store
+            .get_many(&[index_key.clone(), keys::record(candidate)])
+            .await?
+            .into_iter();
+        let (index, record) = (found.next().flatten(), found.next().flatten());
+        let holder = index
+            .map(|v| parse_json::<IdentIndex>(&index_key, v))
+            .transpose()?
+            .map(|(i, _)| i.patient_id);
+        Ok((
+            holder,
+            Prefetched {
+                patient_id: candidate.to_owned(),
+                found: record,
+            },
+        ))
     }
 
     /// Point an identifier at a patient, unless it already points at another. Written only after

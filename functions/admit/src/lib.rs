@@ -21,7 +21,7 @@ use wardwatch_domain::identity::{Identifier, IdentityRules};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
 use wardwatch_domain::record::EncounterState;
 use wardwatch_domain::{Issue, ids, keys};
-use wardwatch_records::{Claim, Records, Step};
+use wardwatch_records::{Claim, Prefetched, Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 /// Why an admission was refused. Each variant classifies itself for the runtime.
@@ -103,6 +103,8 @@ struct Group {
     identifiers: Vec<Identifier>,
     /// The identity's index already points at this patient: nothing to claim for it.
     indexed: Option<Identifier>,
+    /// The record as read while resolving the patient.
+    prefetched: Option<Prefetched>,
 }
 
 fn id_from_put_url(entry: &Value, resource_type: &str) -> Option<String> {
@@ -174,15 +176,23 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
     /// The patient id for a Patient: the one it was given, else the one its identity already
     /// has, else one derived from its identity. A given id whose identity another patient holds
     /// is refused, unless that other record only holds results that came first: it is joined.
-    /// Also whether the identity's index already points at that id.
-    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, bool), AdmitError> {
-        let holder = self.records.lookup(&plan.identity).await?;
-        let id = self.choose_id(plan, holder.clone()).await?;
+    /// Also whether the identity's index already points at that id, and the record of the
+    /// likeliest id, read in the same round trip as the index.
+    async fn resolve_patient(&self, plan: &PatientPlan) -> Result<(String, bool, Prefetched), AdmitError> {
+        let derived = ids::derived("patient", &[&plan.identity.system, &plan.identity.value]);
+        let candidate = plan.given_id.as_deref().unwrap_or(&derived);
+        let (holder, prefetched) = self.records.lookup_and_prefetch(&plan.identity, candidate).await?;
+        let id = self.choose_id(plan, holder.clone(), derived).await?;
         let indexed = holder.as_deref() == Some(id.as_str());
-        Ok((id, indexed))
+        Ok((id, indexed, prefetched))
     }
 
-    async fn choose_id(&self, plan: &PatientPlan, holder: Option<String>) -> Result<String, AdmitError> {
+    async fn choose_id(
+        &self,
+        plan: &PatientPlan,
+        holder: Option<String>,
+        derived: String,
+    ) -> Result<String, AdmitError> {
         match (&plan.given_id, holder) {
             (Some(given), Some(holder)) if *given != holder => match self.records.load(&holder).await? {
                 Some(r) if r.known => Err(AdmitError::IdentifierTaken(Issue::new(
@@ -196,7 +206,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             },
             (Some(given), _) => Ok(given.clone()),
             (None, Some(holder)) => Ok(holder),
-            (None, None) => Ok(ids::derived("patient", &[&plan.identity.system, &plan.identity.value])),
+            (None, None) => Ok(derived),
         }
     }
 
@@ -293,7 +303,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             .collect();
         let ((), claimed) = self
             .records
-            .update_claiming(patient_id, &to_claim, |record| {
+            .update_claiming_from(patient_id, &to_claim, group.prefetched, |record| {
                 let d = admission::decide(record, patient_id, input.clone(), now);
                 Ok::<_, AdmitError>(if d.changed {
                     Step::Write {
@@ -343,7 +353,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         // answer's body), not for a Bundle's entries.
         let mut locations: Vec<(Option<usize>, String, Option<Value>)> = Vec::new();
         for plan in &patients {
-            let (pid, indexed) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
+            let (pid, indexed, prefetched) = self.resolve_patient(plan).await.map_err(|e| relocate(e, plan.entry))?;
             let mut resource = plan.resource.clone();
             resource["id"] = Value::String(pid.clone());
             let d = digest(&resource.to_string());
@@ -365,6 +375,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             let group = groups.entry(pid.clone()).or_default();
             group.identifiers = plan.identifiers.clone();
             group.indexed = indexed.then(|| plan.identity.clone());
+            group.prefetched = Some(prefetched);
             group.patient = Some((resource, update));
             resolved.push((pid, plan));
         }

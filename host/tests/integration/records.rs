@@ -10,9 +10,11 @@ use chrono::{Duration as Days, Utc};
 use serde_json::{Value, json};
 use wardwatch_adapters::{MemoryBus, RedisEventLog, RedisStateStore};
 use wardwatch_domain::events::EventType;
-use wardwatch_domain::ports::{EventLog, StateStore};
+use wardwatch_domain::identity::Identifier;
+use wardwatch_domain::ports::{EventLog, PortError, StateStore};
+use wardwatch_domain::record::PatientRecord;
 use wardwatch_domain::rules::CriticalLimits;
-use wardwatch_records::{Locks, Records};
+use wardwatch_records::{Locks, Records, Step};
 use wardwatch_runtime::{Event, FailureKind, Function, Secret, Trigger};
 
 use crate::helpers::{Host, REDIS, clean_up, config, fixture, require_redis, unique};
@@ -154,6 +156,61 @@ async fn a_discharged_stay_is_not_reopened_by_a_replayed_older_admission() {
     let members = b.ward_members(&wards[0]).await.expect("members");
     assert!(members.is_empty(), "still discharged: {members:?}");
     assert!(bus_b.messages("admissions").is_empty(), "the replay announced nothing");
+    clean_up(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_record_read_ahead_and_changed_meanwhile_is_decided_again_from_the_fresh_one() {
+    require_redis().await;
+    let prefix = unique("ww-rec");
+    let (a, _) = process(&prefix);
+    let (b, _) = process(&prefix);
+    let name = |record: &PatientRecord| record.name.clone().unwrap_or_default();
+    let write = |mut record: PatientRecord, to: String| {
+        record.name = Some(to);
+        Ok::<_, PortError>(Step::Write {
+            record,
+            resources: Vec::new(),
+            out: (),
+        })
+    };
+    a.update("p1", |r| {
+        write(
+            r.unwrap_or_else(|| PatientRecord::new("p1", Utc::now())),
+            "first".into(),
+        )
+    })
+    .await
+    .expect("create");
+    let ident = Identifier {
+        system: "urn:test".into(),
+        value: "1".into(),
+    };
+    let (_, read_ahead) = a.lookup_and_prefetch(&ident, "p1").await.expect("read ahead");
+    // Another process changes the record after it was read ahead.
+    b.update("p1", |r| {
+        let r = r.expect("exists");
+        let to = format!("{} second", name(&r));
+        write(r, to)
+    })
+    .await
+    .expect("change");
+    let mut seen = Vec::new();
+    a.update_claiming_from("p1", &[], Some(read_ahead), |r| {
+        let r = r.expect("exists");
+        seen.push(name(&r));
+        let to = format!("{} third", name(&r));
+        write(r, to)
+    })
+    .await
+    .expect("update");
+    assert_eq!(
+        seen,
+        ["first", "first second"],
+        "the stale copy conflicts and is read again"
+    );
+    let record = b.load("p1").await.expect("load").expect("record");
+    assert_eq!(name(&record), "first second third", "no update lost");
     clean_up(&prefix).await;
 }
 
