@@ -126,6 +126,8 @@ pub async fn relay<L: EventLog, P: Publisher>(log: L, bus: P, stop: watch::Recei
                 if n == 0 && stopping {
                     return;
                 }
+                // In process every step may complete at once: give the request tasks their turn.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 retry_mine = true;
