@@ -610,6 +610,11 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // A response written in more than one segment must not wait for the client's
+                // delayed ACK (Nagle): ~1 % of keep-alive requests took 40 ms+ without this.
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %e, "TCP_NODELAY not set");
+                }
                 let app = app.clone();
                 let service = service_fn(move |req| {
                     let app = app.clone();

@@ -76,6 +76,8 @@ async fn main() -> ExitCode {
                 continue;
             }
         };
+        // As Wardwatch's server does (crates/runtime/src/http.rs): the same socket options on both.
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
