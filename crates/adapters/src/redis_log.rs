@@ -79,22 +79,29 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// Lane-outbox entries (`[id, [field, value, …]]`): the events, and the ids of entries that were
-/// deleted while pending (their fields are nil).
-fn parse_outbox(entries: Value) -> Result<(Vec<Unpublished>, Vec<String>), PortError> {
-    let corrupt = || PortError::Corrupt("a lane outbox entry is malformed".into());
-    let mut out = Vec::new();
-    let mut gone = Vec::new();
+/// What a read of the lane outbox found.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<Unpublished>,
+    /// Entries deleted while pending (their fields are nil): done.
+    gone: Vec<String>,
+    /// Entries that cannot be read as an event (not written by this log's script).
+    malformed: Vec<String>,
+}
+
+/// Lane-outbox entries (`[id, [field, value, …]]`).
+fn parse_outbox(entries: Value) -> Outbox {
+    let mut out = Outbox::default();
     let Value::Array(entries) = entries else {
-        return Ok((out, gone));
+        return out;
     };
     for entry in entries {
-        let Value::Array(parts) = entry else {
-            return Err(corrupt());
+        let Value::Array(parts) = entry else { continue };
+        let Some(handle) = parts.first().and_then(text) else {
+            continue;
         };
-        let handle = parts.first().and_then(text).ok_or_else(corrupt)?;
         let Some(Value::Array(fields)) = parts.get(1) else {
-            gone.push(handle);
+            out.gone.push(handle);
             continue;
         };
         let field = |name: &str| {
@@ -104,15 +111,19 @@ fn parse_outbox(entries: Value) -> Result<(Vec<Unpublished>, Vec<String>), PortE
                 .and_then(|kv| kv.get(1))
                 .and_then(text)
         };
-        let (Some(id), Some(json)) = (field("id"), field("e")) else {
-            return Err(corrupt());
+        let event = match (field("id"), field("e")) {
+            (Some(id), Some(json)) => serde_json::from_str::<WardEvent>(&json).ok().map(|mut e| {
+                e.id = id;
+                e
+            }),
+            _ => None,
         };
-        let mut event: WardEvent = serde_json::from_str(&json)
-            .map_err(|e| PortError::Corrupt(format!("lane outbox entry: line {} column {}", e.line(), e.column())))?;
-        event.id = id;
-        out.push(Unpublished { handle, event });
+        match event {
+            Some(event) => out.events.push(Unpublished { handle, event }),
+            None => out.malformed.push(handle),
+        }
     }
-    Ok((out, gone))
+    out
 }
 
 fn parse_entries(entries: Vec<Entry>) -> Result<Vec<WardEvent>, PortError> {
@@ -279,12 +290,25 @@ impl EventLog for RedisEventLog {
                 _ => Value::Nil,
             },
         };
-        let (out, gone) = parse_outbox(entries)?;
+        let Outbox {
+            events,
+            mut gone,
+            malformed,
+        } = parse_outbox(entries);
+        for handle in &malformed {
+            // Never one that stops every event behind it: the log keeps what it holds.
+            tracing::error!(
+                lanes = %self.lanes,
+                entry = %handle,
+                "a lane outbox entry is not an event: removed without being published"
+            );
+        }
+        gone.extend(malformed);
         if !gone.is_empty() {
-            // Deleted while pending (confirmed by a relay that was thought gone): done.
+            // Deleted while pending (confirmed by a relay that was thought gone), or unreadable.
             self.confirm_published(&gone).await?;
         }
-        Ok(out)
+        Ok(events)
     }
 
     /// `XACK` and `XDEL` in one round trip.

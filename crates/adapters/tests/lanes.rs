@@ -170,6 +170,27 @@ async fn events_a_stopped_relay_took_and_never_confirmed_are_published_by_anothe
     stream.clean_up().await;
 }
 
+#[tokio::test]
+async fn an_entry_that_is_not_an_event_never_holds_up_the_ones_behind_it() {
+    let mut stream = Stream::new().await;
+    let log = stream.log(1_000);
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:lanes", stream.name))
+        .arg("*")
+        .arg("e")
+        .arg("not an event")
+        .query_async(&mut stream.conn)
+        .await
+        .expect("xadd");
+    log.append("p1.0", 1, &event("p1", 1)).await.expect("append");
+    let bus = MemoryBus::default();
+    let (_tx, stop) = watch::channel(true);
+    relay(log.clone(), bus.clone(), stop).await;
+    assert_eq!(seen(&[&bus]).len(), 1, "the event behind it is published");
+    assert_eq!(stream.outbox_len().await, 0, "and the unreadable entry removed");
+    stream.clean_up().await;
+}
+
 /// A publisher that is down for its first `failures` calls.
 #[derive(Clone)]
 struct Flaky {
