@@ -104,7 +104,7 @@ async fn round<L: EventLog, P: Publisher>(
         }
     }
     if *retry_mine {
-        pass(log, bus, name, Backlog::Mine, Duration::ZERO).await?;
+        while pass(log, bus, name, Backlog::Mine, Duration::ZERO).await? == BATCH {}
         *retry_mine = false;
     }
     pass(log, bus, name, Backlog::New, wait).await
