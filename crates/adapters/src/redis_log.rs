@@ -172,11 +172,6 @@ impl RedisEventLog {
         self
     }
 
-    /// The lane outbox's stream key (`<stream>:lanes`).
-    pub fn lanes(&self) -> &str {
-        &self.lanes
-    }
-
     /// `XREADGROUP` / `XAUTOCLAIM` answered `NOGROUP`: make the group (and the stream). From id
     /// 0: everything in the lane outbox is unpublished, confirmed entries having been deleted.
     async fn ensure_group(&self) -> Result<(), PortError> {
