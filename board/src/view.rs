@@ -144,6 +144,18 @@ pub fn number(v: f64) -> String {
     s.to_owned()
 }
 
+/// A result as shown: the canonical number with its comparator; a result that cannot be
+/// evaluated as it was reported, marked; text as it is.
+pub fn shown(r: &ResultEntry) -> String {
+    let c = r.comparator.as_deref().unwrap_or("");
+    match (r.value, r.reported_value, &r.text) {
+        (Some(v), _, _) => format!("{c}{}", number(v)),
+        (None, Some(v), _) => format!("{c}{} (not evaluated)", number(v)),
+        (None, None, Some(t)) => t.clone(),
+        (None, None, None) => "—".into(),
+    }
+}
+
 fn label(r: &ResultEntry) -> String {
     match r.analyte.as_deref() {
         Some(name) => {
@@ -152,7 +164,13 @@ fn label(r: &ResultEntry) -> String {
                 .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
                 .unwrap_or_default()
         }
-        None => format!("LOINC {}", r.loinc),
+        None if !r.loinc.is_empty() => format!("LOINC {}", r.loinc),
+        None => r
+            .local_code
+            .as_deref()
+            .and_then(|c| c.rsplit('|').next())
+            .unwrap_or("result")
+            .to_owned(),
     }
 }
 
@@ -192,7 +210,7 @@ fn latest_results(record: &PatientRecord) -> Vec<ResultChip> {
                 .any(|a| a.result_id == latest.result_id && a.status.is_open());
             Some(ResultChip {
                 label: label(latest),
-                value: format!("{}{}", latest.comparator.as_deref().unwrap_or(""), number(latest.value)),
+                value: shown(latest),
                 unit: unit(&latest.unit),
                 trend,
                 trend_words,
@@ -376,7 +394,8 @@ pub fn series(record: &PatientRecord) -> Vec<SeriesView> {
     keys.into_iter()
         .map(|k| {
             let of: Vec<&&ResultEntry> = results.iter().filter(|r| series_key(r) == k).collect();
-            let values: Vec<f64> = of.iter().map(|r| r.value).collect();
+            // Only evaluable numbers are charted; every result is listed.
+            let values: Vec<f64> = of.iter().filter_map(|r| r.value).collect();
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let span = if hi > lo { hi - lo } else { 1.0 };
@@ -412,7 +431,7 @@ pub fn series(record: &PatientRecord) -> Vec<SeriesView> {
                     .rev()
                     .map(|r| PointView {
                         when: r.when().map(day_and_time).unwrap_or_default(),
-                        value: format!("{}{}", r.comparator.as_deref().unwrap_or(""), number(r.value)),
+                        value: shown(r),
                         status: r.status.clone(),
                     })
                     .collect(),

@@ -27,13 +27,25 @@ pub fn app(wiring: &Wiring) -> App {
     wiring
         .app()
         .fhir("/fhir", Arc::new(Admit::new(wiring.records(), identity.clone())))
-        .binding(LAB_FEED, Arc::new(IngestLab::new(wiring.records(), identity.clone())))
+        .binding(
+            LAB_FEED,
+            Arc::new(IngestLab::with_settings(wiring.records(), lab_settings(&wiring.config))),
+        )
         .binding(
             LAB_RESULTED,
             Arc::new(EvaluateAlert::new(wiring.records(), CriticalLimits::default())),
         )
         .endpoint("/", Board::new(wiring.records(), wiring.config.board_token.clone()))
         .build()
+}
+
+/// How ingest-lab reads results, from the configuration.
+pub fn lab_settings(config: &wardwatch_runtime::Config) -> ingest_lab::LabSettings {
+    ingest_lab::LabSettings {
+        identity: config.identity.clone(),
+        units: config.units.clone(),
+        zone: config.zone,
+    }
 }
 
 /// Serve everything on `listener` until `shutdown`, then drain.

@@ -214,8 +214,18 @@ pub fn encounter(resource: &Value) -> Result<EncounterFacts, Issue> {
 pub struct Quantity {
     pub value: f64,
     /// The UCUM code when given, else the human unit text.
-    pub unit: String,
+    pub unit: Option<String>,
     pub comparator: Option<String>,
+}
+
+/// What a result says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultValue {
+    Quantity(Quantity),
+    /// Text, a coded answer's text, a boolean, a ratio or range: shown, never evaluated.
+    Text(String),
+    /// No value (a cancelled result, `dataAbsentReason`).
+    Absent,
 }
 
 /// The facts of a laboratory Observation.
@@ -225,9 +235,14 @@ pub struct ObservationFacts {
     /// `system|value` of the laboratory's own identifier for the result, when given.
     pub identifier: Option<String>,
     pub status: String,
-    pub loinc: String,
+    /// The first LOINC coding's code.
+    pub loinc: Option<String>,
+    /// The first other coding, as `system|code` (a laboratory's local code).
+    pub local: Option<String>,
+    /// The local code alone (matched against the units table's local codes).
+    pub local_code: Option<String>,
     pub display: Option<String>,
-    pub quantity: Quantity,
+    pub value: ResultValue,
     pub subject: SubjectRef,
     pub effective: Option<DateTime<Utc>>,
     pub issued: Option<DateTime<Utc>>,
@@ -241,6 +256,64 @@ fn first_identifier(resource: &Value) -> Option<String> {
     })
 }
 
+/// A number that unit conversion keeps finite.
+fn plausible(value: f64) -> Result<f64, Issue> {
+    // Far beyond any laboratory value, and unit conversion must stay finite.
+    if !value.is_finite() || value.abs() > 1e12 {
+        return Err(issue(
+            "/valueQuantity/value",
+            "the result's value is not a plausible number",
+        ));
+    }
+    Ok(value)
+}
+
+fn value_of(resource: &Value) -> Result<ResultValue, Issue> {
+    if let Some(vq) = resource.get("valueQuantity") {
+        let Some(value) = vq.get("value").and_then(Value::as_f64) else {
+            return Ok(ResultValue::Absent);
+        };
+        let unit = str_at(vq, "code")
+            .filter(|_| str_at(vq, "system").is_none_or(|s| s == "http://unitsofmeasure.org"))
+            .or_else(|| str_at(vq, "unit"))
+            .map(str::to_owned);
+        return Ok(ResultValue::Quantity(Quantity {
+            value: plausible(value)?,
+            unit,
+            comparator: str_at(vq, "comparator").map(str::to_owned),
+        }));
+    }
+    if let Some(i) = resource.get("valueInteger").and_then(Value::as_f64) {
+        return Ok(ResultValue::Quantity(Quantity {
+            value: plausible(i)?,
+            unit: None,
+            comparator: None,
+        }));
+    }
+    if let Some(t) = str_at(resource, "valueString") {
+        return Ok(ResultValue::Text(t.to_owned()));
+    }
+    if let Some(cc) = resource.get("valueCodeableConcept") {
+        let text = str_at(cc, "text").or_else(|| {
+            cc.get("coding").and_then(Value::as_array).and_then(|c| {
+                c.iter()
+                    .find_map(|c| str_at(c, "display").or_else(|| str_at(c, "code")))
+            })
+        });
+        return Ok(text.map_or(ResultValue::Absent, |t| ResultValue::Text(t.to_owned())));
+    }
+    if let Some(b) = resource.get("valueBoolean").and_then(Value::as_bool) {
+        return Ok(ResultValue::Text(b.to_string()));
+    }
+    for (key, value) in resource.as_object().into_iter().flatten() {
+        if key.starts_with("value") && !key.starts_with("value_") {
+            // valueRange, valueRatio, valueSampledData, valueTime, valuePeriod …: kept as JSON text.
+            return Ok(ResultValue::Text(value.to_string()));
+        }
+    }
+    Ok(ResultValue::Absent)
+}
+
 pub fn observation(resource: &Value) -> Result<ObservationFacts, Issue> {
     let status = str_at(resource, "status")
         .ok_or_else(|| issue("/status", "the Observation has no status"))?
@@ -251,53 +324,33 @@ pub fn observation(resource: &Value) -> Result<ObservationFacts, Issue> {
             "the Observation has no patient: subject.reference or subject.identifier is required",
         )
     })?;
-    let coding = resource
+    let codings: Vec<&Value> = resource
         .pointer("/code/coding")
         .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| str_at(c, "system") == Some(LOINC)))
-        .ok_or_else(|| {
-            issue(
-                "/code/coding",
-                "the Observation has no LOINC code (system http://loinc.org)",
-            )
-        })?;
-    let loinc = str_at(coding, "code")
-        .ok_or_else(|| issue("/code/coding", "the LOINC coding has no code"))?
-        .to_owned();
-    let vq = resource.get("valueQuantity").ok_or_else(|| {
-        issue(
-            "/valueQuantity",
-            "the Observation has no valueQuantity: only numeric results are handled",
-        )
-    })?;
-    let value = vq
-        .get("value")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| issue("/valueQuantity/value", "the result has no numeric value"))?;
-    // Far beyond any laboratory value, and unit conversion must stay finite.
-    if !value.is_finite() || value.abs() > 1e12 {
+        .map(|c| c.iter().filter(|c| str_at(c, "code").is_some()).collect())
+        .unwrap_or_default();
+    let loinc_coding = codings.iter().find(|c| str_at(c, "system") == Some(LOINC));
+    let local_coding = codings.iter().find(|c| str_at(c, "system") != Some(LOINC));
+    if codings.is_empty() {
         return Err(issue(
-            "/valueQuantity/value",
-            "the result's value is not a plausible number",
+            "/code/coding",
+            "the Observation has no coded test (a LOINC code, or the laboratory's own code)",
         ));
     }
-    let unit = str_at(vq, "code")
-        .filter(|_| str_at(vq, "system").is_none_or(|s| s == "http://unitsofmeasure.org"))
-        .or_else(|| str_at(vq, "unit"))
-        .ok_or_else(|| issue("/valueQuantity/unit", "the result has no unit"))?
-        .to_owned();
-    let identifier = first_identifier(resource);
+    let code = |c: &&Value| str_at(c, "code").map(str::to_owned);
     Ok(ObservationFacts {
         id: str_at(resource, "id").map(str::to_owned),
-        identifier,
+        identifier: first_identifier(resource),
         status,
-        loinc,
-        display: str_at(coding, "display").map(str::to_owned),
-        quantity: Quantity {
-            value,
-            unit,
-            comparator: str_at(vq, "comparator").map(str::to_owned),
-        },
+        loinc: loinc_coding.and_then(code),
+        local: local_coding.and_then(|c| Some(format!("{}|{}", str_at(c, "system").unwrap_or(""), str_at(c, "code")?))),
+        local_code: local_coding.and_then(code),
+        display: loinc_coding
+            .or(local_coding)
+            .and_then(|c| str_at(c, "display"))
+            .or_else(|| resource.pointer("/code/text").and_then(Value::as_str))
+            .map(str::to_owned),
+        value: value_of(resource)?,
         subject,
         effective: str_at(resource, "effectiveDateTime")
             .or_else(|| resource.pointer("/effectivePeriod/start").and_then(Value::as_str))
@@ -360,9 +413,11 @@ mod tests {
     #[test]
     fn the_official_potassium_like_example_reads_loinc_value_and_unit() {
         let o = observation(&example("observation-example-f001-glucose.json")).expect("facts");
-        assert_eq!(o.loinc, "15074-8");
-        assert_eq!(o.quantity.value, 6.3);
-        assert_eq!(o.quantity.unit, "mmol/L");
+        assert_eq!(o.loinc.as_deref(), Some("15074-8"));
+        let ResultValue::Quantity(q) = o.value else {
+            panic!("a quantity")
+        };
+        assert_eq!((q.value, q.unit.as_deref()), (6.3, Some("mmol/L")));
         assert_eq!(o.subject, SubjectRef::Reference("Patient/f001".into()));
     }
 

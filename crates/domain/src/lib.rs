@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ids;
 pub mod issue;
 pub mod keys;
+pub mod lab;
 pub mod outcome;
 pub mod ports;
 pub mod record;

@@ -61,19 +61,36 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultEntry {
     pub result_id: String,
+    /// The LOINC code (from the result, or the units table for a local code), else empty.
     pub loinc: String,
+    /// The laboratory's own code as `system|code`, when it sent one (HL7 v2 OBX-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_code: Option<String>,
     pub analyte: Option<String>,
-    /// In the canonical unit for a known analyte, else as reported.
-    pub value: f64,
+    /// In the canonical unit; `None` for a result that is not evaluable as a number (see
+    /// `not_evaluable`) or not a number at all (see `text`).
+    pub value: Option<f64>,
+    /// The canonical unit, else the unit as reported.
     pub unit: String,
     #[serde(default)]
     pub comparator: Option<String>,
-    pub reported_value: f64,
+    /// The number as the laboratory reported it, when it reported one.
+    pub reported_value: Option<f64>,
     pub reported_unit: String,
+    /// A result that is not a number (text, a coded answer), as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Why the result is kept but never evaluated: an analyte or unit the units table does not
+    /// know, or a value that is not a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_evaluable: Option<String>,
     /// `final`, `amended`, `corrected`, `preliminary`, `entered-in-error`, …
     pub status: String,
     pub effective: Option<DateTime<Utc>>,
     pub issued: Option<DateTime<Utc>>,
+    /// The HL7 v2 message (MSH-10) that last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     pub digest: String,
     pub resource_key: String,
 }
@@ -89,9 +106,19 @@ impl ResultEntry {
         matches!(self.status.as_str(), "entered-in-error" | "cancelled")
     }
 
+    /// The value in its analyte's canonical unit, when the result may be evaluated as a number.
+    pub fn evaluable(&self) -> Option<f64> {
+        self.value
+            .filter(|_| self.not_evaluable.is_none() && self.analyte.is_some())
+    }
+
     /// Which results are counted together for bounding the history.
     fn series(&self) -> &str {
-        self.analyte.as_deref().unwrap_or(&self.loinc)
+        match (&self.analyte, &self.local_code) {
+            (Some(a), _) => a,
+            (None, Some(local)) if self.loinc.is_empty() => local,
+            _ => &self.loinc,
+        }
     }
 }
 
@@ -345,14 +372,18 @@ pub(crate) fn potassium_result(value: f64, status: &str) -> ResultEntry {
         result_id: "r1".into(),
         loinc: "2823-3".into(),
         analyte: Some("potassium".into()),
-        value,
+        local_code: None,
+        value: Some(value),
         unit: "mmol/L".into(),
         comparator: None,
-        reported_value: value,
+        reported_value: Some(value),
         reported_unit: "mmol/L".into(),
+        text: None,
+        not_evaluable: None,
         status: status.into(),
         effective: None,
         issued: None,
+        message_id: None,
         digest: "d".into(),
         resource_key: "result-r1-d".into(),
     }
@@ -419,16 +450,14 @@ mod tests {
             result_id: id.into(),
             loinc: "x".into(),
             analyte: Some(analyte.into()),
-            value: 1.0,
+            value: Some(1.0),
             unit: "u".into(),
-            comparator: None,
-            reported_value: 1.0,
+            reported_value: Some(1.0),
             reported_unit: "u".into(),
-            status: "final".into(),
             effective: Some(at(day)),
-            issued: None,
             digest: String::new(),
             resource_key: String::new(),
+            ..potassium_result(1.0, "final")
         }
     }
 

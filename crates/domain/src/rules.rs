@@ -66,7 +66,8 @@ impl Default for CriticalLimits {
 /// Critical limits for one result. A result in a unit other than the limit's is never compared
 /// (ingest-lab stores known analytes in their canonical unit, so this only guards the table).
 pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits) -> Vec<Finding> {
-    let Some(analyte) = result.analyte.as_deref() else {
+    let (Some(analyte), Some(v)) = (result.analyte.as_deref(), result.evaluable()) else {
+        // Not a known analyte, not a number, or not evaluable (unknown unit): never compared.
         return Vec::new();
     };
     if matches!(result.status.as_str(), "cancelled" | "entered-in-error" | "registered") {
@@ -78,12 +79,16 @@ pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits) -> Vec<Fin
         .iter()
         .filter(|l| l.analyte == analyte && l.unit == result.unit)
     {
-        let v = result.value;
+        // `>5` says nothing about how low a value is, nor `<0.5` about how high.
+        let above = matches!(result.comparator.as_deref(), Some(">" | ">="));
+        let below = matches!(result.comparator.as_deref(), Some("<" | "<="));
         let low = limit
             .low
+            .filter(|_| !above)
             .filter(|&low| if limit.low_inclusive { v <= low } else { v < low });
         let high = limit
             .high
+            .filter(|_| !below)
             .filter(|&high| if limit.high_inclusive { v >= high } else { v > high });
         let unconfirmed = if limit.confirmed {
             ""
@@ -120,6 +125,20 @@ mod tests {
 
     fn potassium(value: f64) -> ResultEntry {
         crate::record::potassium_result(value, "final")
+    }
+
+    #[test]
+    fn a_value_given_as_a_bound_is_only_compared_on_the_side_it_bounds() {
+        let limits = CriticalLimits::default();
+        let mut above = potassium(2.0);
+        above.comparator = Some(">".into());
+        assert!(critical_limits(&above, &limits).is_empty(), ">2.0 may be normal");
+        let mut below = potassium(0.5);
+        below.comparator = Some("<".into());
+        assert_eq!(critical_limits(&below, &limits).len(), 1, "<0.5 is critically low");
+        let mut not_evaluable = potassium(9.0);
+        not_evaluable.not_evaluable = Some("unit".into());
+        assert!(critical_limits(&not_evaluable, &limits).is_empty());
     }
 
     #[test]

@@ -2,8 +2,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
 
 use wardwatch_domain::identity::IdentityRules;
+use wardwatch_domain::units::UnitTable;
 
 /// A credential or a URL that may contain one. Never printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
@@ -116,6 +120,14 @@ pub struct Config {
     pub amqp_prefetch: u16,
     /// Largest accepted request body in bytes (`MAX_BODY_BYTES`, default 4 MiB, daprd's own limit).
     pub max_body_bytes: usize,
+    /// Largest accepted queue delivery in bytes (`MAX_DELIVERY_BYTES`, default 16 MiB): lab
+    /// feeds carry history bundles over 1 MiB. The HTTP body limit is `max_body_bytes`.
+    pub max_delivery_bytes: usize,
+    /// The units table (`UNITS_FILE`, else the built-in one): read and checked at start-up.
+    pub units: Arc<UnitTable>,
+    /// The hospital's time zone (`HOSPITAL_TZ`, IANA name, default `Europe/London`): HL7 v2
+    /// times without an offset are read in it.
+    pub zone: Tz,
     /// `LOG_FORMAT`: text (default) or json.
     pub log_json: bool,
     /// `BOARD_TOKEN`: when set, the board's page, API and event stream need a sign-in with it
@@ -239,6 +251,31 @@ impl Config {
                     .filter(|&n: &usize| n >= 1024)
                     .ok_or_else(|| invalid("MAX_BODY_BYTES", format!("`{b}`: expected a byte count ≥ 1024")))?,
                 None => 4 * 1024 * 1024,
+            },
+            max_delivery_bytes: match get("MAX_DELIVERY_BYTES") {
+                Some(b) => b
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1024)
+                    .ok_or_else(|| invalid("MAX_DELIVERY_BYTES", format!("`{b}`: expected a byte count ≥ 1024")))?,
+                None => 16 * 1024 * 1024,
+            },
+            units: Arc::new(match get("UNITS_FILE") {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| invalid("UNITS_FILE", format!("`{path}` cannot be read: {e}")))?;
+                    UnitTable::from_json(&text).map_err(|e| invalid("UNITS_FILE", format!("`{path}`: {e}")))?
+                }
+                None => UnitTable::default(),
+            }),
+            zone: match get("HOSPITAL_TZ") {
+                Some(z) => z.parse().map_err(|_| {
+                    invalid(
+                        "HOSPITAL_TZ",
+                        format!("`{z}` is not an IANA time zone (e.g. Europe/London)"),
+                    )
+                })?,
+                None => chrono_tz::Europe::London,
             },
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") => false,

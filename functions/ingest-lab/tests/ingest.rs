@@ -82,7 +82,7 @@ async fn a_result_by_identifier_is_stored_in_the_patients_record_and_announced()
     let (f, records, bus) = setup().await;
     f.call(deliver(&potassium())).await.expect("stored");
     let r = records.load("p1").await.expect("load").expect("record");
-    assert_eq!((r.results[0].value, r.results[0].unit.as_str()), (7.1, "mmol/L"));
+    assert_eq!((r.results[0].value, r.results[0].unit.as_str()), (Some(7.1), "mmol/L"));
     let events = lane(&bus, "lab-resulted");
     assert_eq!(events.len(), 1);
     assert_eq!(
@@ -125,7 +125,10 @@ async fn creatinine_in_mg_per_dl_is_stored_in_micromol_per_litre() {
         json!({"value": 1.5, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"});
     f.call(deliver(&obs)).await.expect("stored");
     let r = records.load("p1").await.expect("load").expect("record");
-    assert_eq!((r.results[0].value, r.results[0].unit.as_str()), (132.63, "umol/L"));
+    assert_eq!(
+        (r.results[0].value, r.results[0].unit.as_str()),
+        (Some(132.63), "umol/L")
+    );
 }
 
 #[tokio::test]
@@ -138,7 +141,10 @@ async fn an_amended_result_processed_before_the_original_stays_amended() {
     f.call(deliver(&amended)).await.expect("amended");
     f.call(deliver(&potassium())).await.expect("original, requeued");
     let r = records.load("p1").await.expect("load").expect("record");
-    assert_eq!((r.results[0].status.as_str(), r.results[0].value), ("amended", 5.1));
+    assert_eq!(
+        (r.results[0].status.as_str(), r.results[0].value),
+        ("amended", Some(5.1))
+    );
     assert_eq!(
         lane(&bus, "lab-resulted").len(),
         1,
@@ -177,17 +183,26 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
         (FailureKind::Invalid, "/subject")
     );
 
-    let mut wrong_unit = potassium();
-    wrong_unit["valueQuantity"] = json!({"value": 7.1, "unit": "mg/dL"});
-    assert_eq!(f.call(deliver(&wrong_unit)).await.expect_err("unit").http_status(), 422);
-
     let mut bare = potassium();
     bare["subject"] = json!({"identifier": {"value": "NOBODY"}});
     let err = f.call(deliver(&bare)).await.expect_err("no system");
     assert!(err.issues[0].message.contains("MRN_SYSTEMS"), "{:?}", err.issues);
 
     let hl7 = Event::new(Trigger::DaprBinding, "lab-feed", "MSH|^~\\&|LAB|...");
-    assert!(f.call(hl7).await.expect_err("hl7").message.contains("HL7 v2"));
+    assert!(
+        f.call(hl7)
+            .await
+            .expect_err("hl7")
+            .message
+            .contains("MSH segment is truncated")
+    );
+    // One bad Observation in a Bundle refuses the Bundle: nothing of it is stored.
+    let mut bad = potassium();
+    bad["status"] = json!("not-a-status");
+    let bundle = json!({"resourceType": "Bundle", "type": "collection",
+        "entry": [{"resource": potassium()}, {"resource": bad}]});
+    let err = f.call(deliver(&bundle)).await.expect_err("invalid entry");
+    assert!(err.message.contains("Observation 2"), "{}", err.message);
     assert_eq!(
         f.call(Event::new(Trigger::DaprBinding, "lab-feed", "nope"))
             .await
@@ -227,4 +242,90 @@ async fn two_patients_results_with_the_same_lab_identifier_are_kept_apart() {
         .map(|e| e["result_id"].clone())
         .collect();
     assert_ne!(ids[0], ids[1]);
+}
+
+#[tokio::test]
+async fn a_result_in_a_unit_the_table_does_not_accept_is_stored_not_evaluable_with_the_reason() {
+    let (f, records, bus) = setup().await;
+    let mut wrong_unit = potassium();
+    wrong_unit["valueQuantity"] = json!({"value": 7.1, "unit": "mg/dL"});
+    let out = f.call(deliver(&wrong_unit)).await.expect("stored");
+    assert_eq!(out.body.expect("body")["not_evaluable"], 1);
+    let r = records.load("p1").await.expect("load").expect("record");
+    let e = &r.results[0];
+    assert_eq!(
+        (e.value, e.reported_value, e.reported_unit.as_str()),
+        (None, Some(7.1), "mg/dL")
+    );
+    assert!(e.not_evaluable.as_deref().is_some_and(|w| w.contains("mg/dL")), "{e:?}");
+    assert_eq!(
+        lane(&bus, "lab-resulted").len(),
+        1,
+        "announced; evaluate-alert will not compare it"
+    );
+}
+
+#[tokio::test]
+async fn creatinine_in_mg_per_decilitre_and_in_micromol_per_litre_give_the_same_canonical_value() {
+    let (f, records, _) = setup().await;
+    let creatinine = |id: &str, value: f64, unit: &str, loinc: &str| {
+        let mut o = potassium();
+        o["identifier"] = json!([{"system": "urn:lab", "value": id}]);
+        o["code"] = json!({"coding": [{"system": "http://loinc.org", "code": loinc}]});
+        o["valueQuantity"] = json!({"value": value, "unit": unit});
+        o
+    };
+    f.call(deliver(&creatinine("c1", 1.5, "mg/dL", "2160-0")))
+        .await
+        .expect("mass");
+    f.call(deliver(&creatinine("c2", 132.63, "µmol/L", "14682-9")))
+        .await
+        .expect("substance");
+    f.call(deliver(&creatinine("c3", 0.13263, "mmol/L", "14682-9")))
+        .await
+        .expect("scale trap");
+    let r = records.load("p1").await.expect("load").expect("record");
+    let values: Vec<Option<f64>> = r.results.iter().map(|e| e.value).collect();
+    assert_eq!(values, vec![Some(132.63); 3]);
+    assert!(
+        r.results
+            .iter()
+            .all(|e| e.unit == "umol/L" && e.analyte.as_deref() == Some("creatinine"))
+    );
+}
+
+#[tokio::test]
+async fn a_bundle_a_diagnostic_report_and_ndjson_are_all_taken() {
+    let (f, records, bus) = setup().await;
+    let with_id = |id: &str| {
+        let mut o = potassium();
+        o["identifier"] = json!([{"system": "urn:lab", "value": id}]);
+        o
+    };
+    let patient = json!({"resourceType": "Patient", "id": "x",
+        "identifier": [{"system": MRN_SYSTEM, "value": "MRN0001"}]});
+    let mut by_urn = with_id("b1");
+    by_urn["subject"] = json!({"reference": "urn:uuid:0c6f"});
+    let mut contained = with_id("b2");
+    contained["id"] = json!("k");
+    contained.as_object_mut().expect("object").remove("subject");
+    let bundle = json!({"resourceType": "Bundle", "type": "message", "entry": [
+        {"resource": {"resourceType": "MessageHeader", "eventUri": "urn:x", "source": {"endpoint": "urn:lab"}}},
+        {"fullUrl": "urn:uuid:0c6f", "resource": patient},
+        {"resource": by_urn},
+        {"resource": {"resourceType": "DiagnosticReport", "status": "final",
+            "code": {"text": "U&E"}, "subject": {"reference": "urn:uuid:0c6f"},
+            "contained": [contained], "result": [{"reference": "#k"}]}}]});
+    let out = f.call(deliver(&bundle)).await.expect("bundle").body.expect("body");
+    assert_eq!((out["results"].clone(), out["stored"].clone()), (json!(2), json!(2)));
+    let ndjson = format!("{}\n{}\n", with_id("n1"), with_id("n2"));
+    let out = f
+        .call(Event::new(Trigger::DaprBinding, "lab-feed", ndjson))
+        .await
+        .expect("ndjson")
+        .body
+        .expect("body");
+    assert_eq!(out["stored"], 2);
+    assert_eq!(results(&records, "p1").await, 4);
+    assert_eq!(lane(&bus, "lab-resulted").len(), 4);
 }

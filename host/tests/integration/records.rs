@@ -129,7 +129,7 @@ async fn an_amended_result_processed_before_the_requeued_original_stays_amended(
         .expect("record");
     assert_eq!(
         (record.results[0].status.as_str(), record.results[0].value),
-        ("amended", 5.1)
+        ("amended", Some(5.1))
     );
     assert!(
         bus_b.messages("lab-resulted").is_empty(),

@@ -51,7 +51,8 @@ pub fn decide(
             result_id: result_id.to_owned(),
             loinc: result.loinc.clone(),
             analyte: result.analyte.clone(),
-            value: result.value,
+            // Findings are made only for evaluable results, which have a value.
+            value: result.value.unwrap_or_default(),
             unit: result.unit.clone(),
             raised_at: now,
             acknowledged: None,

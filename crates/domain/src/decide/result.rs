@@ -32,6 +32,20 @@ pub fn order(a: &ResultEntry, b: &ResultEntry) -> Ordering {
         .then_with(|| a.digest.cmp(&b.digest))
 }
 
+/// Whether two versions say the same thing clinically: a laboratory re-sending a result it has
+/// not changed (in a corrected report, or a re-issued one) is not a new result.
+fn same_result(a: &ResultEntry, b: &ResultEntry) -> bool {
+    a.status == b.status
+        && a.value == b.value
+        && a.unit == b.unit
+        && a.comparator == b.comparator
+        && a.reported_value == b.reported_value
+        && a.reported_unit == b.reported_unit
+        && a.text == b.text
+        && a.not_evaluable == b.not_evaluable
+        && a.effective == b.effective
+}
+
 /// `identity`: for a record that does not exist yet (results before their patient), the
 /// identifier the result named.
 pub fn decide(
@@ -50,7 +64,7 @@ pub fn decide(
     });
     let stored = r.results.iter().position(|x| x.result_id == entry.result_id);
     match stored {
-        Some(i) if order(&entry, &r.results[i]) != Ordering::Greater => {
+        Some(i) if order(&entry, &r.results[i]) != Ordering::Greater || same_result(&entry, &r.results[i]) => {
             return Decision::unchanged(before.unwrap_or(r));
         }
         Some(i) => r.results[i] = entry.clone(),
@@ -101,7 +115,15 @@ mod tests {
         let amended = apply(None, k("amended", 5.1, 30)).record;
         let replay = apply(Some(amended.clone()), k("final", 7.1, 10));
         assert!(!replay.changed && replay.emitted.is_empty());
-        assert_eq!(replay.record.results[0].value, 5.1);
+        assert_eq!(replay.record.results[0].value, Some(5.1));
+    }
+
+    #[test]
+    fn the_same_result_re_issued_later_changes_nothing() {
+        let first = apply(None, k("final", 7.1, 10)).record;
+        let mut reissued = k("final", 7.1, 50);
+        reissued.digest = "other".into();
+        assert!(!apply(Some(first), reissued).changed);
     }
 
     #[test]
@@ -126,7 +148,7 @@ mod tests {
         let c1 = apply(None, k("corrected", 6.0, 20)).record;
         let c2 = apply(Some(c1), k("corrected", 5.5, 30));
         assert!(c2.changed);
-        assert_eq!(c2.record.results[0].value, 5.5);
+        assert_eq!(c2.record.results[0].value, Some(5.5));
     }
 
     #[test]
@@ -138,7 +160,7 @@ mod tests {
             for i in perm {
                 r = Some(apply(r, versions[i].clone()).record);
             }
-            finals.push(r.expect("record").results[0].value);
+            finals.push(r.expect("record").results[0].value.unwrap_or_default());
         }
         assert!(finals.iter().all(|v| *v == 5.1), "{finals:?}");
     }
