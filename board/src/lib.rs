@@ -21,6 +21,9 @@
 //!   saves a search). Acknowledging twice changes nothing.
 //! - `GET /api/patients/<id>` — one patient's record.
 //! - `GET /api/events?after=<id>&limit=<n>` — the event log after `after`, oldest first.
+//! - `GET /api/rejected` — deliveries refused for good and kept for replay: handle, lane, when,
+//!   why (no patient data); `GET /api/rejected/<handle>` — one, whole (payload included);
+//!   `POST /api/rejected/<handle>/replay` — put it back on its lane.
 //! - `GET /api/events/stream` — the same as Server-Sent Events ([`stream`]).
 //!
 //! Reads are sized to the wards: the list of wards, each ward's index, then the records it
@@ -46,6 +49,7 @@ use wardwatch_domain::keys;
 use wardwatch_domain::outcome::operation_outcome;
 use wardwatch_domain::ports::{EventId, EventLog, PortError, Publisher, StateStore};
 use wardwatch_domain::record::PatientRecord;
+use wardwatch_records::rejects::{self, Rejects};
 use wardwatch_records::{Records, Step};
 use wardwatch_runtime::{Body, Endpoint, Secret, full, json_response};
 
@@ -55,6 +59,7 @@ use crate::page::{BoardMain, BoardPage, PatientMain, PatientPage, SignIn};
 /// The board over the record repository.
 pub struct Board<S, L, P> {
     records: Records<S, L, P>,
+    rejects: Rejects<S>,
     access: Access,
     feed: stream::Feed<L>,
 }
@@ -164,11 +169,12 @@ fn redirect(to: &'static str, cookie: Option<String>) -> Response<Body> {
     no_store(r)
 }
 
-impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
+impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
     /// `token`: `BOARD_TOKEN` (none: the board is open to whoever reaches it).
     pub fn new(records: Records<S, L, P>, token: Option<Secret>) -> Self {
         let feed = stream::Feed::new(records.log.clone());
         Self {
+            rejects: Rejects::new(records.store.clone()),
             records,
             access: Access::new(token),
             feed,
@@ -498,6 +504,24 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
     }
 }
 
+impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
+    /// Put a kept rejected delivery back on its lane (once it can succeed: a fixed table, a
+    /// mapped identifier authority).
+    async fn replay(&self, handle: &str) -> Response<Body> {
+        if !wardwatch_domain::ids::is_fhir_id(handle) {
+            return error(404, "not-found", "no rejected delivery with this handle");
+        }
+        match self.rejects.replay(handle, &self.records.bus).await {
+            Ok(true) => {
+                tracing::info!(%handle, "rejected delivery replayed");
+                no_store(json_response(202, &json!({"replayed": handle})))
+            }
+            Ok(false) => error(404, "not-found", "no rejected delivery with this handle"),
+            Err(e) => port_error(e),
+        }
+    }
+}
+
 fn port_error(e: PortError) -> Response<Body> {
     match e {
         PortError::Unavailable(_) => error(503, "transient", "the state store or event log is unavailable"),
@@ -508,7 +532,7 @@ fn port_error(e: PortError) -> Response<Body> {
     }
 }
 
-impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
+impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
     async fn route(&self, request: Request<Bytes>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
@@ -546,6 +570,15 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         };
         let open_access = self.access.is_open();
         if method == Method::POST {
+            if let Some(handle) = path
+                .strip_prefix("/api/rejected/")
+                .and_then(|rest| rest.strip_suffix("/replay"))
+            {
+                if !self.access.csrf_ok(&caller, request.headers()) {
+                    return error(403, "security", "missing or wrong X-CSRF-Token: reload the page");
+                }
+                return self.replay(handle).await;
+            }
             let Some(id) = path
                 .strip_prefix("/api/alerts/")
                 .and_then(|rest| rest.strip_suffix("/ack"))
@@ -553,7 +586,7 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 return error(
                     405,
                     "not-supported",
-                    "the only thing to POST here is /api/alerts/<id>/ack",
+                    "the only things to POST here are /api/alerts/<id>/ack and /api/rejected/<handle>/replay",
                 );
             };
             if !self.access.csrf_ok(&caller, request.headers()) {
@@ -676,6 +709,20 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 self.alerts(status).await
             }
             "/api/events" => return self.events(request).await,
+            "/api/rejected" => self
+                .rejects
+                .list()
+                .await
+                .and_then(|l| serde_json::to_value(l).map_err(|e| PortError::Corrupt(e.to_string())))
+                .map(|items| json!({"rejected": items, "kept_at_most": rejects::KEEP_REJECTED, "days": rejects::KEEP_DAYS})),
+            p if p.starts_with("/api/rejected/") => {
+                let handle = &p["/api/rejected/".len()..];
+                match self.rejects.get(handle).await {
+                    Ok(Some(r)) => serde_json::to_value(r).map_err(|e| PortError::Corrupt(e.to_string())),
+                    Ok(None) => return error(404, "not-found", "no rejected delivery with this handle"),
+                    Err(e) => Err(e),
+                }
+            }
             p if p.starts_with("/api/patients/") => {
                 let id = &p["/api/patients/".len()..];
                 if !wardwatch_domain::ids::is_fhir_id(id) {
@@ -699,7 +746,7 @@ impl<S: StateStore, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
     }
 }
 
-impl<S: StateStore, L: EventLog + Clone, P: Publisher> Endpoint for Board<S, L, P> {
+impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Endpoint for Board<S, L, P> {
     fn handle(&self, request: Request<Bytes>) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
         Box::pin(self.route(request))
     }

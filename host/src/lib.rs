@@ -39,6 +39,34 @@ pub fn app(wiring: &Wiring) -> App {
         .build()
 }
 
+/// Put kept rejected deliveries back on their lanes: `only` one handle, else all of them,
+/// oldest first. Returns the handles replayed.
+pub async fn replay_rejected(config: wardwatch_runtime::Config, only: Option<&str>) -> Result<Vec<String>, String> {
+    let wiring = Wiring::new(config, wardwatch_runtime::Metrics::new())?;
+    let rejects = wardwatch_records::rejects::Rejects::new(wiring.store.clone());
+    let handles: Vec<String> = match only {
+        Some(h) => vec![h.to_owned()],
+        None => {
+            let mut list = rejects.list().await.map_err(|e| e.to_string())?;
+            list.reverse();
+            list.into_iter().map(|r| r.handle).collect()
+        }
+    };
+    let mut done = Vec::new();
+    for h in handles {
+        match rejects.replay(&h, &wiring.bus).await {
+            Ok(true) => done.push(h),
+            Ok(false) => {
+                return Err(format!(
+                    "no rejected delivery with handle {h} (GET /api/rejected lists them)"
+                ));
+            }
+            Err(e) => return Err(format!("replaying {h}: {e}")),
+        }
+    }
+    Ok(done)
+}
+
 /// How ingest-lab reads results, from the configuration.
 pub fn lab_settings(config: &wardwatch_runtime::Config) -> ingest_lab::LabSettings {
     ingest_lab::LabSettings {

@@ -48,11 +48,84 @@ enum Command {
         #[arg(long, default_value_t = 2000, value_name = "MS")]
         every: u64,
     },
+    /// Put deliveries refused for good (kept in the state store, listed at GET /api/rejected)
+    /// back on their lane, once what refused them is fixed. Needs the shared state and bus
+    /// (REDIS_URL and AMQP_URL, or Dapr); an embedded `up` replays with
+    /// POST /api/rejected/<handle>/replay.
+    ReplayRejected {
+        /// The handle of one rejected delivery
+        #[arg(long, value_name = "HANDLE", conflicts_with = "all", required_unless_present = "all")]
+        id: Option<String>,
+        /// Every kept rejected delivery, oldest first
+        #[arg(long)]
+        all: bool,
+        /// Redis URL [env: REDIS_URL]
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        /// RabbitMQ URL [env: AMQP_URL]
+        #[arg(long, value_name = "URL")]
+        amqp: Option<String>,
+    },
+}
+
+/// `wardwatch replay-rejected`: reports what it replayed on stdout, one handle per line.
+#[allow(clippy::print_stdout)] // the command's output, for its user and for scripts
+fn replay(id: Option<String>, all: bool, redis: Option<String>, amqp: Option<String>) -> ExitCode {
+    let config = Config::from_env().and_then(|mut c| {
+        if let Some(url) = redis {
+            c.redis_url = Some(Secret::new(url));
+            c.state = Backend::Direct;
+        }
+        if let Some(url) = amqp {
+            c.amqp_url = Some(Secret::new(url));
+            c.bus = Backend::Direct;
+        }
+        c.validate_urls()?;
+        Ok(c)
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardwatch replay-rejected: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(config.state, Backend::Memory) || matches!(config.bus, Backend::Memory) {
+        eprintln!(
+            "wardwatch replay-rejected: the rejected deliveries of an embedded `wardwatch up` live in its own memory. \
+             Give --redis and --amqp (or REDIS_URL and AMQP_URL, or run beside Dapr), or POST /api/rejected/<handle>/replay \
+             to the running process"
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wardwatch replay-rejected: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(wardwatch_host::replay_rejected(config, id.as_deref())) {
+        Ok(handles) => {
+            for h in &handles {
+                println!("replayed {h}");
+            }
+            if handles.is_empty() && all {
+                println!("nothing to replay");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardwatch replay-rejected: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let metrics = Metrics::new();
     let (Serve { listen, redis, amqp }, demo) = match Cli::parse().command {
+        Command::ReplayRejected { id, all, redis, amqp } => return replay(id, all, redis, amqp),
         Command::Up(serve) => (serve, None),
         Command::Demo { serve, seed, every } => (serve, Some((seed, every.max(50)))),
     };

@@ -9,9 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
+use wardwatch_domain::ports::{PortError, Publisher};
 use wardwatch_runtime::amqp::{consume, drain_channel};
-use wardwatch_runtime::{App, AppBuilder, Config, ConfigError, Metrics, serve, shutdown_signal, telemetry};
+use wardwatch_runtime::{
+    App, AppBuilder, BoxFuture, Config, ConfigError, Metrics, RejectLane, serve, shutdown_signal, telemetry,
+};
 
+use wardwatch_records::rejects::Rejects;
 use wardwatch_records::{Locks, Records, relay};
 
 use crate::{Bus, Log, Store};
@@ -64,11 +68,37 @@ impl Wiring {
         .relayed()
     }
 
-    /// An app builder with the rejected lanes, token and body limit set.
+    /// An app builder with the rejected lanes (kept in the state store too), token and size
+    /// limits set.
     pub fn app(&self) -> AppBuilder {
-        App::builder(self.metrics.clone(), self.bus.clone())
-            .token(self.config.app_api_token.clone())
-            .max_body(self.config.max_body_bytes)
+        App::builder(
+            self.metrics.clone(),
+            KeepRejects {
+                rejects: Rejects::new(self.store.clone()),
+                bus: self.bus.clone(),
+            },
+        )
+        .token(self.config.app_api_token.clone())
+        .max_body(self.config.max_body_bytes)
+        .max_delivery(self.config.max_delivery_bytes)
+    }
+}
+
+/// A rejected delivery is kept in the state store (to be listed and replayed), then published
+/// on its rejected lane. Either failing transiently leaves the delivery unacked: it comes back,
+/// and is kept under the same handle.
+struct KeepRejects {
+    rejects: Rejects<Store>,
+    bus: Bus,
+}
+
+impl RejectLane for KeepRejects {
+    fn record<'a>(&'a self, lane: &'a str, payload: Vec<u8>) -> BoxFuture<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let handle = self.rejects.keep(&payload, chrono::Utc::now()).await?;
+            info!(%handle, lane, "rejected delivery kept for replay");
+            self.bus.publish(lane, &payload).await
+        })
     }
 }
 

@@ -40,6 +40,14 @@ pub fn result_resource(result_id: &str, digest: &str) -> String {
     format!("result-{result_id}-{digest}")
 }
 
+/// The list of kept rejected deliveries (bounded: `records::rejects`).
+pub const REJECTED_INDEX: &str = "rejected-index";
+
+/// One kept rejected delivery, by its handle.
+pub fn rejected(handle: &str) -> String {
+    format!("rejected-{handle}")
+}
+
 pub fn identifier(system: &str, value: &str) -> String {
     format!("ident-{}", ids::derived("identifier", &[system, value]))
 }

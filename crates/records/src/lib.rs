@@ -18,6 +18,7 @@
 //!   then confirms it, off the request path and in batches. A repository not told that a relay
 //!   runs ([`Records::relayed`]) publishes what it appended itself before it answers.
 
+pub mod rejects;
 mod relay;
 
 pub use relay::{publish_waiting, relay};

@@ -217,7 +217,8 @@ pub trait Function: Send + Sync + 'static {
     fn prepare(&self) {}
 }
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future (object-safe traits such as [`crate::RejectLane`] return one).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe twin of [`Function`], so one server can route to several functions.
 pub(crate) trait DynFunction: Send + Sync + 'static {

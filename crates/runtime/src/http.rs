@@ -56,6 +56,10 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The accepted request body size unless set (`MAX_BODY_BYTES`): daprd's own limit.
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The accepted queue delivery size unless set (`MAX_DELIVERY_BYTES`): a patient's history
+/// bundle is often over 1 MiB.
+const DEFAULT_MAX_DELIVERY: usize = 16 * 1024 * 1024;
+
 /// Unless set, a binding route reads up to this many times the accepted size (64 MiB by
 /// default): a payload in between is kept whole on the rejected lane, one beyond it only in
 /// part. It bounds the memory one delivery can take.
@@ -109,6 +113,7 @@ struct Inner {
     functions: Vec<Arc<dyn DynFunction>>,
     token: Option<Secret>,
     max_body: usize,
+    max_delivery: usize,
     binding_read_limit: usize,
     body_timeout: Duration,
     metrics: Metrics,
@@ -127,6 +132,7 @@ pub struct AppBuilder {
     rejects: Arc<dyn RejectLane>,
     token: Option<Secret>,
     max_body: usize,
+    max_delivery: usize,
     binding_read_limit: Option<usize>,
     body_timeout: Duration,
     metrics: Metrics,
@@ -193,6 +199,7 @@ impl App {
             rejects: Arc::new(rejects),
             token: None,
             max_body: DEFAULT_MAX_BODY,
+            max_delivery: DEFAULT_MAX_DELIVERY,
             binding_read_limit: None,
             body_timeout: BODY_TIMEOUT,
             metrics,
@@ -414,7 +421,7 @@ impl App {
         }
         .and_then(|v| v.to_str().ok());
         let body = match body {
-            BindingBody::Whole(body) if body.len() <= self.0.max_body => body,
+            BindingBody::Whole(body) if body.len() <= self.0.max_delivery => body,
             BindingBody::Whole(body) => {
                 warn!(
                     binding = name,
@@ -422,9 +429,9 @@ impl App {
                     "delivery larger than the function accepts: recording it on the rejected lane"
                 );
                 let message = format!(
-                    "the payload is too large: {} bytes, and `{name}` accepts at most {} bytes (MAX_BODY_BYTES)",
+                    "the payload is too large: {} bytes, and `{name}` accepts at most {} bytes (MAX_DELIVERY_BYTES)",
                     body.len(),
-                    self.0.max_body
+                    self.0.max_delivery
                 );
                 let outcome = operation_outcome("too-costly", &message, &[]);
                 return binding_reply(deliverer.reject_unread(&body, outcome, "too-costly", sender_id).await);
@@ -438,8 +445,8 @@ impl App {
                 let head = utf8_head(&head, head.len());
                 let message = format!(
                     "the payload is too large: {total} bytes, and `{name}` accepts at most {} bytes \
-                     (MAX_BODY_BYTES) and reads at most {} bytes; only its first {} bytes are kept here",
-                    self.0.max_body,
+                     (MAX_DELIVERY_BYTES) and reads at most {} bytes; only its first {} bytes are kept here",
+                    self.0.max_delivery,
                     self.0.binding_read_limit,
                     head.len()
                 );
@@ -531,6 +538,13 @@ impl AppBuilder {
         self
     }
 
+    /// The largest queue delivery a binding accepts (`MAX_DELIVERY_BYTES`, default 16 MiB):
+    /// larger is recorded on the rejected lane. Separate from the HTTP body limit.
+    pub fn max_delivery(mut self, bytes: usize) -> Self {
+        self.max_delivery = bytes;
+        self
+    }
+
     /// How much of a delivery a binding route reads (default 16 × [`AppBuilder::max_body`]);
     /// never less than the accepted size.
     pub fn binding_read_limit(mut self, bytes: usize) -> Self {
@@ -578,10 +592,12 @@ impl AppBuilder {
             functions,
             token: self.token,
             max_body: self.max_body,
+            max_delivery: self.max_delivery,
             binding_read_limit: self
                 .binding_read_limit
                 .unwrap_or(self.max_body.saturating_mul(READ_LIMIT_FACTOR))
-                .max(self.max_body),
+                .max(self.max_body)
+                .max(self.max_delivery),
             body_timeout: self.body_timeout,
             metrics: self.metrics,
         }))

@@ -17,7 +17,7 @@ pub mod telemetry;
 
 pub use config::{Backend, Config, ConfigError, Secret};
 pub use delivery::{Disposition, RejectLane};
-pub use function::{Event, Failure, FailureKind, Function, Output, Trigger};
+pub use function::{BoxFuture, Event, Failure, FailureKind, Function, Output, Trigger};
 pub use http::{App, AppBuilder, Body, Endpoint, full, json_response, serve};
 pub use metrics::Metrics;
 

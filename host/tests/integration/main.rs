@@ -7,6 +7,7 @@ mod browser;
 mod dapr;
 mod embedded;
 mod helpers;
+mod lab;
 mod manifests;
 mod records;
 mod services;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::helpers::{Host, REDIS, VHost, alerts_for, clean_up, config, eventually, fixture, require_redis, unique};
 
 /// Publish one persistent message to `queue` (declared durable, as Wardwatch declares it).
-async fn publish(url: &str, queue: &str, body: &[u8]) {
+pub(crate) async fn publish(url: &str, queue: &str, body: &[u8]) {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -45,7 +45,7 @@ async fn publish(url: &str, queue: &str, body: &[u8]) {
 }
 
 /// Take one message from `queue`, if any.
-async fn get_one(url: &str, queue: &str) -> Option<Vec<u8>> {
+pub(crate) async fn get_one(url: &str, queue: &str) -> Option<Vec<u8>> {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
