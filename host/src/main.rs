@@ -68,18 +68,23 @@ enum Command {
     },
 }
 
+/// The command line's service URLs over the environment's.
+fn with_urls(c: &mut Config, redis: Option<String>, amqp: Option<String>) {
+    if let Some(url) = redis {
+        c.redis_url = Some(Secret::new(url));
+        c.state = Backend::Direct;
+    }
+    if let Some(url) = amqp {
+        c.amqp_url = Some(Secret::new(url));
+        c.bus = Backend::Direct;
+    }
+}
+
 /// `wardwatch replay-rejected`: reports what it replayed on stdout, one handle per line.
 #[allow(clippy::print_stdout)] // the command's output, for its user and for scripts
 fn replay(id: Option<String>, all: bool, redis: Option<String>, amqp: Option<String>) -> ExitCode {
     let config = Config::from_env().and_then(|mut c| {
-        if let Some(url) = redis {
-            c.redis_url = Some(Secret::new(url));
-            c.state = Backend::Direct;
-        }
-        if let Some(url) = amqp {
-            c.amqp_url = Some(Secret::new(url));
-            c.bus = Backend::Direct;
-        }
+        with_urls(&mut c, redis, amqp);
         c.validate_urls()?;
         Ok(c)
     });
@@ -136,14 +141,7 @@ fn main() -> ExitCode {
         } else if !c.listen_from_env {
             c.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
         }
-        if let Some(url) = redis {
-            c.redis_url = Some(Secret::new(url));
-            c.state = Backend::Direct;
-        }
-        if let Some(url) = amqp {
-            c.amqp_url = Some(Secret::new(url));
-            c.bus = Backend::Direct;
-        }
+        with_urls(&mut c, redis, amqp);
         c.validate_urls()?;
         c.check()?;
         Ok(c)
