@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use admit::Admit;
 use evaluate_alert::EvaluateAlert;
-use ingest_lab::IngestLab;
+use ingest_lab::search::ObservationSearch;
+use ingest_lab::{IngestLab, LabSettings};
 use tokio::net::TcpListener;
 use wardwatch_adapters::launch::{self, Wiring};
 use wardwatch_board::Board;
@@ -29,11 +30,18 @@ pub fn app(wiring: &Wiring) -> App {
         .fhir("/fhir", Arc::new(Admit::new(wiring.records(), identity.clone())))
         .binding(
             LAB_FEED,
-            Arc::new(IngestLab::with_settings(wiring.records(), lab_settings(&wiring.config))),
+            Arc::new(IngestLab::with_settings(
+                wiring.records(),
+                LabSettings::from_config(&wiring.config),
+            )),
         )
         .binding(
             LAB_RESULTED,
             Arc::new(EvaluateAlert::new(wiring.records(), CriticalLimits::default())),
+        )
+        .endpoint(
+            "/fhir/Observation",
+            ObservationSearch::new(wiring.records(), identity.clone(), "/fhir"),
         )
         .endpoint("/", Board::new(wiring.records(), wiring.config.board_token.clone()))
         .build()
@@ -65,15 +73,6 @@ pub async fn replay_rejected(config: wardwatch_runtime::Config, only: Option<&st
         }
     }
     Ok(done)
-}
-
-/// How ingest-lab reads results, from the configuration.
-pub fn lab_settings(config: &wardwatch_runtime::Config) -> ingest_lab::LabSettings {
-    ingest_lab::LabSettings {
-        identity: config.identity.clone(),
-        units: config.units.clone(),
-        zone: config.zone,
-    }
 }
 
 /// Serve everything on `listener` until `shutdown`, then drain.

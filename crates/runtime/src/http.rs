@@ -6,6 +6,7 @@
 //! | `GET /readyz` | 200 when every function's backends answer, else 503 |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST <fhir prefix>[/…]` | the HTTP trigger: the function's output, or an OperationOutcome |
+//! | `GET <fhir prefix>/<type>` | a read [`Endpoint`] mounted there (`/fhir/Observation` search) |
 //! | `OPTIONS /<binding>` | 200: daprd's subscription probe |
 //! | `POST /<binding>` | a Dapr input-binding delivery (or a CloudEvent): `200` ack, `503` retry |
 //! | `POST /` | a CloudEvent for the default binding |
@@ -320,6 +321,9 @@ impl App {
             }
             _ => {}
         }
+        if let Some(endpoint) = self.fhir_read(&method, &path) {
+            return endpoint.handle(request).await;
+        }
         if let Some((prefix, function)) = &self.0.fhir
             && (path == *prefix || path.starts_with(&format!("{prefix}/")))
         {
@@ -342,6 +346,22 @@ impl App {
         outcome_response(404, "not-found", &format!("no route for {method} {path}"))
     }
 
+    /// A read endpoint mounted inside the FHIR prefix (such as `GET /fhir/Observation`): the
+    /// GET requests it claims go to it; everything else under the prefix goes to the FHIR
+    /// function.
+    fn fhir_read(&self, method: &Method, path: &str) -> Option<&Arc<dyn Endpoint>> {
+        let (prefix, _) = self.0.fhir.as_ref()?;
+        if *method != Method::GET {
+            return None;
+        }
+        let inside = format!("{prefix}/");
+        self.0
+            .endpoints
+            .iter()
+            .find(|(p, _)| p.starts_with(&inside) && (path == p || path.starts_with(&format!("{p}/"))))
+            .map(|(_, e)| e)
+    }
+
     /// The endpoint a request goes to, unless a FHIR route, a binding or a probe takes it first
     /// (mirrors [`App::route`]).
     fn endpoint_for(&self, method: &Method, path: &str) -> Option<&Arc<dyn Endpoint>> {
@@ -351,7 +371,7 @@ impl App {
         if let Some((prefix, _)) = &self.0.fhir
             && (path == prefix || path.starts_with(&format!("{prefix}/")))
         {
-            return None;
+            return self.fhir_read(method, path);
         }
         if self.0.bindings.contains_key(path.trim_start_matches('/'))
             || (path == "/" && *method == Method::POST && self.0.cloudevents_default.is_some())

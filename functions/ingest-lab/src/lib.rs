@@ -23,6 +23,8 @@
 //! - **Results before their patient** are kept in a record of their own, named by the identifier
 //!   they carry (the id a Patient with that identity will get), and evaluated like any other.
 
+pub mod search;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -73,6 +75,18 @@ pub struct LabSettings {
     pub units: Arc<UnitTable>,
     /// Where HL7 v2 times without an offset were written.
     pub zone: Tz,
+}
+
+impl LabSettings {
+    /// The settings a process's configuration gives (`MRN_SYSTEMS`, `V2_IDENTIFIER_SYSTEMS`,
+    /// `UNITS_FILE`, `HOSPITAL_TZ`).
+    pub fn from_config(config: &wardwatch_runtime::Config) -> Self {
+        Self {
+            identity: config.identity.clone(),
+            units: config.units.clone(),
+            zone: config.zone,
+        }
+    }
 }
 
 impl Default for LabSettings {

@@ -170,3 +170,64 @@ async fn a_message_that_cannot_be_stored_is_kept_listed_without_patient_data_and
     host.stop().await;
     clean_up(&prefix).await;
 }
+
+#[tokio::test]
+async fn results_are_read_back_over_fhir_newest_first_with_the_canonical_value_and_what_was_received() {
+    let host = Host::spawn(config(&[("V2_IDENTIFIER_SYSTEMS", &format!("RXH^MR={RXH}"))])).await;
+    let post = |body: Vec<u8>| {
+        let url = host.url("/lab-feed");
+        async move {
+            let r = reqwest::Client::new().post(url).body(body).send().await.expect("post");
+            assert_eq!(r.status(), 200);
+        }
+    };
+    // An HL7 v2 U&E (SI units) and, later, a FHIR creatinine in mg/dL for the same patient.
+    post(corpus("13-")).await;
+    let creatinine = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "identifier": [{"system": "urn:lab", "value": "c-1"}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+        "subject": {"identifier": {"system": RXH, "value": "604418"}},
+        "effectiveDateTime": "2026-03-06T08:00:00Z",
+        "valueQuantity": {"value": 1.5, "unit": "mg/dL"}});
+    post(creatinine.to_string().into_bytes()).await;
+
+    let page = host
+        .get_json(&format!("/fhir/Observation?patient.identifier={RXH}%7C604418"))
+        .await;
+    assert_eq!(
+        (page["resourceType"].as_str(), page["type"].as_str()),
+        (Some("Bundle"), Some("searchset"))
+    );
+    assert_eq!(page["total"], 4);
+    let first = &page["entry"][0]["resource"];
+    assert_eq!(first["code"]["coding"][0]["code"], "2160-0", "newest first");
+    assert_eq!(first["valueQuantity"]["value"], 132.63);
+    assert_eq!(first["valueQuantity"]["unit"], "umol/L");
+    let received = first["extension"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["url"] == wardwatch_domain::lab::RECEIVED_EXTENSION))
+        .expect("as received");
+    assert_eq!(received["extension"][1]["valueString"], "mg/dL");
+    let potassium = serde_json::to_string(&page).expect("json");
+    assert!(potassium.contains("PL260305-000612"), "the message control id is kept");
+
+    let only = host
+        .get_json(&format!(
+            "/fhir/Observation?patient.identifier={RXH}%7C604418&code=2823-3"
+        ))
+        .await;
+    assert_eq!(only["total"], 1);
+    assert_eq!(only["entry"][0]["resource"]["valueQuantity"]["value"], 6.9);
+    let by_id = host
+        .get_json(&format!(
+            "/fhir/Observation?patient={}",
+            ids::derived("patient", &[RXH, "604418"])
+        ))
+        .await;
+    assert_eq!(by_id["total"], 4);
+    let bad = reqwest::get(host.url("/fhir/Observation?date=2026"))
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    host.stop().await;
+}
