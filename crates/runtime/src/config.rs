@@ -415,6 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_units_file_or_time_zone_stops_start_up_saying_where() {
+        let dir = std::env::temp_dir().join(format!("ww-units-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let broken = dir.join("units.json");
+        std::fs::write(&broken, "{\"analytes\": [\n  {\"name\": \"k\",}\n]}").expect("write");
+        let path = broken.to_string_lossy().into_owned();
+        let err = config(&[("UNITS_FILE", &path)]).expect_err("broken").to_string();
+        assert!(err.starts_with("UNITS_FILE:") && err.contains("line 2"), "{err}");
+        let missing = config(&[("UNITS_FILE", "/nonexistent/units.json")]).expect_err("missing");
+        assert!(missing.to_string().contains("cannot be read"), "{missing}");
+        let err = config(&[("HOSPITAL_TZ", "Europe/Lundon")])
+            .expect_err("zone")
+            .to_string();
+        assert!(err.starts_with("HOSPITAL_TZ:"), "{err}");
+        let c = config(&[("HOSPITAL_TZ", "America/New_York")]).expect("zone");
+        assert_eq!(c.zone, chrono_tz::America::New_York);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_bad_port_fails_naming_the_variable() {
         let err = config(&[("PORT", "eighty")]).expect_err("invalid");
         assert!(err.to_string().starts_with("PORT:"), "{err}");
