@@ -31,7 +31,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use wardwatch_domain::decide::{digest, result};
-use wardwatch_domain::facts::{self, ResultValue, SubjectRef};
+use wardwatch_domain::facts::{self, ObservationFacts, ResultValue, SubjectRef};
 use wardwatch_domain::identity::{Identifier, IdentityRules};
 use wardwatch_domain::lab::{self, MESSAGE_ID_EXTENSION, er7, oru};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
@@ -229,12 +229,10 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
     fn prepare(
         &self,
         mut resource: Value,
+        obs: &ObservationFacts,
         message_id: Option<String>,
         subject: &Subject,
-        at: &str,
     ) -> Result<Prepared, IngestError> {
-        let obs = facts::observation(&resource)
-            .map_err(|i| IngestError::Refused(Issue::new(format!("{at}{}", i.location), i.message)))?;
         let units = &self.settings.units;
         let effective = obs.effective.or(obs.issued);
         let (value, unit, comparator, reported_value, reported_unit, text, not_evaluable, analyte, loinc) =
@@ -435,19 +433,18 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for IngestLab<S, L, P> {
             } else {
                 String::new()
             };
-            let obs_subject = facts::observation(&resource)
-                .map_err(|e| IngestError::Refused(Issue::new(format!("{at}{}", e.location), e.message)))?
-                .subject;
-            let key = format!("{obs_subject:?}");
+            let obs = facts::observation(&resource)
+                .map_err(|e| IngestError::Refused(Issue::new(format!("{at}{}", e.location), e.message)))?;
+            let key = format!("{:?}", obs.subject);
             let subject = match subjects.get(&key) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = self.subject(&obs_subject, &at).await?;
+                    let s = self.subject(&obs.subject, &at).await?;
                     subjects.insert(key.clone(), s.clone());
                     s
                 }
             };
-            let prepared = self.prepare(resource, message_id, &subject, &at)?;
+            let prepared = self.prepare(resource, &obs, message_id, &subject)?;
             if prepared.entry.not_evaluable.is_some() {
                 tally.not_evaluable += 1;
             }

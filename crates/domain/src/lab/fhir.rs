@@ -46,7 +46,7 @@ pub fn read(payload: &[u8], identity: &IdentityRules) -> Result<FhirFeed, String
         } else {
             String::new()
         };
-        take(&resource, identity, &mut feed).map_err(|e| format!("{at}{e}"))?;
+        take(resource, identity, &mut feed).map_err(|e| format!("{at}{e}"))?;
     }
     if line == 0 {
         return Err("the message is empty".into());
@@ -58,11 +58,11 @@ fn resource_type(v: &Value) -> &str {
     v.get("resourceType").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn take(resource: &Value, identity: &IdentityRules, feed: &mut FhirFeed) -> Result<(), String> {
-    match resource_type(resource) {
-        "Observation" => feed.observations.push(resource.clone()),
-        "DiagnosticReport" => report(resource, &HashMap::new(), feed),
-        "Bundle" => bundle(resource, identity, feed)?,
+fn take(resource: Value, identity: &IdentityRules, feed: &mut FhirFeed) -> Result<(), String> {
+    match resource_type(&resource) {
+        "Observation" => feed.observations.push(resource),
+        "DiagnosticReport" => report(&resource, &HashMap::new(), feed),
+        "Bundle" => bundle(&resource, identity, feed)?,
         "" => return Err("not a FHIR resource (no resourceType)".into()),
         other => *feed.skipped.entry(other.to_owned()).or_default() += 1,
     }
