@@ -22,14 +22,14 @@ pub fn looks_like_er7(payload: &[u8]) -> bool {
     [b"MSH", b"FHS", b"BHS"].iter().any(|s| head.starts_with(*s))
 }
 
-/// The text of a payload in the character set its first MSH-18 names: `8859/1` (and the other
-/// `8859/n` read as Latin-1's superset of ASCII, which is exact for 8859/1), `UNICODE UTF-8`, or
-/// ASCII/empty (read as UTF-8, which ASCII is a subset of). Bytes the declared set cannot hold
+/// The text of a payload in the character set its first MSH-18 names: `8859/1` (Latin-1),
+/// `UNICODE UTF-8`, or ASCII/empty (read as UTF-8, which ASCII is a subset of); any other set
+/// (`8859/15`, …) is refused by name rather than read wrongly. Bytes the declared set cannot hold
 /// are refused with the reason, never replaced.
 pub fn decode(payload: &[u8]) -> Result<String, String> {
     let charset = declared_charset(payload);
     match charset.as_deref() {
-        Some(cs) if cs.starts_with("8859/1") || cs == "ISO-8859-1" || cs == "ISO IR100" => {
+        Some(cs) if cs == "8859/1" || cs == "ISO-8859-1" || cs == "ISO IR100" => {
             Ok(payload.iter().map(|&b| char::from(b)).collect())
         }
         Some(cs) if cs.starts_with("8859/") => Err(format!(

@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 use crate::facts;
 use crate::identity::IdentityRules;
 
+/// `Observation.identifier.system` given to an Observation contained in a DiagnosticReport that
+/// has no identifier: `<report id or identifier>#<local id>`.
+pub const CONTAINED_IDENTIFIER_SYSTEM: &str = "https://wardwatch.dev/fhir/sid/contained-result";
+
 /// What a FHIR lab payload holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FhirFeed {
@@ -76,8 +80,27 @@ fn report(report: &Value, patients: &HashMap<String, Value>, feed: &mut FhirFeed
     let Some(contained) = report.get("contained").and_then(Value::as_array) else {
         return;
     };
+    // A contained resource's id is only unique inside its report: one without an identifier of
+    // its own is identified by the report's id (or identifier) and its local id, else by content.
+    let scope = report.get("id").and_then(Value::as_str).map(str::to_owned).or_else(|| {
+        report
+            .pointer("/identifier/0/value")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     for c in contained.iter().filter(|c| resource_type(c) == "Observation") {
         let mut o = c.clone();
+        if o.get("identifier").is_none()
+            && let Some(obj) = o.as_object_mut()
+        {
+            let local = obj.remove("id");
+            if let (Some(scope), Some(Value::String(local))) = (&scope, local) {
+                obj.insert(
+                    "identifier".into(),
+                    json!([{"system": CONTAINED_IDENTIFIER_SYSTEM, "value": format!("{scope}#{local}")}]),
+                );
+            }
+        }
         if o.get("subject").is_none()
             && let Some(s) = report.get("subject")
         {
@@ -194,6 +217,20 @@ mod tests {
             assert_eq!(feed.skipped.get("Organization"), Some(&1));
             assert_eq!(feed.reports, 1);
         }
+    }
+
+    #[test]
+    fn contained_results_of_two_reports_are_never_one_result() {
+        let report = |id: &str| {
+            let mut o = obs(json!({"reference": "Patient/a"}));
+            o["id"] = json!("k");
+            json!({"resourceType": "DiagnosticReport", "id": id, "status": "final", "contained": [o]})
+        };
+        let text = format!("{}\n{}\n", report("r1"), report("r2"));
+        let feed = read(text.as_bytes(), &rules()).expect("reports");
+        let ids: Vec<&Value> = feed.observations.iter().map(|o| &o["identifier"][0]["value"]).collect();
+        assert_eq!(ids, [&json!("r1#k"), &json!("r2#k")]);
+        assert!(feed.observations.iter().all(|o| o.get("id").is_none()));
     }
 
     #[test]

@@ -90,7 +90,10 @@ fn message(text: &str, settings: &Settings<'_>) -> Result<OruMessage, String> {
     let mut observations = Vec::new();
     let mut patient: Option<Identifier> = None;
     let mut order: Option<Order> = None;
+    // NTE segments belong to the segment before them: only those after an OBX are its notes.
+    let mut after_obx = false;
     for seg in parsed.segments() {
+        let was_after_obx = std::mem::replace(&mut after_obx, seg.name == "OBX");
         match seg.name {
             "PID" => patient = Some(patient_identifier(seg, &seps, settings.identity)?),
             "OBR" => order = Some(Order::read(seg, &seps, settings.zone)?),
@@ -104,9 +107,12 @@ fn message(text: &str, settings: &Settings<'_>) -> Result<OruMessage, String> {
                 observations.push(observation(seg, &seps, who, obr, &control_id, settings.zone)?);
             }
             "NTE" => {
-                if let (Some(last), Some(text)) = (observations.last_mut(), field_text(seg, &seps, 3)) {
+                if was_after_obx && let (Some(last), Some(text)) = (observations.last_mut(), field_text(seg, &seps, 3))
+                {
                     add_note(last, &text);
                 }
+                // Several NTE in a row all belong to the OBX before them.
+                after_obx = was_after_obx;
             }
             _ => {}
         }
@@ -163,6 +169,8 @@ struct Order {
     number: String,
     observed: Option<DateTime<Utc>>,
     issued: Option<DateTime<Utc>>,
+    /// OBR-25, the order's result status: what an OBX without OBX-11 is taken to say.
+    status: Option<String>,
 }
 
 impl Order {
@@ -186,10 +194,14 @@ impl Order {
             number,
             observed: time(7)?,
             issued: time(22)?,
+            status: component(obr, seps, 25, 1),
         })
     }
 }
 
+/// OBX-11 (table 0085) as a FHIR status. Without one, the order's status (OBR-25, table 0123:
+/// F, C, P, X …) is taken, and without that, `final` (OBX-11 is required; a sender that leaves
+/// it out sends finished results).
 fn status(code: Option<&str>) -> Result<&'static str, String> {
     Ok(match code.unwrap_or("F") {
         "F" | "U" => "final",
@@ -294,7 +306,13 @@ fn observation(
         }
     }
     let status_code = component(obx, seps, 11, 1);
-    let status = status(status_code.as_deref()).map_err(|e| format!("{}: {e}", at(11)))?;
+    let status = match (status_code.as_deref(), order.status.as_deref()) {
+        (Some(c), _) => status(Some(c)).map_err(|e| format!("{}: {e}", at(11)))?,
+        (None, Some("I" | "O" | "S" | "A" | "R")) => "preliminary",
+        (None, Some("Y" | "Z")) => "registered",
+        (None, Some(c)) => status(Some(c)).unwrap_or("final"),
+        (None, None) => "final",
+    };
     let mut o = Map::new();
     o.insert("resourceType".into(), json!("Observation"));
     o.insert(
@@ -546,6 +564,29 @@ OBX|4|CWE|COV^SARS-CoV-2^L||NEG^Not detected^L||||||X\r";
         );
         assert_eq!(o[3]["valueCodeableConcept"]["text"], "Not detected");
         assert_eq!(o[3]["status"], "cancelled");
+    }
+
+    #[test]
+    fn notes_belong_to_the_result_before_them_and_a_missing_status_is_the_orders() {
+        let rules = rules();
+        let text = "MSH|^~\\&|LAB|RXH|WW|RXH|20261127093000||ORU^R01|M2|P|2.4\r\
+PID|1||123456^^^RXH^MR\r\
+OBR|1||F1|K^K^L|||20261127080000||||||||||||||||||P\r\
+NTE|1||An order comment, not a result's\r\
+OBX|1|NM|2823-3^K^LN||4.1|mmol/L\r\
+NTE|1||first\r\
+NTE|2||second\r\
+OBR|2||F2|K^K^L|||20261127080000\r\
+NTE|1||Another order comment\r\
+OBX|1|NM|2823-3^K^LN||4.2|mmol/L\r";
+        let m = read(text.as_bytes(), &settings(&rules)).expect("read");
+        let o = &m[0].observations;
+        assert_eq!(o[0]["note"], json!([{"text": "first"}, {"text": "second"}]));
+        assert!(o[1].get("note").is_none());
+        assert_eq!(
+            (o[0]["status"].as_str(), o[1]["status"].as_str()),
+            (Some("preliminary"), Some("final"))
+        );
     }
 
     #[test]
