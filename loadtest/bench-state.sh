@@ -11,7 +11,8 @@
 # Settings (environment): DURATION (s, each measured HTTP run, default 20), WARMUP (s, 5),
 # CONNECTIONS (32), THREADS (wrk threads, 2), EMBED_WINDOW (s, 10), EMBED_TARGET (50000),
 # EMBED_FILL_MAX (s, longest allowed to reach EMBED_TARGET, 5400), EMBED_FILL_CONNECTIONS (1), LAB_N (20000),
-# LAB_PATIENTS (300), LAB_TIMEOUT (s, 900), PARTS (admissions,embedded,lab).
+# LAB_PATIENTS (300), LAB_TIMEOUT (s, 900), LAB_FORMAT (fhir: FHIR Observations, or hl7: HL7 v2
+# ORU^R01 messages), PARTS (admissions,embedded,lab).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ EMBED_FILL_CONNECTIONS=${EMBED_FILL_CONNECTIONS:-1}
 LAB_N=${LAB_N:-20000}
 LAB_PATIENTS=${LAB_PATIENTS:-300}
 LAB_TIMEOUT=${LAB_TIMEOUT:-900}
+LAB_FORMAT=${LAB_FORMAT:-fhir}
+# The benchmark's HL7 v2 patients (PID-3 authority WWBENCH) are the admitted MRNs.
+export V2_IDENTIFIER_SYSTEMS="WWBENCH^MR=https://fhir.example-hospital.nhs.uk/Id/mrn"
 PARTS=${PARTS:-admissions,embedded,lab}
 
 REDIS_URL=redis://127.0.0.1:6379
@@ -297,7 +301,7 @@ if part lab; then
     LPREFIX=${PREFIX}lab
     LAMQP=$AMQP_BASE/$LVH
     note "3a. raw RabbitMQ: $LAB_N persistent messages, confirms, then consume with manual ack (prefetch 16)"
-    RAW=$("$LABBENCH" raw --amqp "$LAMQP" --tag "$TAG" --count "$LAB_N" --patients "$LAB_PATIENTS") ||
+    RAW=$("$LABBENCH" raw --amqp "$LAMQP" --tag "$TAG" --count "$LAB_N" --patients "$LAB_PATIENTS" --format "$LAB_FORMAT") ||
         die "labbench raw failed"
     note "    publish $(jq -r .publish_per_s <<<"$RAW")/s, consume $(jq -r .consume_per_s <<<"$RAW")/s, publish+consume $(jq -r .publish_and_consume_per_s <<<"$RAW")/s"
 
@@ -305,7 +309,7 @@ if part lab; then
     start_wardwatch lab-admit "STATE_KEY_PREFIX=$LPREFIX" -- --redis "$REDIS_URL" --amqp "$LAMQP"
     LADMIT=$("$LABBENCH" admit --base "$WW_BASE" --tag "$TAG" --patients "$LAB_PATIENTS") || die "labbench admit failed"
     stop_pid "$WW_PID"
-    FEED=$("$LABBENCH" feed --amqp "$LAMQP" --tag "$TAG" --count "$LAB_N" --patients "$LAB_PATIENTS") ||
+    FEED=$("$LABBENCH" feed --amqp "$LAMQP" --tag "$TAG" --count "$LAB_N" --patients "$LAB_PATIENTS" --format "$LAB_FORMAT") ||
         die "labbench feed failed"
     LOAD_BEFORE=$(loadavg)
     # A port chosen here, so that the watch polls from the moment the process starts.
@@ -324,7 +328,8 @@ if part lab; then
     stop_pid "$WW_PID"
     LAB=$(jq -n --argjson raw "$RAW" --argjson admit "$LADMIT" --argjson feed "$FEED" --argjson watch "$WATCH" \
         --argjson queues "$QUEUES" --arg load "$LOAD_BEFORE" --arg vhost "$LVH" --argjson ok "$([[ $WATCH_RC == 0 ]] && echo true || echo false)" \
-        '{raw: $raw, admit: $admit, feed: $feed, wardwatch: $watch, queues_after: $queues, loadavg_before: $load,
+        --arg format "$LAB_FORMAT" \
+        '{format: $format, raw: $raw, admit: $admit, feed: $feed, wardwatch: $watch, queues_after: $queues, loadavg_before: $load,
           vhost: $vhost, checks_passed: $ok,
           ratio_vs_publish_and_consume: (($watch.drain_per_s / $raw.publish_and_consume_per_s) * 10000 | round / 10000),
           ratio_vs_consume: (($watch.drain_per_s / $raw.consume_per_s) * 10000 | round / 10000)}')
@@ -357,7 +362,7 @@ jq -r '
         "\(.start.rps) req/s at the start (p99 \(.start.latency_ms.p99) ms, non-2xx \(.start.non2xx))";
         (.ratio | f))),
   (.lab | select(. != null) |
-    row("lab-feed drain, \(.raw.messages) results (ingest-lab + evaluate-alert)";
+    row("lab-feed drain, \(.raw.messages) results as \(.format // "fhir") (ingest-lab + evaluate-alert)";
         "\(.wardwatch.drain_per_s)/s (failures \(.wardwatch.failures_total), alerts \(.wardwatch.alerts_active | f)/\(.wardwatch.alerts_expected))";
         "raw publish+consume \(.raw.publish_and_consume_per_s)/s (publish \(.raw.publish_per_s)/s, consume \(.raw.consume_per_s)/s)";
         "\(.ratio_vs_publish_and_consume) (vs consume only: \(.ratio_vs_consume))")),

@@ -165,6 +165,33 @@ pub fn observation(tag: &str, i: u64, patients: u64) -> Value {
     })
 }
 
+/// The HL7 v2 assigning authority of the lab benchmark's patients in [`oru`]: a Wardwatch reading
+/// them needs `V2_IDENTIFIER_SYSTEMS=WWBENCH^MR=<MRN_SYSTEM>`.
+pub const V2_AUTHORITY: &str = "WWBENCH";
+
+/// The `i`-th lab result as an HL7 v2.5.1 ORU^R01 message: the same patient, test, value, unit
+/// and times as [`observation`], one OBR and one OBX, the result identified by its filler order
+/// number.
+pub fn oru(tag: &str, i: u64, patients: u64) -> String {
+    let o = observation(tag, i, patients);
+    let text = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    // 2026-11-01T00:00:00Z → 20261101000000+0000
+    let dtm = |t: String| format!("{}+0000", t.replace(['-', ':', 'T', 'Z'], ""));
+    let effective = dtm(text("/effectiveDateTime"));
+    let issued = dtm(text("/issued"));
+    let value = o.pointer("/valueQuantity/value").cloned().unwrap_or(Value::Null);
+    format!(
+        "MSH|^~\\&|BENCHLAB|LAB|WARDWATCH|WW|{issued}||ORU^R01^ORU_R01|{tag}-M{i:07}|P|2.5.1\r\
+         PID|1||{mrn}^^^{V2_AUTHORITY}^MR\r\
+         OBR|1||{tag}-R{i:07}^LAB|UE^Urea and electrolytes^L|||{effective}|||||||||||||||{issued}|||F\r\
+         OBX|1|NM|{loinc}^{display}^LN||{value}|{unit}^^UCUM|||||F|||{effective}\r",
+        mrn = text("/subject/identifier/value"),
+        loinc = text("/code/coding/0/code"),
+        display = text("/code/coding/0/display"),
+        unit = text("/valueQuantity/unit"),
+    )
+}
+
 /// One sample of the Prometheus text exposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -300,6 +327,15 @@ mod tests {
         assert_eq!(ward_and_bed(1), ("Ward 002".into(), "Bed 01".into()));
         assert_eq!(ward_and_bed(200), ("Ward 001".into(), "Bed 02".into()));
         assert_eq!(ward_and_bed(5999), ("Ward 200".into(), "Bed 30".into()));
+    }
+
+    #[test]
+    fn the_oru_form_says_what_the_observation_says() {
+        let m = oru("t", 7, 3);
+        assert!(m.starts_with("MSH|^~\\&|BENCHLAB|"));
+        assert!(m.contains("PID|1||t-L00001^^^WWBENCH^MR\r"));
+        assert!(m.contains("|t-R0000007^LAB|"));
+        assert_eq!(m.matches('\r').count(), 4);
     }
 
     #[test]

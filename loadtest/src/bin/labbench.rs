@@ -33,7 +33,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use wardwatch_loadtest::{admission_bundle, critical_count, lab_mrn, observation, parse_metrics, sum, ward_and_bed};
+use wardwatch_loadtest::{
+    admission_bundle, critical_count, lab_mrn, observation, oru, parse_metrics, sum, ward_and_bed,
+};
 
 /// The queue ingest-lab consumes (README, "Routes").
 const LAB_FEED: &str = "lab-feed";
@@ -48,8 +50,20 @@ struct Cli {
     command: Command,
 }
 
+/// How the lab results are written.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// A FHIR Observation per message
+    Fhir,
+    /// An HL7 v2.5.1 ORU^R01 per message (needs V2_IDENTIFIER_SYSTEMS=WWBENCH^MR=<MRN system>)
+    Hl7,
+}
+
 #[derive(clap::Args, Clone)]
 struct Payloads {
+    /// How the results are written
+    #[arg(long, value_enum, default_value_t = Format::Fhir)]
+    format: Format,
     /// Number of lab results (Observations)
     #[arg(long, short = 'n', default_value_t = 20_000)]
     count: u64,
@@ -178,7 +192,10 @@ fn payloads(p: &Payloads) -> Vec<(String, Vec<u8>)> {
         .map(|i| {
             let o = observation(&p.tag, i, p.patients);
             let id = o["identifier"][0]["value"].as_str().unwrap_or_default().to_owned();
-            (id, o.to_string().into_bytes())
+            match p.format {
+                Format::Fhir => (id, o.to_string().into_bytes()),
+                Format::Hl7 => (id, oru(&p.tag, i, p.patients).into_bytes()),
+            }
         })
         .collect()
 }
