@@ -1,7 +1,8 @@
 //! `wardwatch demo`: a synthetic hospital feeding the running host, so a newcomer sees a living
 //! ward at once. Four wards; admissions, transfers and discharges as FHIR transaction Bundles to
-//! `/fhir`; laboratory results as FHIR Observations to the `lab-feed` binding route — the same
-//! HTTP paths as real traffic. A fixed seed gives the same hospital every time; one patient in
+//! `/fhir`; laboratory results to the `lab-feed` binding route, two in three as FHIR
+//! Observations and one in three as HL7 v2 ORU^R01 messages (PID-3 under the assigning authority
+//! [`V2_AUTHORITY`], which `demo` maps to the MRN system) — the same HTTP paths as real traffic. A fixed seed gives the same hospital every time; one patient in
 //! four runs out of range, and most of their results are critical.
 //!
 //! Every name here is made up. The generator ([`Hospital`]) is pure: a seed and a clock in,
@@ -13,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-const MRN_SYSTEM: &str = "https://fhir.example-hospital.nhs.uk/Id/mrn";
+pub const MRN_SYSTEM: &str = "https://fhir.example-hospital.nhs.uk/Id/mrn";
+/// The HL7 v2 assigning authority of the demo laboratory's PID-3.
+pub const V2_AUTHORITY: &str = "DEMO";
 const SPELL_SYSTEM: &str = "https://fhir.example-hospital.nhs.uk/Id/spell";
 const RESULT_SYSTEM: &str = "https://lab.example-hospital.nhs.uk/Id/result";
 const WARDS: &[&str] = &[
@@ -58,7 +61,10 @@ const GIVEN: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Send {
     pub path: &'static str,
+    /// The request body (a lab result: the FHIR Observation, also when `hl7` is sent instead).
     pub body: Value,
+    /// The same result as an HL7 v2 ORU^R01 message, sent instead of `body` when set.
+    pub hl7: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +175,7 @@ impl Hospital {
                     })
                     .collect::<Vec<_>>()
             }),
+            hl7: None,
         }
     }
 
@@ -277,8 +284,22 @@ impl Hospital {
             }
         };
         let taken = now - chrono::Duration::minutes(self.rng.i64(20..90));
+        let hl7 = self.rng.u32(0..3).eq(&0).then(|| {
+            let dtm = |t: DateTime<Utc>| t.format("%Y%m%d%H%M%S+0000").to_string();
+            format!(
+                "MSH|^~\\&|DEMOLAB|DEMO|WARDWATCH|DEMO|{issued}||ORU^R01^ORU_R01|DEMO-M{n:07}|P|2.5.1\r\
+                 PID|1||{mrn}^^^{V2_AUTHORITY}^MR\r\
+                 OBR|1||DEMO-R{n:07}^DEMOLAB|{loinc}^{display}^LN|||{taken}|||||||||||||||{issued}|||F\r\
+                 OBX|1|NM|{loinc}^{display}^LN||{value}|{unit}^^UCUM|||||F|||{taken}\r",
+                issued = dtm(now),
+                taken = dtm(taken),
+                n = self.results,
+                mrn = p.mrn,
+            )
+        });
         Send {
             path: "/lab-feed",
+            hl7,
             body: json!({
                 "resourceType": "Observation",
                 "identifier": [{"system": RESULT_SYSTEM, "value": format!("DEMO-R{:07}", self.results)}],
@@ -320,15 +341,15 @@ pub async fn run(addr: SocketAddr, seed: u64, every: Duration) {
         let client = client.clone();
         let url = format!("{base}{}", s.path);
         async move {
-            let content_type = if s.path == "/fhir" {
-                "application/fhir+json"
-            } else {
-                "application/json"
+            let (content_type, body) = match (&s.hl7, s.path) {
+                (Some(er7), _) => ("x-application/hl7-v2+er7", er7.clone()),
+                (None, "/fhir") => ("application/fhir+json", s.body.to_string()),
+                (None, _) => ("application/json", s.body.to_string()),
             };
             match client
                 .post(&url)
                 .header("content-type", content_type)
-                .body(s.body.to_string())
+                .body(body)
                 .send()
                 .await
             {
@@ -392,5 +413,34 @@ mod tests {
             potassium.iter().any(|k| *k >= 6.5),
             "no critical potassium in {potassium:?}"
         );
+        let hl7 = sends.iter().filter(|s| s.hl7.is_some()).count();
+        let lab = sends.iter().filter(|s| s.path == "/lab-feed").count();
+        assert!(hl7 > 0 && hl7 < lab, "some results as HL7 v2: {hl7} of {lab}");
+    }
+
+    #[test]
+    fn the_hl7_results_read_as_the_observations_they_stand_for() {
+        let mut h = Hospital::new(3);
+        let sends = h.opening(now());
+        let rules = wardwatch_domain::identity::IdentityRules {
+            systems: Vec::new(),
+            v2: wardwatch_domain::identity::IdentityRules::parse_v2_table(&format!("{V2_AUTHORITY}^MR={MRN_SYSTEM}"))
+                .expect("table"),
+        };
+        let settings = wardwatch_domain::lab::oru::Settings {
+            identity: &rules,
+            zone: chrono_tz::Europe::London,
+        };
+        for s in sends.iter().filter(|s| s.hl7.is_some()) {
+            let m = wardwatch_domain::lab::oru::read(s.hl7.as_deref().unwrap_or_default().as_bytes(), &settings)
+                .expect("an ORU^R01 ingest-lab reads");
+            let o = &m[0].observations[0];
+            assert_eq!(o["subject"]["identifier"], s.body["subject"]["identifier"]);
+            assert_eq!(o["code"]["coding"][0]["code"], s.body["code"]["coding"][0]["code"]);
+            assert_eq!(
+                o["valueQuantity"]["value"].as_f64(),
+                s.body["valueQuantity"]["value"].as_f64()
+            );
+        }
     }
 }

@@ -144,6 +144,20 @@ fn main() -> ExitCode {
         with_urls(&mut c, redis, amqp);
         c.validate_urls()?;
         c.check()?;
+        // The demo laboratory's HL7 v2 identifiers belong to the demo hospital's MRN system.
+        if demo.is_some()
+            && !c
+                .identity
+                .v2
+                .iter()
+                .any(|m| m.authority == wardwatch_host::demo::V2_AUTHORITY)
+        {
+            c.identity.v2.push(wardwatch_domain::identity::V2Mapping {
+                authority: wardwatch_host::demo::V2_AUTHORITY.into(),
+                type_code: None,
+                system: wardwatch_host::demo::MRN_SYSTEM.into(),
+            });
+        }
         Ok(c)
     });
     match demo {
