@@ -268,8 +268,20 @@ async fn an_oversized_body_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn a_delivery_larger_than_the_http_body_limit_but_within_the_delivery_limit_reaches_the_function() {
+    let s = spawn(|b| b.max_body(1024).max_delivery(8192)).await;
+    assert_eq!(s.post("/lab-feed", vec![b'x'; 4096]).await.status().as_u16(), 200);
+    assert!(s.rejected().is_empty(), "delivered, not refused as too large");
+    assert_eq!(
+        s.post("/fhir", vec![b'x'; 4096]).await.status().as_u16(),
+        413,
+        "the HTTP limit still holds"
+    );
+}
+
+#[tokio::test]
 async fn a_binding_payload_over_the_accepted_size_is_recorded_whole_as_too_costly_and_acked() {
-    let s = spawn(|b| b.max_body(1024)).await;
+    let s = spawn(|b| b.max_body(1024).max_delivery(1024)).await;
     let at_limit = s.post("/lab-feed", vec![b'x'; 1024]).await;
     assert_eq!(at_limit.status().as_u16(), 200);
     assert!(
@@ -322,7 +334,7 @@ async fn a_binding_payload_over_the_accepted_size_is_recorded_whole_as_too_costl
 #[tokio::test]
 async fn a_binding_payload_beyond_the_read_limit_is_acked_with_its_head_and_its_size_recorded() {
     use base64::Engine;
-    let s = spawn(|b| b.max_body(1024).binding_read_limit(8192)).await;
+    let s = spawn(|b| b.max_body(1024).max_delivery(1024).binding_read_limit(8192)).await;
     let r = s.post("/lab-feed", vec![0xff_u8; 100_000]).await;
     assert_eq!(r.status().as_u16(), 200);
     let got = s.rejected();
@@ -342,7 +354,7 @@ async fn a_binding_payload_beyond_the_read_limit_is_acked_with_its_head_and_its_
 
 #[tokio::test]
 async fn when_the_lane_refuses_a_record_that_large_for_good_the_first_mib_is_recorded() {
-    let s = spawn(|b| b.max_body(1024).binding_read_limit(4 << 20)).await;
+    let s = spawn(|b| b.max_body(1024).max_delivery(1024).binding_read_limit(4 << 20)).await;
     *s.lane.max_record.lock().expect("lock") = Some(3 << 19); // 1.5 MiB
     let r = s.post("/lab-feed", "y".repeat(2 << 20)).await;
     assert_eq!(r.status().as_u16(), 200);
