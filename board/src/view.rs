@@ -81,6 +81,8 @@ pub struct PointView {
     pub when: String,
     pub value: String,
     pub status: String,
+    /// Why a number is shown but not evaluated (a unit or analyte the units table lacks).
+    pub not_evaluated: Option<String>,
 }
 
 pub struct TrailItem {
@@ -433,6 +435,7 @@ pub fn series(record: &PatientRecord) -> Vec<SeriesView> {
                         when: r.when().map(day_and_time).unwrap_or_default(),
                         value: shown(r),
                         status: r.status.clone(),
+                        not_evaluated: r.not_evaluable.clone().filter(|_| r.reported_value.is_some()),
                     })
                     .collect(),
                 polyline,

@@ -184,8 +184,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
         }
     }
 
-    /// The Observations in a payload, each with the HL7 v2 message it came in.
-    fn read(&self, payload: &[u8], content_type: Option<&str>) -> Result<Vec<(Value, Option<String>)>, IngestError> {
+    /// The Observations in a payload, each with the HL7 v2 message it came in, and the resources
+    /// of other types skipped (by type).
+    #[allow(clippy::type_complexity)]
+    fn read(
+        &self,
+        payload: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<(Vec<(Value, Option<String>)>, BTreeMap<String, usize>), IngestError> {
         let er7 = match content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()) {
             Some(c) if c == "x-application/hl7-v2+er7" || c == "application/hl7-v2" => true,
             _ => er7::looks_like_er7(payload),
@@ -196,13 +202,14 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
                 zone: self.settings.zone,
             };
             let messages = oru::read(payload, &settings).map_err(IngestError::Unreadable)?;
-            return Ok(messages
+            let observations = messages
                 .into_iter()
                 .flat_map(|m| {
                     let id = m.control_id;
                     m.observations.into_iter().map(move |o| (o, Some(id.clone())))
                 })
-                .collect());
+                .collect();
+            return Ok((observations, BTreeMap::new()));
         }
         if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(IngestError::Unreadable(
@@ -222,7 +229,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
                 format!("the message holds no Observation (only {})", skipped.join(", "))
             }));
         }
-        Ok(feed.observations.into_iter().map(|o| (o, None)).collect())
+        Ok((feed.observations.into_iter().map(|o| (o, None)).collect(), feed.skipped))
     }
 
     /// Check, normalise and identify one Observation.
@@ -410,7 +417,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for IngestLab<S, L, P> {
     }
 
     async fn call(&self, event: Event) -> Result<Output, Failure> {
-        let observations = self.read(&event.payload, event.context.content_type.as_deref())?;
+        let (observations, skipped) = self.read(&event.payload, event.context.content_type.as_deref())?;
         let many = observations.len() > 1;
         // Check everything before storing anything.
         for (i, (resource, _)) in observations.iter().enumerate() {
@@ -477,6 +484,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for IngestLab<S, L, P> {
             "not_evaluable": tally.not_evaluable,
             "result_ids": result_ids,
             "patient_ids": patients,
+            "skipped": skipped,
         });
         // One result (the common FHIR case): say which, as before.
         if let ([result_id], [patient_id]) = (

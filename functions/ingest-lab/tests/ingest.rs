@@ -318,6 +318,11 @@ async fn a_bundle_a_diagnostic_report_and_ndjson_are_all_taken() {
             "contained": [contained], "result": [{"reference": "#k"}]}}]});
     let out = f.call(deliver(&bundle)).await.expect("bundle").body.expect("body");
     assert_eq!((out["results"].clone(), out["stored"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        out["skipped"],
+        json!({"MessageHeader": 1}),
+        "other types skipped and counted"
+    );
     let ndjson = format!("{}\n{}\n", with_id("n1"), with_id("n2"));
     let out = f
         .call(Event::new(Trigger::DaprBinding, "lab-feed", ndjson))
