@@ -122,6 +122,58 @@ struct Prepared {
     resource: Vec<u8>,
 }
 
+/// A result's value as it will be stored: in the canonical unit where the units table allows,
+/// as reported beside it, and why not where it does not.
+struct Reading {
+    value: Option<f64>,
+    unit: String,
+    comparator: Option<String>,
+    reported_value: Option<f64>,
+    reported_unit: String,
+    text: Option<String>,
+    not_evaluable: Option<String>,
+    analyte: Option<String>,
+    loinc: Option<String>,
+}
+
+fn reading(units: &UnitTable, obs: &ObservationFacts) -> Reading {
+    let codes = (obs.loinc.as_deref(), obs.local_code.as_deref());
+    match &obs.value {
+        ResultValue::Quantity(q) => {
+            let n = units.normalise(codes.0, codes.1, q.value, q.unit.as_deref());
+            Reading {
+                value: n.value,
+                unit: n.unit.or_else(|| q.unit.clone()).unwrap_or_default(),
+                comparator: q.comparator.clone(),
+                reported_value: Some(q.value),
+                reported_unit: q.unit.clone().unwrap_or_default(),
+                text: None,
+                not_evaluable: n.not_evaluable,
+                analyte: n.analyte,
+                loinc: obs.loinc.clone().or(n.loinc),
+            }
+        }
+        other => {
+            let a = units.analyte(codes.0, codes.1);
+            let (text, why) = match other {
+                ResultValue::Text(t) => (Some(t.clone()), "not a number: shown, never evaluated"),
+                _ => (None, "no value"),
+            };
+            Reading {
+                value: None,
+                unit: String::new(),
+                comparator: None,
+                reported_value: None,
+                reported_unit: String::new(),
+                text,
+                not_evaluable: Some(why.to_owned()),
+                analyte: a.map(|a| a.name.clone()),
+                loinc: obs.loinc.clone().or_else(|| a.map(|a| a.loinc[0].clone())),
+            }
+        }
+    }
+}
+
 /// What one payload came to.
 #[derive(Debug, Default)]
 struct Tally {
@@ -240,48 +292,18 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
         message_id: Option<String>,
         subject: &Subject,
     ) -> Result<Prepared, IngestError> {
-        let units = &self.settings.units;
         let effective = obs.effective.or(obs.issued);
-        let (value, unit, comparator, reported_value, reported_unit, text, not_evaluable, analyte, loinc) =
-            match &obs.value {
-                ResultValue::Quantity(q) => {
-                    let n = units.normalise(
-                        obs.loinc.as_deref(),
-                        obs.local_code.as_deref(),
-                        q.value,
-                        q.unit.as_deref(),
-                    );
-                    (
-                        n.value,
-                        n.unit.or_else(|| q.unit.clone()).unwrap_or_default(),
-                        q.comparator.clone(),
-                        Some(q.value),
-                        q.unit.clone().unwrap_or_default(),
-                        None,
-                        n.not_evaluable,
-                        n.analyte,
-                        obs.loinc.clone().or(n.loinc),
-                    )
-                }
-                other => {
-                    let a = units.analyte(obs.loinc.as_deref(), obs.local_code.as_deref());
-                    let (text, why) = match other {
-                        ResultValue::Text(t) => (Some(t.clone()), "not a number: shown, never evaluated"),
-                        _ => (None, "no value"),
-                    };
-                    (
-                        None,
-                        String::new(),
-                        None,
-                        None,
-                        String::new(),
-                        text,
-                        Some(why.to_owned()),
-                        a.map(|a| a.name.clone()),
-                        obs.loinc.clone().or_else(|| a.map(|a| a.loinc[0].clone())),
-                    )
-                }
-            };
+        let Reading {
+            value,
+            unit,
+            comparator,
+            reported_value,
+            reported_unit,
+            text,
+            not_evaluable,
+            analyte,
+            loinc,
+        } = reading(&self.settings.units, obs);
         let code = loinc.clone().or_else(|| obs.local.clone()).unwrap_or_default();
         // Scoped to the subject: two patients' results that share a laboratory identifier or an
         // Observation id never land on each other.
