@@ -179,8 +179,10 @@ impl IdentityRules {
                     .find(|m| m.authority == authority && m.type_code.is_none())
             })
             .map(|m| m.system.clone())
+            // An MR without an assigning authority is the hospital's own number; one under another
+            // authority is another hospital's until the table says otherwise.
             .or_else(|| {
-                (type_code == Some("MR"))
+                (type_code == Some("MR") && authority.is_empty())
                     .then(|| self.systems.first().cloned())
                     .flatten()
             })?;
@@ -291,6 +293,16 @@ mod tests {
             Some("https://fhir.nhs.uk/Id/nhs-number".into())
         );
         assert_eq!(rules.from_v2("1", Some("OTHER"), Some("PI")), None);
+        assert_eq!(
+            rules.from_v2("999", Some("OTHERHOSP"), Some("MR")),
+            None,
+            "another hospital's MR"
+        );
+        assert_eq!(
+            rules.from_v2("999", None, Some("MR")).map(|i| i.system),
+            Some("urn:mrn".into()),
+            "an MR without an authority is the first of MRN_SYSTEMS"
+        );
         assert!(IdentityRules::parse_v2_table("nonsense").is_err());
     }
 }

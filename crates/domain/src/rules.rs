@@ -70,7 +70,10 @@ pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits) -> Vec<Fin
         // Not a known analyte, not a number, or not evaluable (unknown unit): never compared.
         return Vec::new();
     };
-    if matches!(result.status.as_str(), "cancelled" | "entered-in-error" | "registered") {
+    if matches!(
+        result.status.as_str(),
+        "cancelled" | "entered-in-error" | "registered" | "unknown"
+    ) {
         return Vec::new();
     }
     let mut findings = Vec::new();

@@ -10,10 +10,10 @@
 //! - **All or nothing per payload, as far as refusals go**: every message of a batch and every
 //!   Observation of a Bundle is read and checked before anything is stored; one that can never
 //!   be stored refuses the payload, whole, to the rejected lane (to be fixed and replayed).
-//! - **Stored once**: a result's id is derived from its subject as given and the laboratory's
-//!   identifier for it (HL7 v2: filler order number, OBX-3, OBX-4; FHIR: `identifier`, else the
-//!   Observation id, else its content); a redelivery lands on itself and changes nothing, and
-//!   so does the same content re-sent under another MSH-10.
+//! - **Stored once**: a result's id is derived from the laboratory's identifier for it — HL7 v2:
+//!   filler order number, OBX-3, OBX-4, unique on their own; FHIR: `identifier`, else the
+//!   Observation id, else its content, scoped to the subject as given —; a redelivery lands on
+//!   itself and changes nothing, and so does the same content re-sent under another MSH-10.
 //! - **The laboratory's order, not arrival order**: versions of one result are ordered by status
 //!   and issue time; an older version processed late changes nothing; a correction replaces, a
 //!   cancellation retracts.
@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use wardwatch_domain::decide::{digest, result};
 use wardwatch_domain::facts::{self, ObservationFacts, ResultValue, SubjectRef};
 use wardwatch_domain::identity::{Identifier, IdentityRules};
-use wardwatch_domain::lab::{self, MESSAGE_ID_EXTENSION, er7, oru};
+use wardwatch_domain::lab::{self, MESSAGE_ID_EXTENSION, RESULT_IDENTIFIER_SYSTEM, er7, oru};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
 use wardwatch_domain::record::{PatientRecord, ResultEntry};
 use wardwatch_domain::units::UnitTable;
@@ -308,6 +308,11 @@ impl<S: StateStore, L: EventLog, P: Publisher> IngestLab<S, L, P> {
         // Scoped to the subject: two patients' results that share a laboratory identifier or an
         // Observation id never land on each other.
         let result_id = match (&obs.identifier, &obs.id) {
+            // The laboratory's accession (filler order number, OBX-3, OBX-4) is unique on its
+            // own; a correction may name the patient by another of their identifiers.
+            (Some(identifier), _) if identifier.starts_with(&format!("{RESULT_IDENTIFIER_SYSTEM}|")) => {
+                ids::derived("result", &["v2", identifier])
+            }
             (Some(identifier), _) => ids::derived("result", &["identifier", &subject.scope, identifier]),
             (None, Some(id)) => ids::derived("result", &["id", &subject.scope, id]),
             (None, None) => {

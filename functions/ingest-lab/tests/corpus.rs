@@ -257,3 +257,57 @@ async fn a_feed_sent_three_times_stores_each_result_once_corrections_replace_and
         "the correction is announced, so it is evaluated again"
     );
 }
+
+#[tokio::test]
+async fn a_correction_naming_the_patient_by_another_identifier_corrects_the_same_result() {
+    use wardwatch_domain::identity::Identifier;
+    use wardwatch_domain::record::PatientRecord;
+    let (f, records) = ingest();
+    // An admitted patient known by both of the identifiers PID-3 carries.
+    let mrn = Identifier {
+        system: "urn:example:rxh".into(),
+        value: "604418".into(),
+    };
+    let nhs = Identifier {
+        system: "https://fhir.nhs.uk/Id/nhs-number".into(),
+        value: "9990000069".into(),
+    };
+    let mut r = PatientRecord::new("p1", chrono::Utc::now());
+    r.known = true;
+    r.identity = Some(mrn.clone());
+    r.identifiers = vec![mrn.clone(), nhs.clone()];
+    records
+        .update("p1", |_| {
+            Ok::<_, wardwatch_domain::ports::PortError>(wardwatch_records::Step::Write {
+                record: r.clone(),
+                resources: Vec::new(),
+                out: (),
+            })
+        })
+        .await
+        .expect("seed");
+    records.claim(&mrn, "p1").await.expect("claim");
+    records.claim(&nhs, "p1").await.expect("claim");
+
+    let (_, original, _) = corpus().into_iter().find(|(n, _, _)| n.starts_with("13-")).expect("13");
+    let (_, correction, _) = corpus().into_iter().find(|(n, _, _)| n.starts_with("14-")).expect("14");
+    let by_nhs_only = String::from_utf8(correction)
+        .expect("text")
+        .replace("604418^^^RXH^MR~9990000069^^^NHS^NH", "9990000069^^^NHS^NH");
+    for m in [original, by_nhs_only.into_bytes()] {
+        f.call(Event::new(Trigger::DaprBinding, "lab-feed", m))
+            .await
+            .expect("stored");
+    }
+    let r = records.load("p1").await.expect("load").expect("record");
+    let potassium: Vec<_> = r
+        .results
+        .iter()
+        .filter(|e| e.analyte.as_deref() == Some("potassium"))
+        .collect();
+    assert_eq!(potassium.len(), 1, "one result, corrected");
+    assert_eq!(
+        (potassium[0].status.as_str(), potassium[0].value),
+        ("corrected", Some(4.9))
+    );
+}

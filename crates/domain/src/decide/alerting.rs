@@ -37,7 +37,9 @@ pub fn decide(
     let Some(result) = r.result(result_id).cloned() else {
         return Decision::unchanged(before);
     };
-    if matches!(result.status.as_str(), "preliminary" | "registered") || result.is_retracted() {
+    // Only a result the laboratory stands by is evaluated: not a preliminary, registered,
+    // unknown or retracted one.
+    if !matches!(result.status.as_str(), "final" | "amended" | "corrected") {
         return finish(Some(&before), r, now);
     }
     let new: Vec<Alert> = critical_limits(&result, limits)

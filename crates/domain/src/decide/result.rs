@@ -62,12 +62,29 @@ pub fn decide(
         r.identifiers = identity.into_iter().collect();
         r
     });
-    let stored = r.results.iter().position(|x| x.result_id == entry.result_id);
-    match stored {
-        Some(i) if order(&entry, &r.results[i]) != Ordering::Greater || same_result(&entry, &r.results[i]) => {
-            return Decision::unchanged(before.unwrap_or(r));
+    match r.results.iter().position(|x| x.result_id == entry.result_id) {
+        Some(i) => {
+            let stored = &r.results[i];
+            if order(&entry, stored) != Ordering::Greater {
+                return Decision::unchanged(before.unwrap_or(r));
+            }
+            let mut newer = entry.clone();
+            // A version that says only its new status (HL7 v2 `U`: final, the value not sent
+            // again) keeps the value that was reported.
+            if !newer.is_retracted() && newer.reported_value.is_none() && newer.text.is_none() {
+                newer.value = stored.value;
+                newer.unit = stored.unit.clone();
+                newer.comparator = stored.comparator.clone();
+                newer.reported_value = stored.reported_value;
+                newer.reported_unit = stored.reported_unit.clone();
+                newer.text = stored.text.clone();
+                newer.not_evaluable = stored.not_evaluable.clone();
+            }
+            if same_result(&newer, stored) {
+                return Decision::unchanged(before.unwrap_or(r));
+            }
+            r.results[i] = newer;
         }
-        Some(i) => r.results[i] = entry.clone(),
         None => r.results.push(entry.clone()),
     }
     r.emit(EventType::ResultStored, now, |e| {
@@ -124,6 +141,25 @@ mod tests {
         let mut reissued = k("final", 7.1, 50);
         reissued.digest = "other".into();
         assert!(!apply(Some(first), reissued).changed);
+    }
+
+    #[test]
+    fn a_final_that_does_not_send_the_value_again_keeps_the_preliminary_value() {
+        let preliminary = apply(None, k("preliminary", 6.9, 10)).record;
+        let mut status_only = k("final", 0.0, 20);
+        (status_only.value, status_only.reported_value) = (None, None);
+        status_only.not_evaluable = Some("no value".into());
+        let d = apply(Some(preliminary), status_only);
+        assert!(d.changed);
+        let e = &d.record.results[0];
+        assert_eq!(
+            (e.status.as_str(), e.value, e.not_evaluable.as_deref()),
+            ("final", Some(6.9), None)
+        );
+        // Sent again, it says nothing new.
+        let mut again = k("final", 0.0, 30);
+        (again.value, again.reported_value) = (None, None);
+        assert!(!apply(Some(d.record), again).changed);
     }
 
     #[test]

@@ -68,22 +68,43 @@ fn declared_charset(payload: &[u8]) -> Option<String> {
 }
 
 /// The messages in a payload, each as CR-separated segments: MLLP framing bytes and blank lines
-/// dropped, CR/LF/CRLF accepted, FHS/BHS/BTS/FTS envelopes removed. `Err` when anything but a
-/// batch header comes before the first MSH.
+/// dropped, CR/LF/CRLF accepted (a payload with any CR ends segments with CR or CRLF only, so a
+/// line feed inside a field stays text), FHS/BHS/BTS/FTS envelopes removed. `Err` when anything
+/// but a batch header comes before the first MSH, or when a batch trailer (BTS-1) counts other
+/// messages than the batch holds (a batch cut short).
 pub fn split_messages(text: &str) -> Result<Vec<String>, String> {
     let cleaned: String = text
         .chars()
         .filter(|&c| c != char::from(MLLP_START) && c != char::from(MLLP_END) && c != '\u{feff}')
         .collect();
+    let lines: Vec<&str> = if cleaned.contains('\r') {
+        cleaned.split('\r').map(|l| l.trim_start_matches('\n')).collect()
+    } else {
+        cleaned.split('\n').collect()
+    };
     let mut messages: Vec<Vec<&str>> = Vec::new();
-    for line in cleaned.split(['\r', '\n']) {
-        let line = line.trim_end_matches([' ', '\t']);
+    let mut batch_start = 0usize;
+    for line in lines {
+        let line = line.trim_end_matches([' ', '\t', '\n']);
         if line.trim().is_empty() {
             continue;
         }
         let name = line.get(..3).unwrap_or(line);
         match name {
-            "FHS" | "BHS" | "BTS" | "FTS" => continue,
+            "BHS" => batch_start = messages.len(),
+            "BTS" => {
+                let sep = line.chars().nth(3).unwrap_or('|');
+                let count = line.split(sep).nth(1).map(str::trim).filter(|c| !c.is_empty());
+                if let Some(count) = count {
+                    let found = messages.len() - batch_start;
+                    if count.parse::<usize>().ok() != Some(found) {
+                        return Err(format!(
+                            "the batch trailer (BTS-1) counts {count} messages but the batch holds {found}: it may have been cut short"
+                        ));
+                    }
+                }
+            }
+            "FHS" | "FTS" => {}
             "MSH" => messages.push(vec![line]),
             _ => match messages.last_mut() {
                 Some(m) => m.push(line),
@@ -206,7 +227,8 @@ fn nonempty(s: String) -> Option<String> {
 /// a spring-forward gap is read an hour later, a repeated autumn hour as its first occurrence).
 pub fn instant(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let text = text.split('^').next().unwrap_or_default().trim();
-    let bad = || format!("`{text}` is not an HL7 v2 date/time (YYYYMMDD[HHMM[SS]][+ZZZZ])");
+    // The text is not quoted back: a date in the wrong field may be a birth date.
+    let bad = || "not an HL7 v2 date/time (YYYYMMDD[HHMM[SS]][+ZZZZ])".to_owned();
     let (main, offset) = match text.find(['+', '-']) {
         Some(i) => (&text[..i], Some(&text[i..])),
         None => (text, None),
@@ -293,9 +315,22 @@ mod tests {
 
     #[test]
     fn batches_mllp_and_line_endings_are_split_into_messages() {
-        let text = "\x0bFHS|^~\\&\r\nBHS|^~\\&\nMSH|^~\\&|A\rPID|1\n\nMSH|^~\\&|B\r\nOBX|1\r\nBTS|2\rFTS|1\x1c\r";
+        let text = "\x0bFHS|^~\\&\r\nBHS|^~\\&\r\nMSH|^~\\&|A\rPID|1\r\rMSH|^~\\&|B\r\nOBX|1\r\nBTS|2\rFTS|1\x1c\r";
         let m = split_messages(text).expect("split");
         assert_eq!(m, vec!["MSH|^~\\&|A\rPID|1", "MSH|^~\\&|B\rOBX|1"]);
+        let lf = "MSH|^~\\&|A\nPID|1\n\nMSH|^~\\&|B\nOBX|1\n";
+        assert_eq!(
+            split_messages(lf).expect("LF"),
+            vec!["MSH|^~\\&|A\rPID|1", "MSH|^~\\&|B\rOBX|1"]
+        );
+        // A line feed inside a field of a CR-separated message is text, not a segment end.
+        let inside = "MSH|^~\\&|A\rOBX|1|TX|X||line one\nline two\r";
+        assert_eq!(
+            split_messages(inside).expect("split"),
+            vec!["MSH|^~\\&|A\rOBX|1|TX|X||line one\nline two"]
+        );
+        let cut = "BHS|^~\\&\rMSH|^~\\&|A\rPID|1\rBTS|3\r";
+        assert!(split_messages(cut).expect_err("cut short").contains("BTS-1"));
         assert!(split_messages("PID|1\rMSH|^~\\&").is_err());
         assert!(split_messages("\r\n").is_err());
     }

@@ -129,12 +129,17 @@ fn bundle(b: &Value, identity: &IdentityRules, feed: &mut FhirFeed) -> Result<()
         .unwrap_or_default();
     // Patient entries by every name a reference may use: full URL, `Patient/<id>`.
     let mut patients: HashMap<String, Value> = HashMap::new();
+    // Patient entries without an identifier the receiver can know them by: a result naming one
+    // would otherwise be filed under the sender's own id for the patient.
+    let mut unknowable: Vec<String> = Vec::new();
     for e in entries {
         let Some(p) = e.get("resource").filter(|r| resource_type(r) == "Patient") else {
             continue;
         };
         let facts = facts::patient(p);
         let Ok(id) = identity.primary(&facts.identifiers) else {
+            unknowable.extend(e.get("fullUrl").and_then(Value::as_str).map(str::to_owned));
+            unknowable.extend(facts.id.as_ref().map(|pid| format!("Patient/{pid}")));
             continue;
         };
         let identifier = json!({"system": id.system, "value": id.value});
@@ -156,20 +161,39 @@ fn bundle(b: &Value, identity: &IdentityRules, feed: &mut FhirFeed) -> Result<()
             "Observation" => {
                 let mut o = r.clone();
                 resolve_subject(&mut o, &patients);
-                if let Some(reference) = o.pointer("/subject/reference").and_then(Value::as_str)
-                    && reference.starts_with("urn:")
-                {
-                    return Err(format!(
-                        "entry {i}: subject `{reference}` is not a Patient entry of the Bundle with an identifier"
-                    ));
-                }
+                check_subject(&o, &unknowable, i)?;
                 feed.observations.push(o);
             }
-            "DiagnosticReport" => report(r, &patients, feed),
+            "DiagnosticReport" => {
+                let before = feed.observations.len();
+                report(r, &patients, feed);
+                for o in &feed.observations[before..] {
+                    check_subject(o, &unknowable, i)?;
+                }
+            }
             "Patient" => {}
             "Bundle" => bundle(r, identity, feed)?,
             other => *feed.skipped.entry(other.to_owned()).or_default() += 1,
         }
+    }
+    Ok(())
+}
+
+/// A subject still given by reference after resolving must name a patient the receiver can know.
+fn check_subject(o: &Value, unknowable: &[String], entry: usize) -> Result<(), String> {
+    let Some(reference) = o.pointer("/subject/reference").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if reference.starts_with("urn:") {
+        return Err(format!(
+            "entry {entry}: subject `{reference}` is not a Patient entry of the Bundle with an identifier"
+        ));
+    }
+    if unknowable.iter().any(|u| u == reference) {
+        return Err(format!(
+            "entry {entry}: the subject is a Patient entry of the Bundle without an identifier that has a system \
+             and a value (or MRN_SYSTEMS set for bare values): the patient cannot be known by it"
+        ));
     }
     Ok(())
 }
@@ -246,6 +270,18 @@ mod tests {
             read(broken.as_bytes(), &rules())
                 .expect_err("broken")
                 .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn a_subject_naming_a_patient_entry_without_an_identifier_is_refused() {
+        let b = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "https://ehr.example/Patient/p9", "resource": {"resourceType": "Patient", "id": "p9"}},
+            {"resource": obs(json!({"reference": "Patient/p9"}))}]});
+        assert!(
+            read(b.to_string().as_bytes(), &rules())
+                .expect_err("refused")
+                .contains("without an identifier")
         );
     }
 

@@ -18,6 +18,8 @@
 //! | NTE after an OBX | `note` |
 //! | MSH-10 | extension `MESSAGE_ID_EXTENSION` |
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use hl7_parser::Message;
@@ -87,7 +89,13 @@ fn message(text: &str, settings: &Settings<'_>) -> Result<OruMessage, String> {
         ));
     }
     let control_id = component(msh, &seps, 10, 1).ok_or("MSH-10 (message control id) is empty")?;
-    let mut observations = Vec::new();
+    // When the message was made: the issue time of results whose OBR-22 is empty, so that a
+    // later correction orders after an earlier one.
+    let sent = component(msh, &seps, 7, 1).and_then(|t| er7::instant(&t, settings.zone).ok());
+    let mut observations: Vec<Value> = Vec::new();
+    // Identities seen in the current order: a repeated OBX-3 + OBX-4 is a continuation line
+    // of a text report, or else a further result that needs an identity of its own.
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut patient: Option<Identifier> = None;
     let mut order: Option<Order> = None;
     // NTE segments belong to the segment before them: only those after an OBX are its notes.
@@ -95,8 +103,14 @@ fn message(text: &str, settings: &Settings<'_>) -> Result<OruMessage, String> {
     for seg in parsed.segments() {
         let was_after_obx = std::mem::replace(&mut after_obx, seg.name == "OBX");
         match seg.name {
-            "PID" => patient = Some(patient_identifier(seg, &seps, settings.identity)?),
-            "OBR" => order = Some(Order::read(seg, &seps, settings.zone)?),
+            "PID" => {
+                patient = Some(patient_identifier(seg, &seps, settings.identity)?);
+                seen.clear();
+            }
+            "OBR" => {
+                order = Some(Order::read(seg, &seps, settings.zone, sent)?);
+                seen.clear();
+            }
             "OBX" => {
                 let who = patient
                     .as_ref()
@@ -104,7 +118,24 @@ fn message(text: &str, settings: &Settings<'_>) -> Result<OruMessage, String> {
                 let obr = order
                     .as_ref()
                     .ok_or("an OBX comes before any OBR: the result has no order")?;
-                observations.push(observation(seg, &seps, who, obr, &control_id, settings.zone)?);
+                let mut o = observation(seg, &seps, who, obr, &control_id, settings.zone)?;
+                let identity = o["identifier"][0]["value"].as_str().unwrap_or_default().to_owned();
+                let times = seen.entry(identity.clone()).or_default();
+                *times += 1;
+                if *times > 1 {
+                    let last = observations
+                        .last_mut()
+                        .filter(|l| l["identifier"][0]["value"] == identity.as_str());
+                    match (last, o.get("valueString").and_then(Value::as_str)) {
+                        (Some(last), Some(more)) if last.get("valueString").is_some() => {
+                            let joined = format!("{}\n{more}", last["valueString"].as_str().unwrap_or_default());
+                            last["valueString"] = Value::String(joined);
+                            continue;
+                        }
+                        _ => o["identifier"][0]["value"] = Value::String(format!("{identity}#{times}")),
+                    }
+                }
+                observations.push(o);
             }
             "NTE" => {
                 if was_after_obx && let (Some(last), Some(text)) = (observations.last_mut(), field_text(seg, &seps, 3))
@@ -174,7 +205,7 @@ struct Order {
 }
 
 impl Order {
-    fn read(obr: &Segment<'_>, seps: &Separators, zone: Tz) -> Result<Self, String> {
+    fn read(obr: &Segment<'_>, seps: &Separators, zone: Tz, sent: Option<DateTime<Utc>>) -> Result<Self, String> {
         let ei = |field: usize| {
             component(obr, seps, field, 1).map(|n| match component(obr, seps, field, 2) {
                 Some(ns) => format!("{n}^{ns}"),
@@ -193,7 +224,7 @@ impl Order {
         Ok(Order {
             number,
             observed: time(7)?,
-            issued: time(22)?,
+            issued: time(22)?.or(sent),
             status: component(obr, seps, 25, 1),
         })
     }
@@ -201,21 +232,19 @@ impl Order {
 
 /// OBX-11 (table 0085) as a FHIR status. Without one, the order's status (OBR-25, table 0123:
 /// F, C, P, X …) is taken, and without that, `final` (OBX-11 is required; a sender that leaves
-/// it out sends finished results).
-fn status(code: Option<&str>) -> Result<&'static str, String> {
-    Ok(match code.unwrap_or("F") {
+/// it out sends finished results). A code outside the table is `unknown`: stored, never
+/// evaluated. `U` (final, value not sent again) carries no value: the record keeps the value it
+/// has.
+fn status(code: &str) -> &'static str {
+    match code {
         "F" | "U" => "final",
         "C" => "corrected",
         "P" | "R" | "S" => "preliminary",
         "I" | "O" => "registered",
-        "X" | "D" => "cancelled",
+        "X" | "D" | "N" => "cancelled",
         "W" => "entered-in-error",
-        other => {
-            return Err(format!(
-                "OBX-11 result status `{other}` is not an HL7 v2 status (table 0085)"
-            ));
-        }
-    })
+        _ => "unknown",
+    }
 }
 
 fn is_loinc(system: Option<&str>) -> bool {
@@ -307,10 +336,13 @@ fn observation(
     }
     let status_code = component(obx, seps, 11, 1);
     let status = match (status_code.as_deref(), order.status.as_deref()) {
-        (Some(c), _) => status(Some(c)).map_err(|e| format!("{}: {e}", at(11)))?,
+        (Some(c), _) => status(c),
         (None, Some("I" | "O" | "S" | "A" | "R")) => "preliminary",
         (None, Some("Y" | "Z")) => "registered",
-        (None, Some(c)) => status(Some(c)).unwrap_or("final"),
+        (None, Some(c)) => match status(c) {
+            "unknown" => "final",
+            s => s,
+        },
         (None, None) => "final",
     };
     let mut o = Map::new();
@@ -374,25 +406,23 @@ fn observation(
                 let c = |n: usize| component(obx, seps, 5, n);
                 let comparator = c(1);
                 let comparator = match comparator.as_deref() {
-                    None | Some("=") => None,
-                    Some("<") => Some("<"),
-                    Some(">") => Some(">"),
-                    Some("<=") => Some("<="),
-                    Some(">=") => Some(">="),
-                    Some("<>") => None,
-                    Some(other) => return Err(format!("{}: SN comparator `{other}` is not < <= > >= =", at(5))),
+                    None | Some("=") => Some(None),
+                    Some("<") => Some(Some("<")),
+                    Some(">") => Some(Some(">")),
+                    Some("<=") => Some(Some("<=")),
+                    Some(">=") => Some(Some(">=")),
+                    // `<>` (not equal) and anything else: not a quantity.
+                    Some(_) => None,
                 };
-                let Some((_, v)) = c(2).as_deref().and_then(number_with_comparator) else {
-                    return Err(format!("{}: the SN value has no number in its second component", at(5)));
-                };
-                match (c(3), c(4)) {
-                    // A ratio or range (1:128, 2-5): kept as written, not a single quantity.
-                    (Some(sep), Some(_)) => {
-                        let _ = sep;
-                        o.insert("valueString".into(), json!(text5.replace(seps.component, "")));
-                    }
-                    _ => {
+                let number = c(2).as_deref().and_then(number_with_comparator);
+                match (comparator, number, c(3)) {
+                    (Some(comparator), Some((_, v)), None) => {
                         o.insert("valueQuantity".into(), quantity(comparator, v));
+                    }
+                    // A ratio or range (1:128, 2-5), a dipstick grade (2+), a "not equal": kept
+                    // as written, never a single number.
+                    _ => {
+                        o.insert("valueString".into(), json!(text5.replace(seps.component, "")));
                     }
                 }
             }
@@ -590,6 +620,48 @@ OBX|1|NM|2823-3^K^LN||4.2|mmol/L\r";
     }
 
     #[test]
+    fn repeated_lines_of_a_text_report_are_one_result_and_repeated_numbers_are_kept_apart() {
+        let rules = rules();
+        let text = "MSH|^~\\&|LAB|RXH|WW|RXH|20261127093000||ORU^R01|M3|P|2.5\r\
+PID|1||123456^^^RXH^MR\r\
+OBR|1||F1|MC^Culture^L|||20261127080000\r\
+OBX|1|TX|MCREP^Report^L||Culture: Staph aureus||||||F\r\
+OBX|2|TX|MCREP^Report^L||(MRSA)||||||F\r\
+OBX|3|TX|MCREP^Report^L||Please isolate patient||||||F\r\
+OBX|4|NM|2823-3^K^LN||4.1|mmol/L|||||F\r\
+OBX|5|NM|2823-3^K^LN||4.3|mmol/L|||||F\r";
+        let m = read(text.as_bytes(), &settings(&rules)).expect("read");
+        let o = &m[0].observations;
+        assert_eq!(o.len(), 3);
+        assert_eq!(
+            o[0]["valueString"],
+            "Culture: Staph aureus\n(MRSA)\nPlease isolate patient"
+        );
+        assert_ne!(o[1]["identifier"][0]["value"], o[2]["identifier"][0]["value"]);
+        // No OBR-22: MSH-7 is when the results were issued.
+        assert_eq!(o[0]["issued"], "2026-11-27T09:30:00Z");
+    }
+
+    #[test]
+    fn sn_values_that_are_not_one_number_are_kept_as_text_and_unknown_statuses_are_unknown() {
+        let rules = rules();
+        let base = MSG.split("\rOBX").next().unwrap_or_default().to_owned();
+        let text = format!(
+            "{base}\rOBX|1|SN|2823-3^K^LN||<>^6.8|mmol/L|||||F\rOBX|2|SN|5803-2^pH^LN||^2^+||||||F\r\
+             OBX|3|SN|X^T^L||^1^:^128||||||Q\rOBX|4|NM|2951-2^Na^LN||140|mmol/L|||||N\r"
+        );
+        let m = read(text.as_bytes(), &settings(&rules)).expect("read");
+        let o = &m[0].observations;
+        assert_eq!(o[0]["valueString"], "<>6.8");
+        assert_eq!(o[1]["valueString"], "2+");
+        assert_eq!(
+            (o[2]["valueString"].as_str(), o[2]["status"].as_str()),
+            (Some("1:128"), Some("unknown"))
+        );
+        assert_eq!(o[3]["status"], "cancelled");
+    }
+
+    #[test]
     fn messages_that_can_never_be_stored_say_why() {
         let rules = rules();
         let s = settings(&rules);
@@ -603,7 +675,6 @@ OBX|1|NM|2823-3^K^LN||4.2|mmol/L\r";
             (MSG.split("\rOBX").next().unwrap_or_default().to_owned(), "no results"),
             ("MSH|^~\\&|LAB".to_owned(), "truncated"),
             ("hello".to_owned(), "not an HL7"),
-            (MSG.replace("|F\r", "|Q\r"), "OBX-1 field 11"),
             (MSG.replace("202611270815", "2026-11-27"), "OBX-2 field 14"),
         ];
         for (text, says) in cases {
