@@ -49,7 +49,7 @@ use wardwatch_domain::keys;
 use wardwatch_domain::outcome::operation_outcome;
 use wardwatch_domain::ports::{EventId, EventLog, PortError, Publisher, StateStore};
 use wardwatch_domain::record::PatientRecord;
-use wardwatch_records::rejects::{self, Rejects};
+use wardwatch_records::rejects::{self, Rejects, Replay};
 use wardwatch_records::{Records, Step};
 use wardwatch_runtime::{Body, Endpoint, Secret, full, json_response};
 
@@ -512,11 +512,18 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             return error(404, "not-found", "no rejected delivery with this handle");
         }
         match self.rejects.replay(handle, &self.records.bus).await {
-            Ok(true) => {
+            Ok(Replay::Replayed) => {
                 tracing::info!(%handle, "rejected delivery replayed");
                 no_store(json_response(202, &json!({"replayed": handle})))
             }
-            Ok(false) => error(404, "not-found", "no rejected delivery with this handle"),
+            Ok(Replay::NotFound) => error(404, "not-found", "no rejected delivery with this handle"),
+            Ok(Replay::Truncated { kept, of }) => error(
+                409,
+                "too-costly",
+                &format!(
+                    "only the first {kept} of {of} bytes of this delivery were kept: it cannot be replayed; have the sender send it again"
+                ),
+            ),
             Err(e) => port_error(e),
         }
     }
@@ -711,12 +718,15 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             "/api/events" => return self.events(request).await,
             "/api/rejected" => self
                 .rejects
-                .list()
+                .list(Utc::now())
                 .await
                 .and_then(|l| serde_json::to_value(l).map_err(|e| PortError::Corrupt(e.to_string())))
                 .map(|items| json!({"rejected": items, "kept_at_most": rejects::KEEP_REJECTED, "days": rejects::KEEP_DAYS})),
             p if p.starts_with("/api/rejected/") => {
                 let handle = &p["/api/rejected/".len()..];
+                if !wardwatch_domain::ids::is_fhir_id(handle) {
+                    return error(404, "not-found", "no rejected delivery with this handle");
+                }
                 match self.rejects.get(handle).await {
                     Ok(Some(r)) => serde_json::to_value(r).map_err(|e| PortError::Corrupt(e.to_string())),
                     Ok(None) => return error(404, "not-found", "no rejected delivery with this handle"),

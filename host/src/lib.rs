@@ -17,6 +17,7 @@ use wardwatch_adapters::launch::{self, Wiring};
 use wardwatch_board::Board;
 use wardwatch_domain::lanes::{LAB_FEED, LAB_RESULTED};
 use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_records::rejects::Replay;
 use wardwatch_runtime::App;
 
 /// The queues `wardwatch up` consumes itself.
@@ -47,26 +48,31 @@ pub fn app(wiring: &Wiring) -> App {
         .build()
 }
 
-/// Put kept rejected deliveries back on their lanes: `only` one handle, else all of them,
-/// oldest first. Returns the handles replayed.
+/// Put kept rejected deliveries back on their lanes: `only` one handle, else all of them that
+/// can be (whole payloads), oldest first. Returns the handles replayed.
 pub async fn replay_rejected(config: wardwatch_runtime::Config, only: Option<&str>) -> Result<Vec<String>, String> {
     let wiring = Wiring::new(config, wardwatch_runtime::Metrics::new())?;
     let rejects = wardwatch_records::rejects::Rejects::new(wiring.store.clone());
     let handles: Vec<String> = match only {
         Some(h) => vec![h.to_owned()],
         None => {
-            let mut list = rejects.list().await.map_err(|e| e.to_string())?;
+            let mut list = rejects.list(chrono::Utc::now()).await.map_err(|e| e.to_string())?;
             list.reverse();
-            list.into_iter().map(|r| r.handle).collect()
+            list.into_iter().filter(|r| r.replayable).map(|r| r.handle).collect()
         }
     };
     let mut done = Vec::new();
     for h in handles {
         match rejects.replay(&h, &wiring.bus).await {
-            Ok(true) => done.push(h),
-            Ok(false) => {
+            Ok(Replay::Replayed) => done.push(h),
+            Ok(Replay::NotFound) => {
                 return Err(format!(
                     "no rejected delivery with handle {h} (GET /api/rejected lists them)"
+                ));
+            }
+            Ok(Replay::Truncated { kept, of }) => {
+                return Err(format!(
+                    "{h}: only the first {kept} of {of} bytes were kept, so it cannot be replayed: have the sender send it again"
                 ));
             }
             Err(e) => return Err(format!("replaying {h}: {e}")),

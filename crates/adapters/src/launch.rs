@@ -92,14 +92,48 @@ struct KeepRejects {
     bus: Bus,
 }
 
+/// The largest rejected record published whole on a lane (RabbitMQ 4 refuses messages over
+/// 16 MiB by default); a larger one is kept whole in the state store and published with only
+/// the payload's first MiB.
+const LANE_RECORD_MAX: usize = 15 * 1024 * 1024;
+const LANE_HEAD_BYTES: usize = 1024 * 1024;
+
 impl RejectLane for KeepRejects {
     fn record<'a>(&'a self, lane: &'a str, payload: Vec<u8>) -> BoxFuture<'a, Result<(), PortError>> {
         Box::pin(async move {
             let handle = self.rejects.keep(&payload, chrono::Utc::now()).await?;
             info!(%handle, lane, "rejected delivery kept for replay");
-            self.bus.publish(lane, &payload).await
+            if payload.len() <= LANE_RECORD_MAX {
+                return self.bus.publish(lane, &payload).await;
+            }
+            let head = headed(&payload, &handle)?;
+            warn!(%handle, lane, bytes = payload.len(), "rejected record too large for the lane: its head is published, the whole is kept");
+            self.bus.publish(lane, &head).await
         })
     }
+}
+
+/// A rejected record with only its payload's first MiB, saying where the whole is kept.
+fn headed(record: &[u8], handle: &str) -> Result<Vec<u8>, PortError> {
+    let mut r: wardwatch_domain::events::Rejected =
+        serde_json::from_slice(record).map_err(|e| PortError::Corrupt(format!("a rejected record: {e}")))?;
+    let whole = r.payload.as_ref().map_or(0, String::len) + r.payload_base64.as_ref().map_or(0, String::len);
+    if let Some(text) = r.payload.as_mut() {
+        let mut cut = LANE_HEAD_BYTES.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    if let Some(b64) = r.payload_base64.as_mut() {
+        b64.truncate(LANE_HEAD_BYTES / 4 * 4);
+    }
+    r.truncated_from = Some(r.truncated_from.unwrap_or(whole));
+    if let Some(issues) = r.outcome.get_mut("issue").and_then(serde_json::Value::as_array_mut) {
+        issues.push(serde_json::json!({"severity": "information", "code": "too-costly",
+            "diagnostics": format!("too large for the lane: the whole payload is kept in the state store, rejected handle {handle} (GET /api/rejected/{handle})")}));
+    }
+    serde_json::to_vec(&r).map_err(|e| PortError::Corrupt(e.to_string()))
 }
 
 /// Serve `app` on `listener` and consume `inputs` from the bus (RabbitMQ queues directly, or the
@@ -253,4 +287,29 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_too_large_for_the_lane_is_published_with_its_head_and_says_where_the_whole_is() {
+        let record = serde_json::to_vec(&wardwatch_domain::events::Rejected {
+            lane: "lab-feed".into(),
+            received_at: chrono::Utc::now(),
+            request_id: "r".into(),
+            outcome: serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid"}]}),
+            payload: Some("é".repeat(LANE_RECORD_MAX)),
+            payload_base64: None,
+            truncated_from: None,
+        })
+        .expect("json");
+        let head: wardwatch_domain::events::Rejected =
+            serde_json::from_slice(&headed(&record, "h1").expect("head")).expect("json");
+        let kept = head.payload.expect("text");
+        assert!(kept.len() <= LANE_HEAD_BYTES && kept.len() > LANE_HEAD_BYTES - 2, "{}", kept.len());
+        assert_eq!(head.truncated_from, Some(2 * LANE_RECORD_MAX));
+        assert!(head.outcome.to_string().contains("/api/rejected/h1"));
+    }
 }

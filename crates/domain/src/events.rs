@@ -77,4 +77,8 @@ pub struct Rejected {
     pub payload: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
+    /// Set when only the payload's first bytes are kept: how many bytes it had. Such a record
+    /// says why, but cannot be replayed (the sender must send it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated_from: Option<usize>,
 }

@@ -2,12 +2,14 @@
 //! without consuming it: each record (payload, OperationOutcome) under `rejected-<handle>`, and a
 //! bounded list of them (`rejected-index`: the newest `KEEP_REJECTED`, at most `KEEP_BYTES` of
 //! payload, none older than `KEEP_DAYS`) that names them without patient data — when, which
-//! lane, why (our own words and JSON locations, never the payload or values quoted from it).
+//! lane, why (Wardwatch's own words and the locations of the problems; codes such as a status
+//! or a character set may be named, never the payload's names, identifiers, dates or values).
+//! What falls out of the bounds is deleted whenever a rejection is kept or the list is read.
 //!
 //! A delivery rejected again (redelivered before its ack landed) keeps one record: the handle
-//! is derived from the lane, the request id and the payload. Replaying publishes the payload on
-//! its lane, then forgets the record: at least once — a crash in between replays it twice, which
-//! ingest-lab's idempotence absorbs.
+//! is derived from the lane and the payload. Replaying publishes the payload on its lane, then
+//! forgets the record: at least once — a crash in between replays it twice, which ingest-lab's
+//! idempotence absorbs. A record that kept only the payload's first bytes cannot be replayed.
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -31,12 +33,31 @@ pub struct RejectedSummary {
     pub lane: String,
     pub received_at: DateTime<Utc>,
     pub request_id: String,
+    /// Whether the whole payload is kept (else only its first bytes: the sender must resend).
+    #[serde(default = "yes")]
+    pub replayable: bool,
     /// Why, in Wardwatch's own words.
     pub reason: String,
     /// Where in the payload (JSON pointers, HL7 positions), when known.
     #[serde(default)]
     pub locations: Vec<String>,
     pub bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What replaying a kept delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    Replayed,
+    NotFound,
+    /// Only the first `kept` of `of` bytes were kept: nothing was replayed.
+    Truncated {
+        kept: usize,
+        of: usize,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,7 +112,7 @@ impl<S: StateStore> Rejects<S> {
         let payload_len = r.payload.as_ref().map_or(0, String::len) + r.payload_base64.as_ref().map_or(0, String::len);
         let digest =
             wardwatch_domain::decide::digest(r.payload.as_deref().or(r.payload_base64.as_deref()).unwrap_or(""));
-        let handle = ids::derived("rejected", &[&r.lane, &r.request_id, &digest]);
+        let handle = ids::derived("rejected", &[&r.lane, &digest]);
         self.store.set(&keys::rejected(&handle), record, None).await?;
         let (reason, locations) = reason_of(&r.outcome);
         let summary = RejectedSummary {
@@ -99,6 +120,7 @@ impl<S: StateStore> Rejects<S> {
             lane: r.lane.clone(),
             received_at: r.received_at,
             request_id: r.request_id.clone(),
+            replayable: r.truncated_from.is_none(),
             reason,
             locations,
             bytes: payload_len,
@@ -108,28 +130,18 @@ impl<S: StateStore> Rejects<S> {
                 if !index.items.iter().any(|i| i.handle == summary.handle) {
                     index.items.push(summary.clone());
                 }
-                index.items.sort_by_key(|i| std::cmp::Reverse(i.received_at));
-                let cutoff = now - Duration::days(KEEP_DAYS);
-                let (mut kept, mut total) = (0usize, 0usize);
-                let mut dropped = Vec::new();
-                index.items.retain(|i| {
-                    let keep = i.handle == summary.handle
-                        || (kept < KEEP_REJECTED && i.received_at > cutoff && total + i.bytes <= KEEP_BYTES);
-                    if keep {
-                        kept += 1;
-                        total += i.bytes;
-                    } else {
-                        dropped.push(i.handle.clone());
-                    }
-                    keep
-                });
-                dropped
+                bound(index, now, Some(&summary.handle))
             })
             .await?;
-        for h in dropped.iter().filter(|h| **h != handle) {
+        self.forget(&dropped).await?;
+        Ok(handle)
+    }
+
+    async fn forget(&self, handles: &[String]) -> Result<(), PortError> {
+        for h in handles {
             self.store.delete(&keys::rejected(h), None).await?;
         }
-        Ok(handle)
+        Ok(())
     }
 
     /// Change the index by compare-and-set on its ETag.
@@ -153,12 +165,16 @@ impl<S: StateStore> Rejects<S> {
         ))
     }
 
-    /// The kept rejected deliveries, newest first.
-    pub async fn list(&self) -> Result<Vec<RejectedSummary>, PortError> {
-        Ok(get_json::<Index, S>(&self.store, keys::REJECTED_INDEX)
-            .await?
-            .map(|(i, _)| i.items)
-            .unwrap_or_default())
+    /// The kept rejected deliveries, newest first; those past the bounds are deleted first.
+    pub async fn list(&self, now: DateTime<Utc>) -> Result<Vec<RejectedSummary>, PortError> {
+        let Some((mut index, _)) = get_json::<Index, S>(&self.store, keys::REJECTED_INDEX).await? else {
+            return Ok(Vec::new());
+        };
+        if !bound(&mut index, now, None).is_empty() {
+            let dropped = self.change(|index| bound(index, now, None)).await?;
+            self.forget(&dropped).await?;
+        }
+        Ok(index.items)
     }
 
     /// One kept rejected delivery, whole (its payload is patient data).
@@ -168,11 +184,16 @@ impl<S: StateStore> Rejects<S> {
             .map(|(r, _)| r))
     }
 
-    /// Put a kept delivery back on its lane, then forget it. `Ok(false)`: no such handle.
-    pub async fn replay<P: Publisher>(&self, handle: &str, bus: &P) -> Result<bool, PortError> {
+    /// Put a kept delivery back on its lane, then forget it.
+    pub async fn replay<P: Publisher>(&self, handle: &str, bus: &P) -> Result<Replay, PortError> {
         let Some(r) = self.get(handle).await? else {
-            return Ok(false);
+            return Ok(Replay::NotFound);
         };
+        if let Some(of) = r.truncated_from {
+            let kept =
+                r.payload.as_ref().map_or(0, String::len) + r.payload_base64.as_ref().map_or(0, |b| b.len() / 4 * 3);
+            return Ok(Replay::Truncated { kept, of });
+        }
         let payload = match (&r.payload, &r.payload_base64) {
             (Some(text), _) => text.as_bytes().to_vec(),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
@@ -183,6 +204,27 @@ impl<S: StateStore> Rejects<S> {
         bus.publish(&r.lane, &payload).await?;
         self.change(|index| index.items.retain(|i| i.handle != handle)).await?;
         self.store.delete(&keys::rejected(handle), None).await?;
-        Ok(true)
+        Ok(Replay::Replayed)
     }
+}
+
+/// Keep the index within its bounds (newest first: at most `KEEP_REJECTED`, `KEEP_BYTES`, none
+/// older than `KEEP_DAYS`; `keep` stays whatever its size). Returns the handles dropped.
+fn bound(index: &mut Index, now: DateTime<Utc>, keep: Option<&str>) -> Vec<String> {
+    index.items.sort_by_key(|i| std::cmp::Reverse(i.received_at));
+    let cutoff = now - Duration::days(KEEP_DAYS);
+    let (mut kept, mut total) = (0usize, 0usize);
+    let mut dropped = Vec::new();
+    index.items.retain(|i| {
+        let within = kept < KEEP_REJECTED && i.received_at > cutoff && total + i.bytes <= KEEP_BYTES;
+        if within || keep == Some(i.handle.as_str()) {
+            kept += 1;
+            total += i.bytes;
+            true
+        } else {
+            dropped.push(i.handle.clone());
+            false
+        }
+    });
+    dropped
 }

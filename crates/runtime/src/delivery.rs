@@ -118,7 +118,7 @@ impl Deliverer {
             Ok(_) => Disposition::Done,
             Err(f) if f.kind == FailureKind::Transient => Disposition::Retry,
             Err(failure) => {
-                self.reject(&payload, failure.outcome(), failure.kind.as_str(), request_id)
+                self.reject(&payload, failure.outcome(), failure.kind.as_str(), request_id, None)
                     .await
             }
         }
@@ -127,19 +127,32 @@ impl Deliverer {
     /// Record `payload` on the rejected lane without calling the function: it could not even
     /// be unwrapped (a malformed CloudEvent) or is larger than the function accepts. `outcome`
     /// is the OperationOutcome saying why; `kind` names the reason in the log.
+    /// `truncated_from`: the payload is only the first bytes of a delivery this large.
     pub(crate) async fn reject_unread(
         &self,
         payload: &[u8],
         outcome: Value,
         kind: &'static str,
         request_id: Option<&str>,
+        truncated_from: Option<usize>,
     ) -> Disposition {
-        self.reject(payload, outcome, kind, request_id_or_new(request_id)).await
+        self.reject(payload, outcome, kind, request_id_or_new(request_id), truncated_from)
+            .await
     }
 
-    async fn reject(&self, payload: &[u8], outcome: Value, kind: &str, request_id: String) -> Disposition {
+    async fn reject(
+        &self,
+        payload: &[u8],
+        outcome: Value,
+        kind: &str,
+        request_id: String,
+        truncated_from: Option<usize>,
+    ) -> Disposition {
         let lane = wardwatch_domain::lanes::rejected(&self.binding);
-        let refused = match self.record(&lane, payload, outcome.clone(), &request_id).await {
+        let refused = match self
+            .record(&lane, payload, outcome.clone(), &request_id, truncated_from)
+            .await
+        {
             Ok(()) => return self.recorded(&lane, kind, &request_id),
             Err(PortError::Unavailable(e)) => {
                 warn!(%request_id, lane = %lane, error = %e, "rejected lane unavailable: delivery will be retried");
@@ -157,7 +170,11 @@ impl Deliverer {
                 head.len(),
                 payload.len()
             );
-            match self.record(&lane, head, with_note(outcome, &note), &request_id).await {
+            let whole = truncated_from.unwrap_or(payload.len());
+            match self
+                .record(&lane, head, with_note(outcome, &note), &request_id, Some(whole))
+                .await
+            {
                 Ok(()) => {
                     warn!(%request_id, lane = %lane, bytes = payload.len(), "rejected lane refused the whole payload: its head is recorded");
                     return self.recorded(&lane, kind, &request_id);
@@ -173,7 +190,14 @@ impl Deliverer {
     }
 
     /// Publish one `Rejected` record: the payload as text, or base64 when it is not UTF-8.
-    async fn record(&self, lane: &str, payload: &[u8], outcome: Value, request_id: &str) -> Result<(), PortError> {
+    async fn record(
+        &self,
+        lane: &str,
+        payload: &[u8],
+        outcome: Value,
+        request_id: &str,
+        truncated_from: Option<usize>,
+    ) -> Result<(), PortError> {
         let (text, b64) = match std::str::from_utf8(payload) {
             Ok(t) => (Some(t.to_owned()), None),
             Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(payload))),
@@ -185,6 +209,7 @@ impl Deliverer {
             outcome,
             payload: text,
             payload_base64: b64,
+            truncated_from,
         };
         // Only the serialisation of our own record can fail here: transient is the safe answer.
         let bytes = serde_json::to_vec(&record).map_err(|e| PortError::Unavailable(e.to_string()))?;

@@ -454,7 +454,11 @@ impl App {
                     self.0.max_delivery
                 );
                 let outcome = operation_outcome("too-costly", &message, &[]);
-                return binding_reply(deliverer.reject_unread(&body, outcome, "too-costly", sender_id).await);
+                return binding_reply(
+                    deliverer
+                        .reject_unread(&body, outcome, "too-costly", sender_id, None)
+                        .await,
+                );
             }
             BindingBody::Beyond { head, total } => {
                 warn!(
@@ -471,7 +475,17 @@ impl App {
                     head.len()
                 );
                 let outcome = operation_outcome("too-costly", &message, &[]);
-                return binding_reply(deliverer.reject_unread(head, outcome, "too-costly", sender_id).await);
+                return binding_reply(
+                    deliverer
+                        .reject_unread(
+                            head,
+                            outcome,
+                            "too-costly",
+                            sender_id,
+                            Some(usize::try_from(total).unwrap_or(usize::MAX)),
+                        )
+                        .await,
+                );
             }
             BindingBody::Unread => {
                 warn!(
@@ -492,7 +506,7 @@ impl App {
                         "malformed CloudEvent: recording it on the rejected lane"
                     );
                     let outcome = Failure::invalid(reason).outcome();
-                    return binding_reply(deliverer.reject_unread(&body, outcome, "invalid", None).await);
+                    return binding_reply(deliverer.reject_unread(&body, outcome, "invalid", None, None).await);
                 }
             }
         } else {

@@ -231,3 +231,58 @@ async fn results_are_read_back_over_fhir_newest_first_with_the_canonical_value_a
     assert_eq!(bad.status(), 400);
     host.stop().await;
 }
+
+mod kept {
+    //! The kept rejected deliveries against the real Redis.
+    use chrono::{Duration as Days, Utc};
+    use wardwatch_adapters::{MemoryBus, RedisStateStore};
+    use wardwatch_domain::events::Rejected;
+    use wardwatch_records::rejects::{KEEP_DAYS, Rejects, Replay};
+    use wardwatch_runtime::Secret;
+
+    use crate::helpers::{REDIS, clean_up, require_redis, unique};
+
+    fn record(payload: &str, request_id: &str, at: chrono::DateTime<Utc>, truncated_from: Option<usize>) -> Vec<u8> {
+        serde_json::to_vec(&Rejected {
+            lane: "lab-feed".into(),
+            received_at: at,
+            request_id: request_id.into(),
+            outcome: serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "invalid", "diagnostics": "the Observation is not valid FHIR R4: \"Jane Doe\" is not …",
+                 "expression": ["/name"]}]}),
+            payload: Some(payload.into()),
+            payload_base64: None,
+            truncated_from,
+        })
+        .expect("json")
+    }
+
+    #[tokio::test]
+    async fn a_refusal_redelivered_under_another_request_id_is_kept_once_and_old_ones_are_dropped() {
+        require_redis().await;
+        let prefix = unique("ww-rejects");
+        let store = RedisStateStore::new(&Secret::new(REDIS), &prefix).expect("store");
+        let rejects = Rejects::new(store);
+        let now = Utc::now();
+        let a = rejects.keep(&record("MSH|x", "r-1", now, None), now).await.expect("keep");
+        let b = rejects.keep(&record("MSH|x", "r-2", now, None), now).await.expect("keep");
+        assert_eq!(a, b, "the same payload on the same lane is one record");
+        let list = rejects.list(now).await.expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].reason, "the Observation is not valid FHIR R4", "our words, not the detail");
+        assert_eq!(list[0].locations, ["/name"]);
+        // Thirty days on, reading the list drops it and its record.
+        let later = now + Days::days(KEEP_DAYS) + Days::minutes(1);
+        assert!(rejects.list(later).await.expect("list").is_empty());
+        assert!(rejects.get(&a).await.expect("get").is_none(), "deleted, not only unlisted");
+
+        // Only a head kept: listed as not replayable, and replay refuses it.
+        let head = rejects.keep(&record("MSH|y", "r-3", now, Some(20 << 20)), now).await.expect("keep");
+        assert!(!rejects.list(now).await.expect("list")[0].replayable);
+        let bus = MemoryBus::default();
+        assert!(matches!(rejects.replay(&head, &bus).await.expect("replay"), Replay::Truncated { of, .. } if of == 20 << 20));
+        assert!(bus.messages("lab-feed").is_empty());
+        assert_eq!(rejects.replay("no-such", &bus).await.expect("replay"), Replay::NotFound);
+        clean_up(&prefix).await;
+    }
+}
