@@ -308,7 +308,11 @@ mod tests {
         let head: wardwatch_domain::events::Rejected =
             serde_json::from_slice(&headed(&record, "h1").expect("head")).expect("json");
         let kept = head.payload.expect("text");
-        assert!(kept.len() <= LANE_HEAD_BYTES && kept.len() > LANE_HEAD_BYTES - 2, "{}", kept.len());
+        assert!(
+            kept.len() <= LANE_HEAD_BYTES && kept.len() > LANE_HEAD_BYTES - 2,
+            "{}",
+            kept.len()
+        );
         assert_eq!(head.truncated_from, Some(2 * LANE_RECORD_MAX));
         assert!(head.outcome.to_string().contains("/api/rejected/h1"));
     }

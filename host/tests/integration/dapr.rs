@@ -322,12 +322,20 @@ async fn a_daprd_delivery_of_5_mib_is_stored_and_one_over_16_mib_is_acked_and_re
         diagnostics.contains("too large") && diagnostics.contains(&format!("{} bytes", body.len())),
         "{diagnostics}"
     );
-    assert_eq!(
-        rejected[0]["payload"].as_str().map(str::len),
-        Some(body.len()),
-        "kept whole"
-    );
+    // Too large for a lane message: the lane gets the first MiB, the state store keeps it whole.
+    assert_eq!(rejected[0]["payload"].as_str().map(str::len), Some(1 << 20));
+    assert_eq!(rejected[0]["truncated_from"], body.len());
     assert_eq!(rejected[0]["lane"], "lab-feed");
+    let listed = host.get_json("/api/rejected").await;
+    let item = &listed["rejected"][0];
+    assert_eq!(
+        (item["bytes"].as_u64(), item["replayable"].as_bool()),
+        (Some(body.len() as u64), Some(true))
+    );
+    let kept = host
+        .get_json(&format!("/api/rejected/{}", item["handle"].as_str().expect("handle")))
+        .await;
+    assert_eq!(kept["payload"].as_str().map(str::len), Some(body.len()), "kept whole");
     // The function never saw it: nothing more published on.
     assert_eq!(sidecar.binding("lab-resulted").len(), 1);
     host.stop().await;

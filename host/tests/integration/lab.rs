@@ -264,23 +264,40 @@ mod kept {
         let store = RedisStateStore::new(&Secret::new(REDIS), &prefix).expect("store");
         let rejects = Rejects::new(store);
         let now = Utc::now();
-        let a = rejects.keep(&record("MSH|x", "r-1", now, None), now).await.expect("keep");
-        let b = rejects.keep(&record("MSH|x", "r-2", now, None), now).await.expect("keep");
+        let a = rejects
+            .keep(&record("MSH|x", "r-1", now, None), now)
+            .await
+            .expect("keep");
+        let b = rejects
+            .keep(&record("MSH|x", "r-2", now, None), now)
+            .await
+            .expect("keep");
         assert_eq!(a, b, "the same payload on the same lane is one record");
         let list = rejects.list(now).await.expect("list");
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].reason, "the Observation is not valid FHIR R4", "our words, not the detail");
+        assert_eq!(
+            list[0].reason, "the Observation is not valid FHIR R4",
+            "our words, not the detail"
+        );
         assert_eq!(list[0].locations, ["/name"]);
         // Thirty days on, reading the list drops it and its record.
         let later = now + Days::days(KEEP_DAYS) + Days::minutes(1);
         assert!(rejects.list(later).await.expect("list").is_empty());
-        assert!(rejects.get(&a).await.expect("get").is_none(), "deleted, not only unlisted");
+        assert!(
+            rejects.get(&a).await.expect("get").is_none(),
+            "deleted, not only unlisted"
+        );
 
         // Only a head kept: listed as not replayable, and replay refuses it.
-        let head = rejects.keep(&record("MSH|y", "r-3", now, Some(20 << 20)), now).await.expect("keep");
+        let head = rejects
+            .keep(&record("MSH|y", "r-3", now, Some(20 << 20)), now)
+            .await
+            .expect("keep");
         assert!(!rejects.list(now).await.expect("list")[0].replayable);
         let bus = MemoryBus::default();
-        assert!(matches!(rejects.replay(&head, &bus).await.expect("replay"), Replay::Truncated { of, .. } if of == 20 << 20));
+        assert!(
+            matches!(rejects.replay(&head, &bus).await.expect("replay"), Replay::Truncated { of, .. } if of == 20 << 20)
+        );
         assert!(bus.messages("lab-feed").is_empty());
         assert_eq!(rejects.replay("no-such", &bus).await.expect("replay"), Replay::NotFound);
         clean_up(&prefix).await;
