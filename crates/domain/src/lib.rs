@@ -24,7 +24,7 @@ pub use issue::Issue;
 
 /// Names shared by every way of running Wardwatch: Dapr binding name = HTTP route = queue name.
 pub mod lanes {
-    /// Lab results arriving from the laboratory system (FHIR Observation, later HL7 v2 ORU).
+    /// Lab results arriving from the laboratory system (HL7 v2 ORU^R01, FHIR Observations in any shape).
     pub const LAB_FEED: &str = "lab-feed";
     /// A lab result has been stored (published by ingest-lab, consumed by evaluate-alert).
     pub const LAB_RESULTED: &str = "lab-resulted";
