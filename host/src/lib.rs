@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use wardwatch_adapters::launch::{self, Wiring};
 use wardwatch_board::Board;
 use wardwatch_domain::lanes::{LAB_FEED, LAB_RESULTED};
-use wardwatch_domain::rules::CriticalLimits;
 use wardwatch_records::rejects::Replay;
 use wardwatch_runtime::App;
 
@@ -38,7 +37,7 @@ pub fn app(wiring: &Wiring) -> App {
         )
         .binding(
             LAB_RESULTED,
-            Arc::new(EvaluateAlert::new(wiring.records(), CriticalLimits::default())),
+            Arc::new(EvaluateAlert::new(wiring.records(), (*wiring.config.rules).clone())),
         )
         .endpoint(
             "/fhir/Observation",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use wardwatch_domain::identity::IdentityRules;
+use wardwatch_domain::rules::CriticalLimits;
 use wardwatch_domain::units::UnitTable;
 
 /// A credential or a URL that may contain one. Never printed: `Debug` and `Display` redact it.
@@ -125,6 +126,8 @@ pub struct Config {
     pub max_delivery_bytes: usize,
     /// The units table (`UNITS_FILE`, else the built-in one): read and checked at start-up.
     pub units: Arc<UnitTable>,
+    /// The critical limits (`RULES_FILE`, else the built-in table): read and checked at start-up.
+    pub rules: Arc<CriticalLimits>,
     /// The hospital's time zone (`HOSPITAL_TZ`, IANA name, default `Europe/London`): HL7 v2
     /// times without an offset are read in it.
     pub zone: Tz,
@@ -267,6 +270,14 @@ impl Config {
                     UnitTable::from_json(&text).map_err(|e| invalid("UNITS_FILE", format!("`{path}`: {e}")))?
                 }
                 None => UnitTable::default(),
+            }),
+            rules: Arc::new(match get("RULES_FILE") {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| invalid("RULES_FILE", format!("`{path}` cannot be read: {e}")))?;
+                    CriticalLimits::parse(&text).map_err(|e| invalid("RULES_FILE", format!("`{path}`: {e}")))?
+                }
+                None => CriticalLimits::default(),
             }),
             zone: match get("HOSPITAL_TZ") {
                 Some(z) => z.parse().map_err(|_| {
@@ -425,6 +436,16 @@ mod tests {
         assert!(err.starts_with("UNITS_FILE:") && err.contains("line 2"), "{err}");
         let missing = config(&[("UNITS_FILE", "/nonexistent/units.json")]).expect_err("missing");
         assert!(missing.to_string().contains("cannot be read"), "{missing}");
+        std::fs::write(
+            &broken,
+            "{\"limits\": [\n  {\"analyte\": \"k\", \"unit\": \"mmol/L\", \"hihg\": 6}\n]}",
+        )
+        .expect("write");
+        let err = config(&[("RULES_FILE", &path)]).expect_err("broken rules").to_string();
+        assert!(
+            err.starts_with("RULES_FILE:") && err.contains("line 2") && err.contains("hihg"),
+            "{err}"
+        );
         let err = config(&[("HOSPITAL_TZ", "Europe/Lundon")])
             .expect_err("zone")
             .to_string();

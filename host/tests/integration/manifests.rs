@@ -292,3 +292,23 @@ fn the_units_table_matches_its_schema() {
         assert!(!validator.is_valid(&bad), "the schema refuses {bad}");
     }
 }
+
+/// The built-in critical limits match their published JSON Schema.
+#[test]
+fn the_critical_limits_match_their_schema() {
+    let read = |p: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(root().join(p)).expect("file")).expect("json")
+    };
+    let schema = read("schemas/wardwatch/critical-limits.schema.json");
+    let validator = jsonschema::draft202012::new(&schema).expect("the limits schema compiles");
+    let table = read("crates/domain/data/critical-limits.json");
+    let errors: Vec<String> = validator.iter_errors(&table).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    for bad in [
+        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L"}]}),
+        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "hihg": 6}]}),
+        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "severity": "loud"}]}),
+    ] {
+        assert!(!validator.is_valid(&bad), "the schema refuses {bad}");
+    }
+}

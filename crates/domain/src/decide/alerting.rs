@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::aki::Age;
 use crate::alert::{Acknowledgement, Alert, AlertStatus};
 use crate::events::EventType;
 use crate::ids;
@@ -42,7 +43,13 @@ pub fn decide(
     if !matches!(result.status.as_str(), "final" | "amended" | "corrected") {
         return finish(Some(&before), r, now);
     }
-    let new: Vec<Alert> = critical_limits(&result, limits)
+    // The patient's age when the sample was taken (the limits' age bands).
+    let age = r
+        .birth_date
+        .zip(result.when())
+        .and_then(|(birth, when)| Age::at(birth, when))
+        .map(|a| a.years);
+    let new: Vec<Alert> = critical_limits(&result, limits, age)
         .into_iter()
         .map(|f| Alert {
             id: alert_id(result_id, &f.rule),
