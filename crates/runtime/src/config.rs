@@ -74,6 +74,19 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
 }
 
+/// A data file named by the variable `name`, read and checked by `parse`; unset, the built-in one.
+fn data_file<T: Default>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let Some(path) = get(name) else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(name, format!("`{path}` cannot be read: {e}")))?;
+    parse(&text).map_err(|e| invalid(name, format!("`{path}`: {e}")))
+}
+
 fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name,
@@ -263,22 +276,10 @@ impl Config {
                     .ok_or_else(|| invalid("MAX_DELIVERY_BYTES", format!("`{b}`: expected a byte count ≥ 1024")))?,
                 None => 16 * 1024 * 1024,
             },
-            units: Arc::new(match get("UNITS_FILE") {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| invalid("UNITS_FILE", format!("`{path}` cannot be read: {e}")))?;
-                    UnitTable::from_json(&text).map_err(|e| invalid("UNITS_FILE", format!("`{path}`: {e}")))?
-                }
-                None => UnitTable::default(),
-            }),
-            rules: Arc::new(match get("RULES_FILE") {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| invalid("RULES_FILE", format!("`{path}` cannot be read: {e}")))?;
-                    CriticalLimits::parse(&text).map_err(|e| invalid("RULES_FILE", format!("`{path}`: {e}")))?
-                }
-                None => CriticalLimits::default(),
-            }),
+            units: Arc::new(data_file(&get, "UNITS_FILE", |t| {
+                UnitTable::from_json(t).map_err(|e| e.to_string())
+            })?),
+            rules: Arc::new(data_file(&get, "RULES_FILE", CriticalLimits::parse)?),
             zone: match get("HOSPITAL_TZ") {
                 Some(z) => z.parse().map_err(|_| {
                     invalid(

@@ -271,44 +271,46 @@ fn dapr_components_use_documented_metadata_and_the_names_the_code_uses() {
     }
 }
 
+/// `data` matches the JSON Schema at `schema`, and the schema refuses every one of `bad`.
+fn check_schema(schema: &str, data: &str, bad: &[Value]) {
+    let read = |p: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(root().join(p)).expect("file")).expect("json")
+    };
+    let schema = read(schema);
+    let validator = jsonschema::draft202012::new(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(&read(data)).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{data}: {errors:#?}");
+    for b in bad {
+        assert!(!validator.is_valid(b), "the schema refuses {b}");
+    }
+}
+
 /// The built-in units table matches its published JSON Schema, and the schema refuses what the
 /// loader refuses.
 #[test]
 fn the_units_table_matches_its_schema() {
-    let read = |p: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(root().join(p)).expect("file")).expect("json")
-    };
-    let schema = read("schemas/wardwatch/units.schema.json");
-    let validator = jsonschema::draft202012::new(&schema).expect("the units schema compiles");
-    let table = read("crates/domain/data/units.json");
-    let errors: Vec<String> = validator.iter_errors(&table).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    for bad in [
-        serde_json::json!({"analytes": []}),
-        serde_json::json!({"analytes": [{"name": "k", "loinc": ["2823-3"], "canonical": "mmol/L", "units": ["mmol/L"], "extra": 1}]}),
-        serde_json::json!({"analytes": [{"name": "k", "loinc": ["potassium"], "canonical": "mmol/L", "units": ["mmol/L"]}]}),
-        serde_json::json!({"analytes": [{"name": "k", "loinc": ["2823-3"], "canonical": "mmol/L", "units": [{"unit": "mmol/L", "factor": 0}]}]}),
-    ] {
-        assert!(!validator.is_valid(&bad), "the schema refuses {bad}");
-    }
+    check_schema(
+        "schemas/wardwatch/units.schema.json",
+        "crates/domain/data/units.json",
+        &[
+            serde_json::json!({"analytes": []}),
+            serde_json::json!({"analytes": [{"name": "k", "loinc": ["2823-3"], "canonical": "mmol/L", "units": ["mmol/L"], "extra": 1}]}),
+            serde_json::json!({"analytes": [{"name": "k", "loinc": ["potassium"], "canonical": "mmol/L", "units": ["mmol/L"]}]}),
+            serde_json::json!({"analytes": [{"name": "k", "loinc": ["2823-3"], "canonical": "mmol/L", "units": [{"unit": "mmol/L", "factor": 0}]}]}),
+        ],
+    );
 }
 
 /// The built-in critical limits match their published JSON Schema.
 #[test]
 fn the_critical_limits_match_their_schema() {
-    let read = |p: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(root().join(p)).expect("file")).expect("json")
-    };
-    let schema = read("schemas/wardwatch/critical-limits.schema.json");
-    let validator = jsonschema::draft202012::new(&schema).expect("the limits schema compiles");
-    let table = read("crates/domain/data/critical-limits.json");
-    let errors: Vec<String> = validator.iter_errors(&table).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    for bad in [
-        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L"}]}),
-        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "hihg": 6}]}),
-        serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "severity": "loud"}]}),
-    ] {
-        assert!(!validator.is_valid(&bad), "the schema refuses {bad}");
-    }
+    check_schema(
+        "schemas/wardwatch/critical-limits.schema.json",
+        "crates/domain/data/critical-limits.json",
+        &[
+            serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L"}]}),
+            serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "hihg": 6}]}),
+            serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "severity": "loud"}]}),
+        ],
+    );
 }
