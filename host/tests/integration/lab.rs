@@ -9,7 +9,7 @@ use serde_json::Value;
 use wardwatch_domain::ids;
 
 use crate::helpers::{Host, REDIS, VHost, clean_up, config, eventually, require_redis, unique};
-use crate::services::{get_one, publish};
+use crate::services::{direct_host_with, get_one, publish};
 
 fn corpus(prefix: &str) -> Vec<u8> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../functions/ingest-lab/tests/corpus/oru");
@@ -34,16 +34,7 @@ async fn events_of(host: &Host, patient_id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn through_rabbitmq_a_feed_sent_three_times_stores_each_result_once_and_corrections_and_cancellations_apply() {
-    require_redis().await;
-    let vhost = VHost::new().await;
-    let prefix = unique("ww-test");
-    let host = Host::spawn(config(&[
-        ("REDIS_URL", REDIS),
-        ("AMQP_URL", &vhost.url()),
-        ("STATE_KEY_PREFIX", &prefix),
-        ("V2_IDENTIFIER_SYSTEMS", &format!("RXH^MR={RXH}")),
-    ]))
-    .await;
+    let (vhost, prefix, host) = direct_host_with(&[("V2_IDENTIFIER_SYSTEMS", &format!("RXH^MR={RXH}"))]).await;
     let feed = [corpus("13-"), corpus("14-"), corpus("15-")];
     for _ in 0..3 {
         for message in &feed {

@@ -70,15 +70,22 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// `wardwatch up --redis --amqp` with a Redis key prefix and a RabbitMQ vhost of its own.
 async fn direct_host() -> (VHost, String, Host) {
+    direct_host_with(&[]).await
+}
+
+/// The same, with more settings.
+pub(crate) async fn direct_host_with(extra: &[(&str, &str)]) -> (VHost, String, Host) {
     require_redis().await;
     let vhost = VHost::new().await;
     let prefix = unique("ww-test");
-    let host = Host::spawn(config(&[
+    let url = vhost.url();
+    let mut vars = vec![
         ("REDIS_URL", REDIS),
-        ("AMQP_URL", &vhost.url()),
-        ("STATE_KEY_PREFIX", &prefix),
-    ]))
-    .await;
+        ("AMQP_URL", url.as_str()),
+        ("STATE_KEY_PREFIX", prefix.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let host = Host::spawn(config(&vars)).await;
     (vhost, prefix, host)
 }
 
