@@ -82,8 +82,16 @@ fn parse(query: &str, identity: &IdentityRules) -> Result<Search, String> {
     let mut code = None;
     let mut count = DEFAULT_COUNT;
     for (k, v) in &params {
+        if v.trim().is_empty() {
+            return Err(format!("`{k}` is empty: give it a value, or leave it out"));
+        }
         match k.as_str() {
             "patient.identifier" | "subject.identifier" => {
+                if v.rsplit('|').next().is_none_or(|value| value.trim().is_empty()) {
+                    return Err(format!(
+                        "{k}: the identifier has no value (give <system>|<value> or <value>)"
+                    ));
+                }
                 let raw = match v.split_once('|') {
                     Some((system, value)) => RawIdentifier {
                         system: (!system.is_empty()).then(|| system.to_owned()),
@@ -323,6 +331,9 @@ mod tests {
             ("patient=p1&_count=0", "_count"),
             ("patient=p1&patient=p2", "twice"),
             ("patient=../x", "not a Patient id"),
+            ("patient=p1&code=", "`code` is empty"),
+            ("patient.identifier=", "`patient.identifier` is empty"),
+            ("patient.identifier=urn%3Amrn%7C", "the identifier"),
         ] {
             let e = parse(bad, &rules()).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
