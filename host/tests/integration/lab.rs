@@ -294,3 +294,56 @@ mod kept {
         clean_up(&prefix).await;
     }
 }
+
+#[tokio::test]
+async fn an_embedded_up_replays_a_kept_delivery_over_http_and_an_unknown_handle_is_404() {
+    let host = Host::spawn(config(&[])).await;
+    // No V2_IDENTIFIER_SYSTEMS: refused and kept.
+    let r = reqwest::Client::new()
+        .post(host.url("/lab-feed"))
+        .body(corpus("01-"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let listed = host.get_json("/api/rejected").await;
+    let handle = listed["rejected"][0]["handle"].as_str().expect("kept").to_owned();
+    let handled = || async {
+        let m = host.metrics_text().await;
+        // Every trigger: the POST above, the in-process bus the replay goes through.
+        m.lines()
+            .filter(|l| l.starts_with("wardwatch_invocation_duration_seconds_count") && l.contains("ingest-lab"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(handled().await, 1.0);
+    let replay = |h: String| {
+        let url = host.url(&format!("/api/rejected/{h}/replay"));
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .expect("replay")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(replay(handle.clone()).await, 202);
+    // Back on lab-feed: ingest-lab reads it again, refuses it again (nothing was fixed), and it
+    // is kept again under the same handle.
+    let again = eventually(Duration::from_secs(10), || async {
+        (handled().await >= 2.0).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "the replay reached ingest-lab");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let l = host.get_json("/api/rejected").await;
+        l["rejected"].as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .await
+    .expect("kept again");
+    assert_eq!(listed[0]["handle"], handle.as_str());
+    assert_eq!(replay("no-such-handle".into()).await, 404);
+    host.stop().await;
+}
