@@ -111,6 +111,7 @@ pub fn status(s: AlertStatus) -> &'static str {
         AlertStatus::Acknowledged => "acknowledged",
         AlertStatus::Escalated => "escalated",
         AlertStatus::Resolved => "resolved",
+        AlertStatus::Withdrawn => "withdrawn",
     }
 }
 

@@ -9,15 +9,15 @@ pub mod demo;
 use std::sync::Arc;
 
 use admit::Admit;
-use evaluate_alert::EvaluateAlert;
+use evaluate_alert::{Escalate, EvaluateAlert};
 use ingest_lab::search::ObservationSearch;
 use ingest_lab::{IngestLab, LabSettings};
 use tokio::net::TcpListener;
 use wardwatch_adapters::launch::{self, Wiring};
 use wardwatch_board::Board;
-use wardwatch_domain::lanes::{LAB_FEED, LAB_RESULTED};
+use wardwatch_domain::lanes::{ESCALATE, LAB_FEED, LAB_RESULTED};
 use wardwatch_records::rejects::Replay;
-use wardwatch_runtime::App;
+use wardwatch_runtime::{App, Event, Function, Trigger};
 
 /// The queues `wardwatch up` consumes itself.
 pub const INPUTS: &[&str] = &[LAB_FEED, LAB_RESULTED];
@@ -39,6 +39,7 @@ pub fn app(wiring: &Wiring) -> App {
             LAB_RESULTED,
             Arc::new(EvaluateAlert::new(wiring.records(), (*wiring.config.rules).clone())),
         )
+        .binding(ESCALATE, Arc::new(Escalate::new(wiring.records())))
         .endpoint(
             "/fhir/Observation",
             ObservationSearch::new(wiring.records(), identity.clone(), "/fhir"),
@@ -80,7 +81,29 @@ pub async fn replay_rejected(config: wardwatch_runtime::Config, only: Option<&st
     Ok(done)
 }
 
-/// Serve everything on `listener` until `shutdown`, then drain.
+/// Serve everything on `listener` until `shutdown`, then drain. Alerts past their review time
+/// are escalated every `ESCALATE_EVERY` by an in-process ticker (the same handler a cron
+/// binding or a PingSource calls as `POST /escalate`).
 pub async fn up(wiring: &Wiring, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    launch::run(wiring, app(wiring), listener, INPUTS, shutdown).await
+    let ticker = wiring.config.escalate_every.map(|every| {
+        let escalate = Escalate::new(wiring.records());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(f) = escalate
+                    .call(Event::new(Trigger::Memory, ESCALATE, bytes::Bytes::new()))
+                    .await
+                {
+                    tracing::warn!(kind = f.kind.as_str(), reason = %f.message, "the escalation tick failed; the next one tries again");
+                }
+            }
+        })
+    });
+    let served = launch::run(wiring, app(wiring), listener, INPUTS, shutdown).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    served
 }

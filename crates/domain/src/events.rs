@@ -16,6 +16,13 @@ pub enum EventType {
     ResultStored,
     AlertRaised,
     AlertAcknowledged,
+    /// Another result joined an open alert, or its figures changed (also: reopened).
+    AlertUpdated,
+    /// A higher stage or severity: published again, and active again.
+    AlertUpgraded,
+    AlertEscalated,
+    AlertResolved,
+    AlertWithdrawn,
 }
 
 impl EventType {
@@ -27,6 +34,11 @@ impl EventType {
             EventType::ResultStored => "result-stored",
             EventType::AlertRaised => "alert-raised",
             EventType::AlertAcknowledged => "alert-acknowledged",
+            EventType::AlertUpdated => "alert-updated",
+            EventType::AlertUpgraded => "alert-upgraded",
+            EventType::AlertEscalated => "alert-escalated",
+            EventType::AlertResolved => "alert-resolved",
+            EventType::AlertWithdrawn => "alert-withdrawn",
         }
     }
 
@@ -35,7 +47,13 @@ impl EventType {
         match self {
             EventType::Admitted | EventType::Transferred | EventType::Discharged => crate::lanes::ADMISSIONS,
             EventType::ResultStored => crate::lanes::LAB_RESULTED,
-            EventType::AlertRaised | EventType::AlertAcknowledged => crate::lanes::ALERTS,
+            EventType::AlertRaised
+            | EventType::AlertAcknowledged
+            | EventType::AlertUpdated
+            | EventType::AlertUpgraded
+            | EventType::AlertEscalated
+            | EventType::AlertResolved
+            | EventType::AlertWithdrawn => crate::lanes::ALERTS,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! | `ident-<hash of system and value>` | `{"patient_id"}`: which record an identifier belongs to | tiny |
 //! | `ward-<hash of ward name>-<0…7>` | the ward's current inpatients (patient id → sequence), in eight shards by patient | an eighth of a ward |
 //! | `wards` | the list of ward names seen | the hospital's wards |
-//! | `unplaced` | patients on no ward who have open alerts | that work list |
+//! | `unplaced` | patients on no ward with alerts nobody has acknowledged (not admitted yet, or discharged: needs follow-up) | that work list |
+//! | `review` | patients with an unacknowledged alert that has a review time (read by the escalation tick) | that work list |
 //! | `layout` | `{"version": 2}`: which layout this data is in | tiny |
 
 use crate::ids;
@@ -21,6 +22,7 @@ pub const LAYOUT_VERSION: u32 = 2;
 pub const LAYOUT: &str = "layout";
 pub const WARDS: &str = "wards";
 pub const UNPLACED: &str = "unplaced";
+pub const REVIEW: &str = "review";
 /// Keys only the first layout (census + `alerts-open`) had: their presence means old data.
 pub const OLD_LAYOUT: &[&str] = &["census", "alerts-open"];
 

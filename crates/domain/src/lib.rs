@@ -32,6 +32,9 @@ pub mod lanes {
     pub const ALERTS: &str = "alerts";
     /// A patient was admitted, transferred or discharged (published by admit).
     pub const ADMISSIONS: &str = "admissions";
+    /// The binding (and route, `POST /escalate`) that wakes evaluate-alert to escalate alerts past
+    /// their review time: a Dapr cron binding, a Knative PingSource, or `wardwatch up`'s ticker.
+    pub const ESCALATE: &str = "escalate";
     /// Where a permanently failed delivery on `lane` is recorded, with the reason.
     pub fn rejected(lane: &str) -> String {
         format!("{lane}-rejected")

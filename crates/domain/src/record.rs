@@ -7,7 +7,8 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alert;
+use crate::aki::Rrt;
+use crate::alert::{Alert, AuditEntry};
 use crate::events::{EventType, WardEvent};
 use crate::identity::Identifier;
 
@@ -19,8 +20,15 @@ pub const KEEP_RESULTS: usize = 5;
 pub const CREATININE_DAYS: i64 = 365;
 /// How many ids of encounters no longer kept a record remembers.
 pub const KEEP_RETIRED: usize = 50;
-/// How many resolved alerts a record keeps (open ones are always kept).
-pub const KEEP_RESOLVED_ALERTS: usize = 20;
+/// How many closed (resolved or withdrawn) alerts a record keeps at most. Open ones are always
+/// kept, and so is a closed one while any result behind it is still in the history (so that
+/// re-evaluating that history finds it instead of raising it again), up to this many.
+pub const KEEP_CLOSED_ALERTS: usize = 100;
+/// How many closed alerts none of whose results are in the history any more a record keeps.
+pub const KEEP_CLOSED_UNHELD: usize = 20;
+/// How many alert audit entries a record keeps (the newest; every one is also an event in the
+/// log and on the `alerts` lane).
+pub const KEEP_AUDIT: usize = 200;
 
 /// One encounter's facts and where its resource is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +145,11 @@ pub enum Action {
     ListUnplaced,
     /// Take the patient off that list.
     UnlistUnplaced,
+    /// List the patient on the review list: patients with an unacknowledged alert that has a
+    /// review time (what the escalation tick reads).
+    ListForReview,
+    /// Take the patient off the review list.
+    UnlistForReview,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,9 +212,19 @@ pub struct PatientRecord {
     pub results: Vec<ResultEntry>,
     #[serde(default)]
     pub alerts: Vec<Alert>,
-    /// Whether the record asked to be on the list of patients on no ward with open alerts.
+    /// What happened to the patient's alerts, oldest first (bounded: [`KEEP_AUDIT`]).
+    #[serde(default)]
+    pub audit: Vec<AuditEntry>,
+    /// Renal replacement therapy as recorded (none: not recorded, assumed not on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rrt: Option<RrtRecord>,
+    /// Whether the record asked to be on the list of patients on no ward with alerts nobody has
+    /// acknowledged yet (not admitted yet, or discharged: needs follow-up).
     #[serde(default)]
     pub unplaced_listed: bool,
+    /// Whether the record asked to be on the review list (escalation).
+    #[serde(default)]
+    pub review_listed: bool,
     /// The last outbox sequence number given out.
     #[serde(default)]
     pub seq: u64,
@@ -232,7 +255,10 @@ impl PatientRecord {
             placement: None,
             results: Vec::new(),
             alerts: Vec::new(),
+            audit: Vec::new(),
+            rrt: None,
             unplaced_listed: false,
+            review_listed: false,
             seq: 0,
             outbox: Vec::new(),
             merged_into: None,
@@ -256,6 +282,21 @@ impl PatientRecord {
 
     pub fn has_open_alerts(&self) -> bool {
         self.alerts.iter().any(|a| a.status.is_open())
+    }
+
+    /// Has an alert nobody has acknowledged yet (active or escalated).
+    pub fn needs_attention(&self) -> bool {
+        self.alerts.iter().any(|a| a.status.needs_acknowledgement())
+    }
+
+    /// Was an inpatient and is on no ward now.
+    pub fn discharged(&self) -> bool {
+        self.placement.is_none() && self.encounters.iter().any(|e| e.status == "finished")
+    }
+
+    /// Renal replacement therapy as the AKI algorithm sees it.
+    pub fn rrt(&self) -> Rrt {
+        self.rrt.as_ref().map_or(Rrt::Unknown, |r| r.rrt)
     }
 
     pub fn result(&self, result_id: &str) -> Option<&ResultEntry> {
@@ -295,15 +336,30 @@ impl PatientRecord {
         }
     }
 
-    /// Keep the list of patients on no ward with open alerts in step with the record.
+    /// Keep the work lists in step with the record: patients on no ward with alerts nobody has
+    /// acknowledged (a discharge never hides one), and the review list of patients with an
+    /// unacknowledged alert that has a review time.
     pub fn sync_unplaced(&mut self) {
-        let wanted = self.ward().is_none() && self.has_open_alerts() && self.merged_into.is_none();
+        let wanted = self.ward().is_none() && self.needs_attention() && self.merged_into.is_none();
         if wanted != self.unplaced_listed {
             self.unplaced_listed = wanted;
             self.push(if wanted {
                 Action::ListUnplaced
             } else {
                 Action::UnlistUnplaced
+            });
+        }
+        let review = self.merged_into.is_none()
+            && self
+                .alerts
+                .iter()
+                .any(|a| a.status == crate::alert::AlertStatus::Active && a.review_by.is_some());
+        if review != self.review_listed {
+            self.review_listed = review;
+            self.push(if review {
+                Action::ListForReview
+            } else {
+                Action::UnlistForReview
             });
         }
     }
@@ -349,20 +405,35 @@ impl PatientRecord {
             let excess = self.retired_encounters.len().saturating_sub(KEEP_RETIRED);
             self.retired_encounters.drain(..excess);
         }
-        let resolved = self.alerts.iter().filter(|a| !a.status.is_open()).count();
-        if resolved > KEEP_RESOLVED_ALERTS {
-            let mut drop = resolved - KEEP_RESOLVED_ALERTS;
-            self.alerts.sort_by_key(|a| a.raised_at);
-            self.alerts.retain(|a| {
-                if drop > 0 && !a.status.is_open() {
-                    drop -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
+        // Closed alerts: those none of whose results are still in the history beyond the newest
+        // KEEP_CLOSED_UNHELD, then the oldest, down to KEEP_CLOSED_ALERTS.
+        let held: std::collections::HashSet<&str> = self.results.iter().map(|r| r.result_id.as_str()).collect();
+        let mut closed: Vec<(bool, DateTime<Utc>, String)> = self
+            .alerts
+            .iter()
+            .filter(|a| !a.status.is_open())
+            .map(|a| (a.implicated().iter().any(|r| held.contains(r)), a.raised_at, a.id.clone()))
+            .collect();
+        // Not held first, oldest first: the order they go in.
+        closed.sort();
+        let unheld = closed.iter().filter(|c| !c.0).count();
+        let mut drop = unheld.saturating_sub(KEEP_CLOSED_UNHELD);
+        drop += (closed.len() - drop).saturating_sub(KEEP_CLOSED_ALERTS);
+        if drop > 0 {
+            let gone: std::collections::HashSet<String> = closed.into_iter().take(drop).map(|c| c.2).collect();
+            self.alerts.retain(|a| !gone.contains(&a.id));
         }
+        let excess = self.audit.len().saturating_sub(KEEP_AUDIT);
+        self.audit.drain(..excess);
     }
+}
+
+/// Renal replacement therapy as recorded, by whom and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RrtRecord {
+    pub rrt: Rrt,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A final potassium result `r1` in mmol/L, for the domain's tests.

@@ -44,9 +44,14 @@ pub struct CriticalLimit {
     /// What the alert says instead of the generated sentence.
     #[serde(default)]
     pub message: Option<String>,
-    /// How long an unacknowledged alert may wait before it is escalated (the alert lifecycle).
+    /// How long an unacknowledged alert may wait before it is escalated (the alert lifecycle;
+    /// default: the table's).
     #[serde(default)]
     pub review_minutes: Option<u32>,
+    /// Suppression: a finding within this long of the last one updates the open alert
+    /// (default: the table's).
+    #[serde(default)]
+    pub repeat_minutes: Option<u32>,
 }
 
 impl CriticalLimit {
@@ -74,7 +79,63 @@ pub struct CriticalLimits {
     pub schema: Option<String>,
     #[serde(default)]
     pub source: Option<String>,
+    /// The review window of limits that do not give one.
+    #[serde(default = "default_review")]
+    pub review_minutes: u32,
+    /// The suppression window of limits that do not give one.
+    #[serde(default = "default_repeat")]
+    pub repeat_minutes: u32,
+    #[serde(default)]
+    pub aki: AkiRules,
     pub limits: Vec<CriticalLimit>,
+}
+
+fn default_review() -> u32 {
+    60
+}
+
+fn default_repeat() -> u32 {
+    1440
+}
+
+/// How AKI alerts behave (the algorithm itself is [`crate::aki`], exactly as written).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AkiRules {
+    pub enabled: bool,
+    /// A finding within this long of the episode's last one is the same episode.
+    pub repeat_minutes: u32,
+    /// Stage 2/3, or stage 1 with high potassium: NICE QS76, 6 h.
+    pub review_minutes_telephoned: u32,
+    pub review_minutes_stage_1: Option<u32>,
+    pub review_minutes_no_baseline: Option<u32>,
+    /// RCPath: stage 1 with potassium above this (mmol/L) is telephoned.
+    pub telephone_potassium_above: f64,
+    /// The potassium looked at: the latest taken at most this long before the creatinine.
+    pub potassium_window_minutes: u32,
+}
+
+impl Default for AkiRules {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            repeat_minutes: 4320,
+            review_minutes_telephoned: 360,
+            review_minutes_stage_1: Some(1440),
+            review_minutes_no_baseline: None,
+            telephone_potassium_above: 6.0,
+            potassium_window_minutes: 1440,
+        }
+    }
+}
+
+impl CriticalLimits {
+    /// The limit of `analyte` for a patient of this age, in `unit`.
+    pub fn limit_for(&self, analyte: &str, unit: &str, age_years: Option<u32>) -> Option<&CriticalLimit> {
+        self.limits
+            .iter()
+            .find(|l| l.analyte == analyte && l.unit == unit && l.applies_to(age_years))
+    }
 }
 
 impl CriticalLimits {
@@ -124,6 +185,9 @@ impl Default for CriticalLimits {
         Self::parse(DEFAULT_LIMITS).unwrap_or(Self {
             schema: None,
             source: None,
+            review_minutes: default_review(),
+            repeat_minutes: default_repeat(),
+            aki: AkiRules::default(),
             limits: Vec::new(),
         })
     }
@@ -177,6 +241,7 @@ pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits, age_years:
                     "{analyte} {v} {} is {how} the critical limit {low}{unconfirmed}",
                     result.unit
                 )),
+                limit: Some(low),
             });
         }
         if let Some(high) = high {
@@ -188,6 +253,7 @@ pub fn critical_limits(result: &ResultEntry, limits: &CriticalLimits, age_years:
                     "{analyte} {v} {} is {how} the critical limit {high}{unconfirmed}",
                     result.unit
                 )),
+                limit: Some(high),
             });
         }
     }

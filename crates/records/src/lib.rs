@@ -335,6 +335,8 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
                 Action::RemoveFromWard { ward } => self.set_member(&keys::ward(ward, pid), pid, p.seq, false).await?,
                 Action::ListUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, true).await?,
                 Action::UnlistUnplaced => self.set_member(keys::UNPLACED, pid, p.seq, false).await?,
+                Action::ListForReview => self.set_member(keys::REVIEW, pid, p.seq, true).await?,
+                Action::UnlistForReview => self.set_member(keys::REVIEW, pid, p.seq, false).await?,
             }
         }
         if events && let Some(inline) = &self.inline {
@@ -557,7 +559,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Records<S, L, P> {
             .unwrap_or_default())
     }
 
-    /// The patients the work list of patients on no ward ([`keys::UNPLACED`]) lists.
+    /// The patients a work list lists: patients on no ward with alerts nobody has acknowledged
+    /// ([`keys::UNPLACED`]), or patients with an alert waiting for its review time
+    /// ([`keys::REVIEW`]).
     pub async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
         Ok(get_json::<Members, S>(&self.store, key)
             .await?
@@ -618,6 +622,8 @@ fn memberships(record: &PatientRecord) -> Vec<Membership> {
             Action::RemoveFromWard { ward } => Some(change(keys::ward(ward, pid), p.seq, false)),
             Action::ListUnplaced => Some(change(keys::UNPLACED.to_owned(), p.seq, true)),
             Action::UnlistUnplaced => Some(change(keys::UNPLACED.to_owned(), p.seq, false)),
+            Action::ListForReview => Some(change(keys::REVIEW.to_owned(), p.seq, true)),
+            Action::UnlistForReview => Some(change(keys::REVIEW.to_owned(), p.seq, false)),
         })
         .collect()
 }

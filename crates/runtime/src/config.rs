@@ -149,6 +149,10 @@ pub struct Config {
     /// `BOARD_TOKEN`: when set, the board's page, API and event stream need a sign-in with it
     /// (browsers) or `Authorization: Bearer` with it (programs).
     pub board_token: Option<Secret>,
+    /// How often `wardwatch up` checks for alerts past their review time (`ESCALATE_EVERY`,
+    /// seconds, default 60; 0 turns the in-process ticker off, as for a deployment where a Dapr
+    /// cron binding or a Knative PingSource calls `POST /escalate`).
+    pub escalate_every: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -288,6 +292,19 @@ impl Config {
                     )
                 })?,
                 None => chrono_tz::Europe::London,
+            },
+            escalate_every: match get("ESCALATE_EVERY") {
+                Some(n) => match n.parse::<u64>() {
+                    Ok(0) => None,
+                    Ok(s) if s <= 86_400 => Some(std::time::Duration::from_secs(s)),
+                    _ => {
+                        return Err(invalid(
+                            "ESCALATE_EVERY",
+                            format!("`{n}`: expected seconds from 0 (off) to 86400"),
+                        ));
+                    }
+                },
+                None => Some(std::time::Duration::from_secs(60)),
             },
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") => false,

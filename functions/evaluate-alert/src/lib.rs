@@ -1,15 +1,23 @@
-//! evaluate-alert: every `result-stored` event (lane `lab-resulted`) is checked against the
-//! critical limits; each new finding becomes one alert in the patient's record and one
-//! `alert-raised` event (event log, then lane `alerts`).
+//! evaluate-alert: every `result-stored` event (lane `lab-resulted`) re-evaluates the rules the
+//! result's analyte touches — critical limits, and the NHS England AKI algorithm for creatinine
+//! (and potassium, for its telephone rule) — over the patient's history, and keeps the patient's
+//! alerts in step: raised, updated, upgraded, resolved, withdrawn. Each change is an audit entry
+//! in the record and an event (event log, then lane `alerts`).
 //!
 //! parse the event → load the patient's record → decide (`domain::decide::alerting`) on the
-//! result's current version in the record → write back with the ETag → the outbox drains.
-//! Idempotent: an alert's id is derived from the result and the rule, and a redelivered event
-//! finds the alert already in the record, so it raises nothing twice.
+//! record's history → write back with the ETag → the outbox drains. Idempotent: an alert's id is
+//! derived from (patient, rule, result), and evaluating the same history again changes nothing,
+//! so a redelivered event raises nothing twice.
+//!
+//! [`Escalate`] (binding and route `escalate`): alerts nobody acknowledged by their review time
+//! are escalated. Woken by a Dapr cron binding, a Knative PingSource, or `wardwatch up`'s ticker;
+//! it reads the review list (patients with an unacknowledged alert that has a review time), not
+//! every patient.
 
 use serde_json::json;
 use wardwatch_domain::decide::alerting;
 use wardwatch_domain::events::{EventType, WardEvent};
+use wardwatch_domain::keys;
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
 use wardwatch_domain::record::ResultEntry;
 use wardwatch_domain::rules::CriticalLimits;
@@ -113,6 +121,59 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for EvaluateAlert<S, L, 
             }
         }
         Err(EvaluateError::Port(PortError::Corrupt("patient records are joined in a loop".into())).into())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        ready(&self.records.store, &self.records.log, &self.records.bus).await
+    }
+}
+
+/// Escalate alerts past their review time. The payload is ignored (a cron binding sends none, a
+/// PingSource its own data); the time is the delivery's.
+pub struct Escalate<S, L, P> {
+    records: Records<S, L, P>,
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> Escalate<S, L, P> {
+    pub fn new(records: Records<S, L, P>) -> Self {
+        Self { records }
+    }
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> Function for Escalate<S, L, P> {
+    fn name(&self) -> &'static str {
+        "escalate"
+    }
+
+    async fn call(&self, event: Event) -> Result<Output, Failure> {
+        let now = event.context.received_at;
+        let listed = self.records.members(keys::REVIEW).await.map_err(EvaluateError::from)?;
+        let mut escalated = Vec::new();
+        for patient_id in &listed {
+            let ids = self
+                .records
+                .update(patient_id, |record| {
+                    let Some(record) = record else {
+                        return Ok::<_, EvaluateError>(Step::Keep(Vec::new()));
+                    };
+                    let (d, ids) = alerting::escalate(record, now);
+                    Ok(if d.changed {
+                        Step::Write {
+                            record: d.record,
+                            resources: Vec::new(),
+                            out: ids,
+                        }
+                    } else {
+                        Step::Keep(ids)
+                    })
+                })
+                .await?;
+            for alert_id in ids {
+                tracing::warn!(%alert_id, %patient_id, "alert escalated: not acknowledged by its review time");
+                escalated.push(json!({"alert_id": alert_id, "patient_id": patient_id}));
+            }
+        }
+        Ok(Output::ok(json!({"checked": listed.len(), "escalated": escalated})))
     }
 
     async fn ready(&self) -> Result<(), String> {
