@@ -720,3 +720,402 @@ pub fn acknowledge(
     record_changes(&mut r, vec![c], now);
     (finish(Some(&before), r, now), Acknowledged::Now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aki::Rrt;
+    use crate::decide::{digest, result};
+    use crate::record::Action;
+
+    fn t(hours: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + hours * 3600, 0).expect("time")
+    }
+
+    fn day(d: i64) -> DateTime<Utc> {
+        t(d * 24)
+    }
+
+    /// A result of `analyte` taken (and issued) at `at`.
+    fn lab(id: &str, analyte: &str, value: f64, status: &str, at: DateTime<Utc>) -> ResultEntry {
+        let (loinc, unit) = match analyte {
+            "creatinine" => ("14682-9", "umol/L"),
+            _ => ("2823-3", "mmol/L"),
+        };
+        let d = digest(&format!("{id}{value}{status}"));
+        ResultEntry {
+            result_id: id.into(),
+            loinc: loinc.into(),
+            analyte: Some(analyte.into()),
+            value: Some(value),
+            unit: unit.into(),
+            reported_value: Some(value),
+            reported_unit: unit.into(),
+            effective: Some(at),
+            issued: Some(at),
+            resource_key: format!("result-{id}-{d}"),
+            digest: d,
+            ..crate::record::potassium_result(value, status)
+        }
+    }
+
+    /// A delivery: ingest-lab stores the result, evaluate-alert evaluates it.
+    fn arrive(record: Option<PatientRecord>, e: &ResultEntry, now: DateTime<Utc>) -> Decision {
+        let stored = result::decide(record, "p1", e.clone(), None, now).record;
+        decide(stored, &e.result_id, None, &CriticalLimits::default(), now)
+    }
+
+    fn kinds(d: &Decision) -> Vec<EventType> {
+        d.events().map(|e| e.kind).collect()
+    }
+
+    fn run(results: &[ResultEntry], now: DateTime<Utc>) -> (PatientRecord, Vec<EventType>) {
+        let mut record = None;
+        let mut events = Vec::new();
+        for e in results {
+            let d = arrive(record, e, now);
+            events.extend(kinds(&d));
+            record = Some(d.record);
+        }
+        (record.expect("a record"), events)
+    }
+
+    #[test]
+    fn a_critical_potassium_raises_one_alert_and_a_redelivery_changes_nothing() {
+        let k = lab("k1", "potassium", 7.1, "final", t(0));
+        let (r, events) = run(std::slice::from_ref(&k), t(1));
+        assert_eq!(events, [EventType::AlertRaised]);
+        let a = &r.alerts[0];
+        assert_eq!(a.id, alert_id("p1", "critical-high:potassium", "k1"));
+        assert_eq!((a.status, a.severity, a.telephone), (AlertStatus::Active, Severity::Critical, true));
+        assert_eq!(a.evidence.limit, Some(6.5));
+        assert_eq!(a.review_by, Some(t(1) + Duration::minutes(60)), "potassium's review window");
+        assert_eq!(r.audit.len(), 1);
+        let again = decide(r, "k1", None, &CriticalLimits::default(), t(2));
+        assert!(!again.changed && again.emitted.is_empty());
+    }
+
+    #[test]
+    fn a_repeat_within_the_window_updates_the_open_alert_and_one_after_it_raises_another() {
+        let (r, events) = run(
+            &[
+                lab("k1", "potassium", 7.0, "final", t(0)),
+                lab("k2", "potassium", 7.4, "final", t(2)),
+            ],
+            t(3),
+        );
+        assert_eq!(events, [EventType::AlertRaised, EventType::AlertUpdated]);
+        assert_eq!(r.alerts.len(), 1);
+        assert_eq!(r.alerts[0].results, ["k1", "k2"]);
+        assert_eq!(r.alerts[0].value, 7.4, "the latest of equals is the headline");
+        // 30 h after the last finding: past the 24 h repeat window, a new episode.
+        let d = arrive(Some(r), &lab("k3", "potassium", 7.1, "final", t(32)), t(33));
+        assert_eq!(kinds(&d), [EventType::AlertRaised]);
+        assert_eq!(d.record.alerts.len(), 2);
+    }
+
+    #[test]
+    fn a_later_normal_result_resolves_and_a_critical_one_after_it_raises_a_new_alert() {
+        let (r, events) = run(
+            &[
+                lab("k1", "potassium", 7.0, "final", t(0)),
+                lab("k2", "potassium", 4.5, "final", t(2)),
+                lab("k3", "potassium", 6.9, "final", t(4)),
+            ],
+            t(5),
+        );
+        assert_eq!(
+            events,
+            [EventType::AlertRaised, EventType::AlertResolved, EventType::AlertRaised]
+        );
+        assert_eq!(r.alerts[0].status, AlertStatus::Resolved);
+        assert_eq!(r.alerts[0].closed.as_ref().and_then(|c| c.result_id.as_deref()), Some("k2"));
+        assert_eq!(r.alerts[1].status, AlertStatus::Active);
+        // A bound that says nothing about the high limit neither raises nor clears.
+        let mut bound = lab("k4", "potassium", 5.0, "final", t(5));
+        bound.comparator = Some(">".into());
+        let d = arrive(Some(r), &bound, t(6));
+        assert!(d.events().next().is_none());
+    }
+
+    #[test]
+    fn a_correction_that_clears_the_value_withdraws_the_alert_and_a_retraction_too_saying_why() {
+        let (r, _) = run(&[lab("k1", "potassium", 7.1, "final", t(0))], t(1));
+        let mut corrected = lab("k1", "potassium", 4.9, "corrected", t(0));
+        corrected.issued = Some(t(2));
+        let d = arrive(Some(r.clone()), &corrected, t(3));
+        assert_eq!(kinds(&d), [EventType::AlertWithdrawn]);
+        let a = &d.record.alerts[0];
+        assert_eq!(a.status, AlertStatus::Withdrawn);
+        assert!(a.closed.as_ref().is_some_and(|c| c.reason.contains("no longer meet")));
+
+        let mut retracted = lab("k1", "potassium", 7.1, "entered-in-error", t(0));
+        retracted.issued = Some(t(2));
+        let d = arrive(Some(r), &retracted, t(3));
+        assert_eq!(kinds(&d), [EventType::AlertWithdrawn]);
+        assert!(d.record.alerts[0]
+            .closed
+            .as_ref()
+            .is_some_and(|c| c.reason.contains("retracted")));
+        assert_eq!(d.record.audit.last().map(|e| e.action), Some(AuditAction::Withdrawn));
+        // Nothing needs anyone now: off the work lists.
+        assert!(!d.record.unplaced_listed && !d.record.review_listed);
+    }
+
+    #[test]
+    fn preliminary_unknown_analyte_and_not_evaluable_results_never_fire() {
+        let mut unknown_unit = lab("k2", "potassium", 7.1, "final", t(0));
+        unknown_unit.not_evaluable = Some("unit mg is not one the units table accepts".into());
+        let mut other = lab("x1", "potassium", 9.9, "final", t(0));
+        other.analyte = None;
+        let (r, events) = run(
+            &[lab("k1", "potassium", 7.1, "preliminary", t(0)), unknown_unit, other],
+            t(1),
+        );
+        assert!(events.is_empty() && r.alerts.is_empty());
+    }
+
+    /// Two creatinine results 20 and 30 days before day 0 (RV2 = 80 µmol/L).
+    fn baseline() -> Vec<ResultEntry> {
+        vec![
+            lab("c-30", "creatinine", 80.0, "final", day(-30)),
+            lab("c-20", "creatinine", 80.0, "final", day(-20)),
+        ]
+    }
+
+    #[test]
+    fn aki_stage_1_then_stage_2_is_one_alert_upgraded_and_active_again() {
+        let mut series = baseline();
+        series.push(lab("c0", "creatinine", 130.0, "final", day(0)));
+        let (r, events) = run(&series, day(0) + Duration::hours(1));
+        assert_eq!(events, [EventType::AlertRaised]);
+        let a = &r.alerts[0];
+        assert_eq!((a.rule.as_str(), a.stage, a.severity), (AKI_RULE, Some(1), Severity::Warning));
+        assert!(!a.telephone);
+        let aki = a.evidence.aki.as_ref().expect("the assessment");
+        assert_eq!(aki.rv2, Some(80.0));
+        assert!(aki.notes.iter().any(|n| n.contains("assumed none")), "{:?}", aki.notes);
+        let id = a.id.clone();
+        let (acked, _) = acknowledge(r, &id, "Dr Patel", None, day(0) + Duration::hours(2));
+        let d = arrive(
+            Some(acked.record),
+            &lab("c1", "creatinine", 170.0, "final", day(1)),
+            day(1) + Duration::hours(1),
+        );
+        assert_eq!(kinds(&d), [EventType::AlertUpgraded]);
+        let a = &d.record.alerts[0];
+        assert_eq!(d.record.alerts.len(), 1);
+        assert_eq!((a.stage, a.severity, a.telephone), (Some(2), Severity::Critical, true));
+        assert_eq!(a.status, AlertStatus::Active, "an upgrade needs someone to see it again");
+        assert_eq!(a.results, ["c0", "c1"]);
+        assert_eq!(
+            a.review_by,
+            Some(day(1) + Duration::hours(1) + Duration::hours(6)),
+            "stage 2: 6 h (NICE QS76)"
+        );
+    }
+
+    #[test]
+    fn a_high_but_stable_creatinine_never_gives_an_aki_stage() {
+        let series: Vec<ResultEntry> = [(-300, 250.0), (-200, 262.0), (-100, 255.0), (-30, 270.0), (-2, 248.0), (0, 265.0)]
+            .iter()
+            .map(|(d, v)| lab(&format!("c{d}"), "creatinine", *v, "final", day(*d)))
+            .collect();
+        let (r, _) = run(&series, day(0));
+        assert!(r.alerts.iter().all(|a| a.stage.unwrap_or(0) == 0), "{:?}", r.alerts);
+        // The first result had no baseline: flagged for review, and cleared by the next one.
+        assert!(!r.has_open_alerts());
+    }
+
+    #[test]
+    fn a_late_older_result_re_evaluates_the_newer_one_without_a_second_alert() {
+        let c0 = lab("c0", "creatinine", 130.0, "final", day(0));
+        let (r, events) = run(std::slice::from_ref(&c0), day(0));
+        assert_eq!(events, [EventType::AlertRaised]);
+        assert_eq!(r.alerts[0].stage, Some(0), "possible AKI, no baseline");
+        let d = arrive(Some(r), &lab("c-3", "creatinine", 80.0, "final", day(-3)), day(0));
+        assert_eq!(kinds(&d), [EventType::AlertUpgraded]);
+        assert_eq!(d.record.alerts.len(), 1);
+        assert_eq!(d.record.alerts[0].stage, Some(1));
+        // A result dated after C1 is never its baseline.
+        let d = arrive(Some(d.record), &lab("c5", "creatinine", 40.0, "final", day(5)), day(5));
+        let c0_assessed = d.record.alerts[0].evidence.aki.as_ref().expect("assessment");
+        assert_eq!(c0_assessed.rv1.as_ref().map(|x| x.0), Some(80.0));
+    }
+
+    #[test]
+    fn stage_1_with_potassium_over_6_is_telephoned() {
+        let mut series = baseline();
+        series.push(lab("k0", "potassium", 6.1, "final", day(0) - Duration::hours(2)));
+        series.push(lab("c0", "creatinine", 130.0, "final", day(0)));
+        let (r, _) = run(&series, day(0));
+        let aki = r.alerts.iter().find(|a| a.rule == AKI_RULE).expect("an AKI alert");
+        assert!(aki.telephone);
+        assert_eq!(aki.severity, Severity::Critical);
+        assert_eq!(aki.evidence.potassium, Some(6.1));
+        // A potassium arriving later that puts it under the line re-evaluates the AKI alert.
+        let mut series = baseline();
+        series.push(lab("c0", "creatinine", 130.0, "final", day(0)));
+        let (r, _) = run(&series, day(0));
+        assert!(!r.alerts[0].telephone);
+        let d = arrive(Some(r), &lab("k0", "potassium", 6.4, "final", day(0)), day(0));
+        let aki = d.record.alerts.iter().find(|a| a.rule == AKI_RULE).expect("an AKI alert");
+        assert!(aki.telephone);
+        assert!(kinds(&d).contains(&EventType::AlertUpgraded));
+    }
+
+    #[test]
+    fn renal_replacement_therapy_recorded_withdraws_aki_alerts_and_says_why() {
+        let mut series = baseline();
+        series.push(lab("c0", "creatinine", 200.0, "final", day(0)));
+        let (r, _) = run(&series, day(0));
+        let d = set_rrt(r, Rrt::OnRrt, "Sister Jones", &CriticalLimits::default(), day(0));
+        assert_eq!(kinds(&d), [EventType::AlertWithdrawn]);
+        assert!(d.record.alerts[0]
+            .closed
+            .as_ref()
+            .is_some_and(|c| c.reason.contains("renal replacement therapy")));
+        let again = set_rrt(d.record, Rrt::OnRrt, "Sister Jones", &CriticalLimits::default(), day(0));
+        assert!(!again.changed);
+        let off = set_rrt(again.record, Rrt::NotOnRrt, "Dr Patel", &CriticalLimits::default(), day(0));
+        assert_eq!(kinds(&off), [EventType::AlertUpdated], "reopened");
+        assert_eq!(off.record.alerts[0].status, AlertStatus::Active);
+    }
+
+    #[test]
+    fn an_unacknowledged_alert_is_escalated_once_after_its_review_window_and_can_then_be_acknowledged() {
+        let (r, _) = run(&[lab("k1", "potassium", 7.1, "final", t(0))], t(0));
+        assert!(r.review_listed && r.outbox.iter().any(|p| p.action == Action::ListForReview));
+        let (early, none) = escalate(r, t(0) + Duration::minutes(59));
+        assert!(none.is_empty() && !early.changed);
+        let (d, ids) = escalate(early.record, t(1));
+        assert_eq!(ids.len(), 1);
+        assert_eq!(kinds(&d), [EventType::AlertEscalated]);
+        let a = &d.record.alerts[0];
+        assert_eq!((a.status, a.escalated_at), (AlertStatus::Escalated, Some(t(1))));
+        assert!(!d.record.review_listed, "nothing waits for a review time now");
+        let (again, ids) = escalate(d.record, t(5));
+        assert!(ids.is_empty() && !again.changed);
+        let id = again.record.alerts[0].id.clone();
+        let (acked, what) = acknowledge(again.record, &id, "Dr Patel", Some("repeat sent"), t(6));
+        assert_eq!(what, Acknowledged::Now);
+        assert_eq!(acked.record.alerts[0].status, AlertStatus::Acknowledged);
+        let actions: Vec<AuditAction> = acked.record.audit.iter().map(|e| e.action).collect();
+        assert_eq!(actions, [AuditAction::Raised, AuditAction::Escalated, AuditAction::Acknowledged]);
+        assert_eq!(acked.record.audit[2].by, "Dr Patel");
+    }
+
+    #[test]
+    fn a_patient_on_no_ward_stays_listed_until_someone_acknowledges_the_alert() {
+        let (r, _) = run(&[lab("k1", "potassium", 7.1, "final", t(0))], t(0));
+        assert!(r.unplaced_listed);
+        let id = r.alerts[0].id.clone();
+        let (d, _) = acknowledge(r, &id, "Dr Patel", None, t(1));
+        assert!(!d.record.unplaced_listed);
+        assert!(d.emitted.iter().any(|p| p.action == Action::UnlistUnplaced));
+        let events: Vec<&crate::events::WardEvent> = d.events().collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].result_id.as_deref(), Some("k1"));
+        let (none, what) = acknowledge(d.record, "no-such-alert", "x", None, t(1));
+        assert_eq!(what, Acknowledged::NotFound);
+        assert!(!none.changed);
+    }
+
+    /// A small deterministic generator for the order tests (no dependency needed).
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    /// What must not depend on arrival: every alert that is not withdrawn, without its id and
+    /// times.
+    fn settled(r: &PatientRecord) -> Vec<String> {
+        let mut out: Vec<String> = r
+            .alerts
+            .iter()
+            .filter(|a| a.status != AlertStatus::Withdrawn)
+            .map(|a| {
+                format!(
+                    "{} stage {:?} {:?} {:?} {:?} telephone {} value {}",
+                    a.rule, a.stage, a.severity, a.status, a.results, a.telephone, a.value
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn once_every_result_is_in_the_alerts_are_the_same_whatever_the_order_and_redeliveries() {
+        // Two AKI episodes (a rise, recovery, a second rise), a CKD-like plateau, potassium that
+        // makes one stage telephoned, a critical potassium resolved later, and a retraction.
+        let mut all = vec![
+            lab("c1", "creatinine", 80.0, "final", day(-40)),
+            lab("c2", "creatinine", 84.0, "final", day(-25)),
+            lab("c3", "creatinine", 78.0, "final", day(-10)),
+            lab("c4", "creatinine", 125.0, "final", day(0)),
+            lab("c5", "creatinine", 175.0, "final", day(1)),
+            lab("c6", "creatinine", 250.0, "final", day(2)),
+            lab("c7", "creatinine", 90.0, "final", day(6)),
+            lab("c8", "creatinine", 88.0, "final", day(7)),
+            lab("c9", "creatinine", 140.0, "final", day(20)),
+            lab("k1", "potassium", 6.2, "final", day(0) - Duration::hours(1)),
+            lab("k2", "potassium", 6.8, "final", day(3)),
+            lab("k3", "potassium", 4.1, "final", day(4)),
+        ];
+        let mut retraction = lab("c8", "creatinine", 88.0, "entered-in-error", day(7));
+        retraction.issued = Some(day(8));
+        all.push(retraction);
+        let now = day(21);
+        let (in_order, _) = run(&all, now);
+        let expected = settled(&in_order);
+        assert!(expected.iter().any(|a| a.starts_with("aki stage Some(3)")), "{expected:?}");
+        assert!(expected.iter().any(|a| a.contains("Resolved")), "{expected:?}");
+        let mut rng = Lcg(7);
+        for round in 0..150 {
+            let mut order = all.clone();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            // Redeliver some, immediately or later.
+            for _ in 0..3 {
+                let i = rng.below(order.len());
+                let again = order[i].clone();
+                let at = rng.below(order.len() + 1);
+                order.insert(at.max(i + 1).min(order.len()), again);
+            }
+            let mut record = None;
+            for e in &order {
+                let d = arrive(record, e, now);
+                let repeat = decide(d.record.clone(), &e.result_id, None, &CriticalLimits::default(), now);
+                assert!(repeat.emitted.is_empty(), "round {round}: a redelivery changed something");
+                record = Some(d.record);
+            }
+            let record = record.expect("a record");
+            assert_eq!(settled(&record), expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn an_aki_rise_raises_one_alert_in_every_arrival_order_and_with_redeliveries() {
+        let mut all = baseline();
+        all.push(lab("c0", "creatinine", 130.0, "final", day(0)));
+        all.push(lab("c1", "creatinine", 170.0, "final", day(1)));
+        let mut rng = Lcg(11);
+        for round in 0..100 {
+            let mut order = all.clone();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            let i = rng.below(order.len());
+            order.insert(i, order[i].clone());
+            let (r, events) = run(&order, day(1));
+            let raised = events.iter().filter(|k| **k == EventType::AlertRaised).count();
+            assert_eq!(raised, 1, "round {round}: {events:?}");
+            assert_eq!(settled(&r), ["aki stage Some(2) Critical Active [\"c0\", \"c1\"] telephone true value 170"]);
+        }
+    }
+}
