@@ -237,7 +237,9 @@ pub fn detected_issue(patient_id: &str, mrn: Option<&str>, a: &Alert) -> Value {
         Severity::Critical => "high",
         Severity::Warning => "moderate",
     };
-    let mut evidence = vec![json!({"detail": a.implicated().iter().map(|r| json!({"reference": format!("Observation/{r}")})).collect::<Vec<_>>()})];
+    let mut evidence = vec![
+        json!({"detail": a.implicated().iter().map(|r| json!({"reference": format!("Observation/{r}")})).collect::<Vec<_>>()}),
+    ];
     if let Some(limit) = a.evidence.limit {
         evidence.push(json!({"code": [{"text": format!("critical limit {limit} {}", a.unit)}]}));
     }
@@ -276,12 +278,15 @@ pub fn detected_issue(patient_id: &str, mrn: Option<&str>, a: &Alert) -> Value {
         issue["patient"]["identifier"] = json!({"value": mrn});
     }
     if let Some(stage) = a.stage {
-        issue["extension"]
-            .as_array_mut()
-            .map(|x| x.push(json!({"url": "https://wardwatch.example/fhir/StructureDefinition/aki-stage", "valueInteger": stage})));
+        issue["extension"].as_array_mut().map(|x| {
+            x.push(
+                json!({"url": "https://wardwatch.example/fhir/StructureDefinition/aki-stage", "valueInteger": stage}),
+            )
+        });
     }
     if let Some(k) = &a.acknowledged {
-        issue["mitigation"] = json!([{"action": {"text": "acknowledged"}, "date": k.at.to_rfc3339(), "author": {"display": k.by}}]);
+        issue["mitigation"] =
+            json!([{"action": {"text": "acknowledged"}, "date": k.at.to_rfc3339(), "author": {"display": k.by}}]);
     }
     issue
 }

@@ -412,7 +412,13 @@ impl PatientRecord {
             .alerts
             .iter()
             .filter(|a| !a.status.is_open())
-            .map(|a| (a.implicated().iter().any(|r| held.contains(r)), a.raised_at, a.id.clone()))
+            .map(|a| {
+                (
+                    a.implicated().iter().any(|r| held.contains(r)),
+                    a.raised_at,
+                    a.id.clone(),
+                )
+            })
             .collect();
         // Not held first, oldest first: the order they go in.
         closed.sort();

@@ -207,8 +207,19 @@ fn critical_steps<'a>(
                 Some("<" | "<=") => !high,
                 _ => false,
             };
-            let limited = if high { limit.high.is_some() } else { limit.low.is_some() };
-            (r, if bound_only || !limited { Step::Silent } else { Step::Clears })
+            let limited = if high {
+                limit.high.is_some()
+            } else {
+                limit.low.is_some()
+            };
+            (
+                r,
+                if bound_only || !limited {
+                    Step::Silent
+                } else {
+                    Step::Clears
+                },
+            )
         })
         .collect()
 }
@@ -321,7 +332,15 @@ struct Change {
     analyte: Option<String>,
 }
 
-fn change(kind: EventType, action: AuditAction, a: &Alert, by: &str, result_id: Option<&str>, detail: String, now: DateTime<Utc>) -> Change {
+fn change(
+    kind: EventType,
+    action: AuditAction,
+    a: &Alert,
+    by: &str,
+    result_id: Option<&str>,
+    detail: String,
+    now: DateTime<Utc>,
+) -> Change {
     Change {
         kind,
         entry: AuditEntry {
@@ -411,7 +430,15 @@ fn reconcile(
                 closed: None,
             };
             show(&mut a, &e.head, &e.results);
-            changes.push(change(EventType::AlertRaised, AuditAction::Raised, &a, BY_RULES, Some(first), a.message.clone(), now));
+            changes.push(change(
+                EventType::AlertRaised,
+                AuditAction::Raised,
+                &a,
+                BY_RULES,
+                Some(first),
+                a.message.clone(),
+                now,
+            ));
             if let Some(y) = &e.resolved_by {
                 a.status = AlertStatus::Resolved;
                 a.review_by = None;
@@ -420,7 +447,15 @@ fn reconcile(
                     reason: "a later result cleared the rule".into(),
                     result_id: Some(y.clone()),
                 });
-                changes.push(change(EventType::AlertResolved, AuditAction::Resolved, &a, BY_RULES, Some(y), "a later result cleared the rule".into(), now));
+                changes.push(change(
+                    EventType::AlertResolved,
+                    AuditAction::Resolved,
+                    &a,
+                    BY_RULES,
+                    Some(y),
+                    "a later result cleared the rule".into(),
+                    now,
+                ));
             }
             claimed.insert(a.id.clone());
             r.alerts.push(a);
@@ -435,7 +470,15 @@ fn reconcile(
         match (&e.resolved_by, before.status) {
             (Some(_), AlertStatus::Resolved) => {
                 if *a != before {
-                    changes.push(change(EventType::AlertUpdated, AuditAction::Updated, a, BY_RULES, why, a.message.clone(), now));
+                    changes.push(change(
+                        EventType::AlertUpdated,
+                        AuditAction::Updated,
+                        a,
+                        BY_RULES,
+                        why,
+                        a.message.clone(),
+                        now,
+                    ));
                 }
             }
             (Some(y), _) => {
@@ -446,7 +489,15 @@ fn reconcile(
                     reason: "a later result cleared the rule".into(),
                     result_id: Some(y.clone()),
                 });
-                changes.push(change(EventType::AlertResolved, AuditAction::Resolved, a, BY_RULES, Some(y), "a later result cleared the rule".into(), now));
+                changes.push(change(
+                    EventType::AlertResolved,
+                    AuditAction::Resolved,
+                    a,
+                    BY_RULES,
+                    Some(y),
+                    "a later result cleared the rule".into(),
+                    now,
+                ));
             }
             (None, AlertStatus::Resolved | AlertStatus::Withdrawn) => {
                 a.status = if a.acknowledged.is_some() {
@@ -472,11 +523,27 @@ fn reconcile(
                 a.acknowledged = None;
                 a.escalated_at = None;
                 a.review_by = review_by;
-                changes.push(change(EventType::AlertUpgraded, AuditAction::Upgraded, a, BY_RULES, why, a.message.clone(), now));
+                changes.push(change(
+                    EventType::AlertUpgraded,
+                    AuditAction::Upgraded,
+                    a,
+                    BY_RULES,
+                    why,
+                    a.message.clone(),
+                    now,
+                ));
             }
             (None, _) => {
                 if *a != before {
-                    changes.push(change(EventType::AlertUpdated, AuditAction::Updated, a, BY_RULES, why, a.message.clone(), now));
+                    changes.push(change(
+                        EventType::AlertUpdated,
+                        AuditAction::Updated,
+                        a,
+                        BY_RULES,
+                        why,
+                        a.message.clone(),
+                        now,
+                    ));
                 }
             }
         }
@@ -485,15 +552,20 @@ fn reconcile(
         }
     }
     // Alerts no episode keeps: withdrawn, while the history still holds what they rest on.
-    for a in r.alerts.iter_mut().filter(|a| {
-        a.rule == rule && a.status != AlertStatus::Withdrawn && !claimed.contains(&a.id)
-    }) {
+    for a in r
+        .alerts
+        .iter_mut()
+        .filter(|a| a.rule == rule && a.status != AlertStatus::Withdrawn && !claimed.contains(&a.id))
+    {
         if !a.implicated().iter().any(|x| held.contains(*x)) {
             continue;
         }
         let reason = if a.implicated().iter().any(|x| retracted.contains(*x)) {
             "the laboratory retracted a result it rested on"
-        } else if rule == AKI_RULE && a.evidence.aki.is_some() && r.rrt.as_ref().is_some_and(|x| x.rrt == aki::Rrt::OnRrt) {
+        } else if rule == AKI_RULE
+            && a.evidence.aki.is_some()
+            && r.rrt.as_ref().is_some_and(|x| x.rrt == aki::Rrt::OnRrt)
+        {
             "renal replacement therapy recorded: the AKI algorithm does not apply"
         } else {
             "re-evaluated: its results no longer meet the rule (a corrected value, or earlier results that arrived later)"
@@ -506,7 +578,15 @@ fn reconcile(
             result_id: None,
         });
         a.updated_at = Some(now);
-        changes.push(change(EventType::AlertWithdrawn, AuditAction::Withdrawn, a, BY_RULES, trigger, reason.into(), now));
+        changes.push(change(
+            EventType::AlertWithdrawn,
+            AuditAction::Withdrawn,
+            a,
+            BY_RULES,
+            trigger,
+            reason.into(),
+            now,
+        ));
     }
     changes
 }
@@ -528,7 +608,11 @@ fn rules_of(r: &PatientRecord, analyte: &str, limits: &CriticalLimits) -> Vec<St
         }
     }
     // Alerts of a rule the table no longer has are still kept in step (withdrawn).
-    for a in r.alerts.iter().filter(|a| a.analyte.as_deref() == Some(analyte) && a.rule != AKI_RULE) {
+    for a in r
+        .alerts
+        .iter()
+        .filter(|a| a.analyte.as_deref() == Some(analyte) && a.rule != AKI_RULE)
+    {
         add(a.rule.clone());
     }
     if limits.aki.enabled && matches!(analyte, "creatinine" | "potassium") {
@@ -537,7 +621,13 @@ fn rules_of(r: &PatientRecord, analyte: &str, limits: &CriticalLimits) -> Vec<St
     rules
 }
 
-fn evaluate(r: &mut PatientRecord, rules: &[String], trigger: Option<&str>, limits: &CriticalLimits, now: DateTime<Utc>) -> Vec<Change> {
+fn evaluate(
+    r: &mut PatientRecord,
+    rules: &[String],
+    trigger: Option<&str>,
+    limits: &CriticalLimits,
+    now: DateTime<Utc>,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for rule in rules {
         let found = if rule == AKI_RULE {
@@ -787,9 +877,16 @@ mod tests {
         assert_eq!(events, [EventType::AlertRaised]);
         let a = &r.alerts[0];
         assert_eq!(a.id, alert_id("p1", "critical-high:potassium", "k1"));
-        assert_eq!((a.status, a.severity, a.telephone), (AlertStatus::Active, Severity::Critical, true));
+        assert_eq!(
+            (a.status, a.severity, a.telephone),
+            (AlertStatus::Active, Severity::Critical, true)
+        );
         assert_eq!(a.evidence.limit, Some(6.5));
-        assert_eq!(a.review_by, Some(t(1) + Duration::minutes(60)), "potassium's review window");
+        assert_eq!(
+            a.review_by,
+            Some(t(1) + Duration::minutes(60)),
+            "potassium's review window"
+        );
         assert_eq!(r.audit.len(), 1);
         let again = decide(r, "k1", None, &CriticalLimits::default(), t(2));
         assert!(!again.changed && again.emitted.is_empty());
@@ -829,7 +926,10 @@ mod tests {
             [EventType::AlertRaised, EventType::AlertResolved, EventType::AlertRaised]
         );
         assert_eq!(r.alerts[0].status, AlertStatus::Resolved);
-        assert_eq!(r.alerts[0].closed.as_ref().and_then(|c| c.result_id.as_deref()), Some("k2"));
+        assert_eq!(
+            r.alerts[0].closed.as_ref().and_then(|c| c.result_id.as_deref()),
+            Some("k2")
+        );
         assert_eq!(r.alerts[1].status, AlertStatus::Active);
         // A bound that says nothing about the high limit neither raises nor clears.
         let mut bound = lab("k4", "potassium", 5.0, "final", t(5));
@@ -853,10 +953,12 @@ mod tests {
         retracted.issued = Some(t(2));
         let d = arrive(Some(r), &retracted, t(3));
         assert_eq!(kinds(&d), [EventType::AlertWithdrawn]);
-        assert!(d.record.alerts[0]
-            .closed
-            .as_ref()
-            .is_some_and(|c| c.reason.contains("retracted")));
+        assert!(
+            d.record.alerts[0]
+                .closed
+                .as_ref()
+                .is_some_and(|c| c.reason.contains("retracted"))
+        );
         assert_eq!(d.record.audit.last().map(|e| e.action), Some(AuditAction::Withdrawn));
         // Nothing needs anyone now: off the work lists.
         assert!(!d.record.unplaced_listed && !d.record.review_listed);
@@ -890,7 +992,10 @@ mod tests {
         let (r, events) = run(&series, day(0) + Duration::hours(1));
         assert_eq!(events, [EventType::AlertRaised]);
         let a = &r.alerts[0];
-        assert_eq!((a.rule.as_str(), a.stage, a.severity), (AKI_RULE, Some(1), Severity::Warning));
+        assert_eq!(
+            (a.rule.as_str(), a.stage, a.severity),
+            (AKI_RULE, Some(1), Severity::Warning)
+        );
         assert!(!a.telephone);
         let aki = a.evidence.aki.as_ref().expect("the assessment");
         assert_eq!(aki.rv2, Some(80.0));
@@ -906,7 +1011,11 @@ mod tests {
         let a = &d.record.alerts[0];
         assert_eq!(d.record.alerts.len(), 1);
         assert_eq!((a.stage, a.severity, a.telephone), (Some(2), Severity::Critical, true));
-        assert_eq!(a.status, AlertStatus::Active, "an upgrade needs someone to see it again");
+        assert_eq!(
+            a.status,
+            AlertStatus::Active,
+            "an upgrade needs someone to see it again"
+        );
         assert_eq!(a.results, ["c0", "c1"]);
         assert_eq!(
             a.review_by,
@@ -917,10 +1026,17 @@ mod tests {
 
     #[test]
     fn a_high_but_stable_creatinine_never_gives_an_aki_stage() {
-        let series: Vec<ResultEntry> = [(-300, 250.0), (-200, 262.0), (-100, 255.0), (-30, 270.0), (-2, 248.0), (0, 265.0)]
-            .iter()
-            .map(|(d, v)| lab(&format!("c{d}"), "creatinine", *v, "final", day(*d)))
-            .collect();
+        let series: Vec<ResultEntry> = [
+            (-300, 250.0),
+            (-200, 262.0),
+            (-100, 255.0),
+            (-30, 270.0),
+            (-2, 248.0),
+            (0, 265.0),
+        ]
+        .iter()
+        .map(|(d, v)| lab(&format!("c{d}"), "creatinine", *v, "final", day(*d)))
+        .collect();
         let (r, _) = run(&series, day(0));
         assert!(r.alerts.iter().all(|a| a.stage.unwrap_or(0) == 0), "{:?}", r.alerts);
         // The first result had no baseline: flagged for review, and cleared by the next one.
@@ -959,7 +1075,12 @@ mod tests {
         let (r, _) = run(&series, day(0));
         assert!(!r.alerts[0].telephone);
         let d = arrive(Some(r), &lab("k0", "potassium", 6.4, "final", day(0)), day(0));
-        let aki = d.record.alerts.iter().find(|a| a.rule == AKI_RULE).expect("an AKI alert");
+        let aki = d
+            .record
+            .alerts
+            .iter()
+            .find(|a| a.rule == AKI_RULE)
+            .expect("an AKI alert");
         assert!(aki.telephone);
         assert!(kinds(&d).contains(&EventType::AlertUpgraded));
     }
@@ -971,13 +1092,21 @@ mod tests {
         let (r, _) = run(&series, day(0));
         let d = set_rrt(r, Rrt::OnRrt, "Sister Jones", &CriticalLimits::default(), day(0));
         assert_eq!(kinds(&d), [EventType::AlertWithdrawn]);
-        assert!(d.record.alerts[0]
-            .closed
-            .as_ref()
-            .is_some_and(|c| c.reason.contains("renal replacement therapy")));
+        assert!(
+            d.record.alerts[0]
+                .closed
+                .as_ref()
+                .is_some_and(|c| c.reason.contains("renal replacement therapy"))
+        );
         let again = set_rrt(d.record, Rrt::OnRrt, "Sister Jones", &CriticalLimits::default(), day(0));
         assert!(!again.changed);
-        let off = set_rrt(again.record, Rrt::NotOnRrt, "Dr Patel", &CriticalLimits::default(), day(0));
+        let off = set_rrt(
+            again.record,
+            Rrt::NotOnRrt,
+            "Dr Patel",
+            &CriticalLimits::default(),
+            day(0),
+        );
         assert_eq!(kinds(&off), [EventType::AlertUpdated], "reopened");
         assert_eq!(off.record.alerts[0].status, AlertStatus::Active);
     }
@@ -1001,7 +1130,10 @@ mod tests {
         assert_eq!(what, Acknowledged::Now);
         assert_eq!(acked.record.alerts[0].status, AlertStatus::Acknowledged);
         let actions: Vec<AuditAction> = acked.record.audit.iter().map(|e| e.action).collect();
-        assert_eq!(actions, [AuditAction::Raised, AuditAction::Escalated, AuditAction::Acknowledged]);
+        assert_eq!(
+            actions,
+            [AuditAction::Raised, AuditAction::Escalated, AuditAction::Acknowledged]
+        );
         assert_eq!(acked.record.audit[2].by, "Dr Patel");
     }
 
@@ -1025,7 +1157,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn below(&mut self, n: usize) -> usize {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 33) % n as u64) as usize
         }
     }
@@ -1072,7 +1207,10 @@ mod tests {
         let now = day(21);
         let (in_order, _) = run(&all, now);
         let expected = settled(&in_order);
-        assert!(expected.iter().any(|a| a.starts_with("aki stage Some(3)")), "{expected:?}");
+        assert!(
+            expected.iter().any(|a| a.starts_with("aki stage Some(3)")),
+            "{expected:?}"
+        );
         assert!(expected.iter().any(|a| a.contains("Resolved")), "{expected:?}");
         let mut rng = Lcg(7);
         for round in 0..150 {
@@ -1091,7 +1229,10 @@ mod tests {
             for e in &order {
                 let d = arrive(record, e, now);
                 let repeat = decide(d.record.clone(), &e.result_id, None, &CriticalLimits::default(), now);
-                assert!(repeat.emitted.is_empty(), "round {round}: a redelivery changed something");
+                assert!(
+                    repeat.emitted.is_empty(),
+                    "round {round}: a redelivery changed something"
+                );
                 record = Some(d.record);
             }
             let record = record.expect("a record");
@@ -1115,7 +1256,10 @@ mod tests {
             let (r, events) = run(&order, day(1));
             let raised = events.iter().filter(|k| **k == EventType::AlertRaised).count();
             assert_eq!(raised, 1, "round {round}: {events:?}");
-            assert_eq!(settled(&r), ["aki stage Some(2) Critical Active [\"c0\", \"c1\"] telephone true value 170"]);
+            assert_eq!(
+                settled(&r),
+                ["aki stage Some(2) Critical Active [\"c0\", \"c1\"] telephone true value 170"]
+            );
         }
     }
 }
