@@ -166,6 +166,7 @@ fn known_metadata(component_type: &str) -> BTreeSet<String> {
         "state.redis" => "state-redis",
         "pubsub.rabbitmq" => "pubsub-rabbitmq",
         "bindings.http" => "bindings-http",
+        "bindings.cron" => "bindings-cron",
         other => panic!("no reference metadata for component type {other}"),
     };
     let meta = yaml_docs(&root().join(format!("schemas/dapr/{folder}/metadata.yaml"))).remove(0);
@@ -241,6 +242,14 @@ fn dapr_components_use_documented_metadata_and_the_names_the_code_uses() {
                         assert!(get(flag).is_none_or(|v| v == "false"), "{}: {flag}", file.display());
                     }
                 }
+                if kind == "bindings.cron" {
+                    // The route the code serves, driven by a schedule, input only, and only in
+                    // the app that serves it.
+                    assert_eq!(name, lanes::ESCALATE, "{}", file.display());
+                    assert!(get("schedule").is_some(), "{}: schedule", file.display());
+                    assert_eq!(get("direction").as_deref(), Some("input"), "{}", file.display());
+                    assert_eq!(doc["scopes"], serde_json::json!(["evaluate-alert"]), "{}", file.display());
+                }
                 if kind == "state.redis" {
                     assert_eq!(
                         get("keyPrefix").as_deref(),
@@ -257,6 +266,7 @@ fn dapr_components_use_documented_metadata_and_the_names_the_code_uses() {
             lanes::LAB_RESULTED,
             lanes::ALERTS,
             lanes::ADMISSIONS,
+            lanes::ESCALATE,
             "statestore",
         ]
         .iter()
@@ -311,6 +321,28 @@ fn the_critical_limits_match_their_schema() {
             serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L"}]}),
             serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "hihg": 6}]}),
             serde_json::json!({"limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5, "severity": "loud"}]}),
+            serde_json::json!({"aki": {"repeat_minute": 60}, "limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5}]}),
+            serde_json::json!({"aki": {"review_minutes_telephoned": 0}, "limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5}]}),
+            serde_json::json!({"review_minutes": "60", "limits": [{"analyte": "potassium", "unit": "mmol/L", "high": 6.5}]}),
         ],
     );
+}
+
+#[test]
+fn the_ping_source_ticks_evaluate_alerts_escalate_route() {
+    let doc = yaml_docs(&root().join("knative/escalate-ping.yaml")).remove(0);
+    assert_eq!(doc["apiVersion"], "sources.knative.dev/v1");
+    assert_eq!(doc["kind"], "PingSource");
+    let sink = &doc["spec"]["sink"];
+    assert_eq!(sink["ref"]["kind"], "Service");
+    assert_eq!(sink["ref"]["name"], "evaluate-alert");
+    assert_eq!(sink["uri"].as_str(), Some(format!("/{}", lanes::ESCALATE).as_str()));
+    // Five-field cron (PingSource has no seconds field), and JSON data.
+    let schedule = doc["spec"]["schedule"].as_str().expect("schedule");
+    assert_eq!(schedule.split_whitespace().count(), 5, "{schedule}");
+    let data = doc["spec"]["data"].as_str().expect("data");
+    serde_json::from_str::<serde_json::Value>(data).expect("data is JSON");
+    // The Service it names exists among the manifests.
+    let service = yaml_docs(&root().join("knative/evaluate-alert.yaml")).remove(0);
+    assert_eq!(service["metadata"]["name"], "evaluate-alert");
 }
