@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use crate::view::{FeedItem, SeriesView, TrailItem, UnplacedRow, WardView};
+use crate::view::{AuditRow, FeedItem, RrtView, SeriesView, TrailItem, UnplacedRow, WardView};
 
 /// The state part of the board: what `/partials/board` returns and `/` embeds.
 #[derive(Template)]
@@ -12,10 +12,14 @@ pub struct BoardMain {
     pub event_id: String,
     pub rendered: String,
     pub inpatients: usize,
-    pub active_alerts: usize,
+    /// Alerts nobody has acknowledged yet (active or escalated) in the feed.
+    pub to_acknowledge: usize,
     pub wards: Vec<WardView>,
     pub feed: Vec<FeedItem>,
-    pub unplaced: Vec<UnplacedRow>,
+    /// On no ward with alerts nobody has acknowledged: discharged (needs follow-up) …
+    pub discharged: Vec<UnplacedRow>,
+    /// … and never admitted (results before their admission, outpatients).
+    pub not_admitted: Vec<UnplacedRow>,
 }
 
 /// The whole board page: the layout around a [`BoardMain`].
@@ -41,6 +45,11 @@ pub struct PatientMain {
     pub place: String,
     pub series: Vec<SeriesView>,
     pub trail: Vec<TrailItem>,
+    /// The alert audit trail, newest first.
+    pub audit: Vec<AuditRow>,
+    /// How many audit entries a record keeps.
+    pub audit_kept: usize,
+    pub rrt: RrtView,
 }
 
 /// One patient's page: the layout around a [`PatientMain`].

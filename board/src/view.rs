@@ -1,8 +1,15 @@
 //! What the page shows, computed from patient records: plain strings and numbers, so that the
 //! templates only lay them out. Pure functions of (records, now).
+//!
+//! Alerts are shown by what they are: a critical limit by its message ("potassium 7.1 mmol/L is
+//! at or above the critical limit 6.5"), an AKI alert by its stage ("AKI stage 2", "Possible AKI
+//! (no baseline)") with the message beneath. Alerts nobody has acknowledged (active or
+//! escalated) offer Acknowledge; escalated ones are marked and come first.
 
 use chrono::{DateTime, Utc};
-use wardwatch_domain::alert::{Alert, AlertStatus, Severity};
+use wardwatch_domain::aki::Rrt;
+use wardwatch_domain::alert::{Alert, AlertStatus, AuditAction, Severity};
+use wardwatch_domain::decide::alerting::AKI_RULE;
 use wardwatch_domain::record::{PatientRecord, ResultEntry};
 
 /// How many analytes a ward row shows (the most recently reported first).
@@ -11,7 +18,8 @@ const ROW_RESULTS: usize = 4;
 pub struct WardView {
     pub name: String,
     pub patients: Vec<PatientRow>,
-    pub active_alerts: usize,
+    /// Alerts nobody has acknowledged yet (active or escalated).
+    pub unacknowledged: usize,
 }
 
 pub struct PatientRow {
@@ -44,26 +52,42 @@ pub struct AlertChip {
 pub struct FeedItem {
     pub id: String,
     pub patient_id: String,
+    /// Unique on the page (an alert can be shown twice: in the feed and under "on no ward"):
+    /// names the note field of its Acknowledge form.
+    pub form_id: String,
     pub name: String,
     pub mrn: String,
     pub place: String,
     pub severity: &'static str,
     pub status: &'static str,
-    pub message: String,
+    /// What it is: "AKI stage 2", or a critical limit's message.
+    pub label: String,
+    /// The message, when the label is not it (AKI).
+    pub detail: Option<String>,
     pub value: String,
+    /// To be telephoned (RCPath).
+    pub telephone: bool,
+    pub escalated: bool,
     pub raised: String,
     pub raised_iso: String,
-    pub active: bool,
+    /// Nobody has acknowledged it yet (active or escalated): Acknowledge is offered.
+    pub needs_ack: bool,
     pub acknowledged: Option<String>,
     pub note: Option<String>,
 }
 
+/// A patient on no ward with alerts nobody has acknowledged.
 pub struct UnplacedRow {
     pub id: String,
     pub name: String,
     pub mrn: String,
-    pub open_alerts: usize,
+    /// How many of the patient's alerts need acknowledging.
+    pub to_acknowledge: usize,
     pub worst: &'static str,
+    /// Discharged: the ward left and when ("Ward 7B, 28 Nov 09:00"), when known.
+    pub left: Option<String>,
+    /// The alerts that need acknowledging, each with its Acknowledge form.
+    pub alerts: Vec<FeedItem>,
 }
 
 pub struct SeriesView {
@@ -88,14 +112,45 @@ pub struct PointView {
 pub struct TrailItem {
     pub id: String,
     pub patient_id: String,
-    pub active: bool,
+    pub form_id: String,
+    /// Nobody has acknowledged it yet (active or escalated): Acknowledge is offered.
+    pub needs_ack: bool,
     pub raised: String,
     pub severity: &'static str,
     pub status: &'static str,
-    pub message: String,
+    pub label: String,
+    pub detail: Option<String>,
     pub value: String,
+    pub telephone: bool,
+    pub escalated: bool,
+    /// "escalated 28 Nov 10:35", "review by 28 Nov 10:35": when it was or will be escalated.
+    pub review: Option<String>,
     pub acknowledged: Option<String>,
     pub note: Option<String>,
+    /// Resolved or withdrawn, and why: "Withdrawn: the laboratory retracted a result it rested on".
+    pub closed: Option<String>,
+    /// The figures it rests on, one line each.
+    pub evidence: Vec<String>,
+    /// The results behind it, one line each.
+    pub results: Vec<String>,
+}
+
+/// One entry of the alert audit trail.
+pub struct AuditRow {
+    pub when: String,
+    pub when_iso: String,
+    pub alert: String,
+    pub action: &'static str,
+    pub by: String,
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// Renal replacement therapy as recorded, in words, and the choices the page offers.
+pub struct RrtView {
+    pub line: String,
+    /// `on-rrt`, `not-on-rrt`, `unknown`, or empty when nothing is recorded.
+    pub current: &'static str,
 }
 
 pub fn severity(s: Severity) -> &'static str {
@@ -115,6 +170,34 @@ pub fn status(s: AlertStatus) -> &'static str {
     }
 }
 
+pub fn action(a: AuditAction) -> &'static str {
+    match a {
+        AuditAction::Raised => "raised",
+        AuditAction::Updated => "updated",
+        AuditAction::Upgraded => "upgraded",
+        AuditAction::Acknowledged => "acknowledged",
+        AuditAction::Escalated => "escalated",
+        AuditAction::Resolved => "resolved",
+        AuditAction::Withdrawn => "withdrawn",
+        AuditAction::Reopened => "reopened",
+    }
+}
+
+/// What an alert is, short: "AKI stage 2", "Possible AKI (no baseline)", else its message.
+pub fn alert_label(a: &Alert) -> String {
+    match (a.rule.as_str(), a.stage) {
+        (AKI_RULE, Some(0)) => "Possible AKI (no baseline)".to_owned(),
+        (AKI_RULE, Some(n)) => format!("AKI stage {n}"),
+        (AKI_RULE, None) => "AKI".to_owned(),
+        _ => a.message.clone(),
+    }
+}
+
+/// The message, when the label is not it.
+fn alert_detail(a: &Alert) -> Option<String> {
+    (a.rule == AKI_RULE).then(|| a.message.clone())
+}
+
 /// A sort key that puts "Bed 2" before "Bed 10": the text, then the number in it.
 pub fn natural(s: &str) -> (String, u64, String) {
     let start = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
@@ -128,7 +211,7 @@ pub fn hhmm(t: DateTime<Utc>) -> String {
     t.format("%H:%M").to_string()
 }
 
-fn day_and_time(t: DateTime<Utc>) -> String {
+pub fn day_and_time(t: DateTime<Utc>) -> String {
     t.format("%d %b %H:%M").to_string()
 }
 
@@ -248,7 +331,7 @@ fn short_label(a: &Alert) -> String {
     let direction = match kind {
         "critical-high" => "high",
         "critical-low" => "low",
-        _ => return a.message.clone(),
+        _ => return alert_label(a),
     };
     let name = a.analyte.as_deref().unwrap_or(analyte);
     let mut c = name.chars();
@@ -260,16 +343,7 @@ fn short_label(a: &Alert) -> String {
 }
 
 fn alert_chips(record: &PatientRecord) -> Vec<AlertChip> {
-    let mut open: Vec<&Alert> = record
-        .alerts
-        .iter()
-        .filter(|a| {
-            matches!(
-                a.status,
-                AlertStatus::Active | AlertStatus::Escalated | AlertStatus::Acknowledged
-            )
-        })
-        .collect();
+    let mut open: Vec<&Alert> = record.alerts.iter().filter(|a| a.status.is_open()).collect();
     open.sort_by_key(|a| rank(a));
     open.into_iter()
         .map(|a| AlertChip {
@@ -310,11 +384,15 @@ pub fn wards(records: &[PatientRecord], now: DateTime<Utc>) -> Vec<WardView> {
             out.push(WardView {
                 name: ward,
                 patients: Vec::new(),
-                active_alerts: 0,
+                unacknowledged: 0,
             });
         }
         if let Some(w) = out.last_mut() {
-            w.active_alerts += r.alerts.iter().filter(|a| a.status == AlertStatus::Active).count();
+            w.unacknowledged += r
+                .alerts
+                .iter()
+                .filter(|a| a.status.needs_acknowledgement())
+                .count();
             w.patients.push(patient_row(r, now));
         }
     }
@@ -328,57 +406,96 @@ fn acknowledged(a: &Alert) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Open alerts of these records, newest first.
+/// The feed's order: escalated first, then the newest raised first.
+pub fn feed_order(a: &Alert, b: &Alert) -> std::cmp::Ordering {
+    let escalated = |x: &Alert| x.status != AlertStatus::Escalated;
+    escalated(a)
+        .cmp(&escalated(b))
+        .then_with(|| b.raised_at.cmp(&a.raised_at))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+fn feed_item(r: &PatientRecord, a: &Alert, form_prefix: &str) -> FeedItem {
+    let (acknowledged, note) = acknowledged(a);
+    FeedItem {
+        id: a.id.clone(),
+        patient_id: r.id.clone(),
+        form_id: format!("{form_prefix}{}", a.id),
+        name: name(r),
+        mrn: r.mrn().unwrap_or_default(),
+        place: place(r),
+        severity: severity(a.severity),
+        status: status(a.status),
+        label: alert_label(a),
+        detail: alert_detail(a),
+        value: format!("{} {}", number(a.value), unit(&a.unit)),
+        telephone: a.telephone,
+        escalated: a.status == AlertStatus::Escalated,
+        raised: hhmm(a.raised_at),
+        raised_iso: a.raised_at.to_rfc3339(),
+        needs_ack: a.status.needs_acknowledgement(),
+        acknowledged,
+        note,
+    }
+}
+
+/// Open alerts of these records: escalated first, then newest first.
 pub fn feed<'a>(records: impl Iterator<Item = &'a PatientRecord>) -> Vec<FeedItem> {
     let mut items: Vec<(&PatientRecord, &Alert)> = records
         .flat_map(|r| r.alerts.iter().map(move |a| (r, a)))
         .filter(|(_, a)| a.status.is_open())
         .collect();
-    items.sort_by(|(_, a), (_, b)| b.raised_at.cmp(&a.raised_at).then_with(|| a.id.cmp(&b.id)));
-    items
-        .into_iter()
-        .map(|(r, a)| {
-            let place = place(r);
-            let (acknowledged, note) = acknowledged(a);
-            FeedItem {
-                id: a.id.clone(),
-                patient_id: r.id.clone(),
-                name: name(r),
-                mrn: r.mrn().unwrap_or_default(),
-                place,
-                severity: severity(a.severity),
-                status: status(a.status),
-                message: a.message.clone(),
-                value: format!("{} {}", number(a.value), unit(&a.unit)),
-                raised: hhmm(a.raised_at),
-                raised_iso: a.raised_at.to_rfc3339(),
-                active: a.status == AlertStatus::Active,
-                acknowledged,
-                note,
-            }
-        })
-        .collect()
+    items.sort_by(|(_, a), (_, b)| feed_order(a, b));
+    items.into_iter().map(|(r, a)| feed_item(r, a, "")).collect()
 }
 
-pub fn unplaced(records: &[PatientRecord]) -> Vec<UnplacedRow> {
-    records
+/// The ward a discharged patient left, and when: the finished encounter that ended last.
+fn left(record: &PatientRecord) -> Option<String> {
+    let e = record
+        .encounters
         .iter()
-        .map(|r| {
-            let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.status.is_open()).collect();
-            let worst = if open.iter().any(|a| a.severity == Severity::Critical) {
-                "critical"
-            } else {
-                "warning"
-            };
-            UnplacedRow {
-                id: r.id.clone(),
-                name: name(r),
-                mrn: r.mrn().unwrap_or_default(),
-                open_alerts: open.len(),
-                worst,
-            }
-        })
-        .collect()
+        .filter(|e| e.status == "finished")
+        .max_by_key(|e| e.end.or(e.start))?;
+    match (e.ward.as_deref(), e.end) {
+        (Some(w), Some(t)) => Some(format!("left {w} {}", day_and_time(t))),
+        (Some(w), None) => Some(format!("left {w}")),
+        (None, Some(t)) => Some(format!("discharged {}", day_and_time(t))),
+        (None, None) => None,
+    }
+}
+
+fn unplaced_row(r: &PatientRecord) -> UnplacedRow {
+    let mut waiting: Vec<&Alert> = r
+        .alerts
+        .iter()
+        .filter(|a| a.status.needs_acknowledgement())
+        .collect();
+    waiting.sort_by(|a, b| feed_order(a, b));
+    let worst = if waiting.iter().any(|a| a.severity == Severity::Critical) {
+        "critical"
+    } else {
+        "warning"
+    };
+    UnplacedRow {
+        id: r.id.clone(),
+        name: name(r),
+        mrn: r.mrn().unwrap_or_default(),
+        to_acknowledge: waiting.len(),
+        worst,
+        left: left(r),
+        alerts: waiting.into_iter().map(|a| feed_item(r, a, "nw-")).collect(),
+    }
+}
+
+/// Patients on no ward with alerts nobody has acknowledged: (discharged — needs follow-up, not
+/// admitted yet), each in the order given.
+pub fn unplaced(records: &[PatientRecord]) -> (Vec<UnplacedRow>, Vec<UnplacedRow>) {
+    let (discharged, rest): (Vec<&PatientRecord>, Vec<&PatientRecord>) =
+        records.iter().partition(|r| r.discharged());
+    (
+        discharged.into_iter().map(unplaced_row).collect(),
+        rest.into_iter().map(unplaced_row).collect(),
+    )
 }
 
 const CHART_W: f64 = 300.0;
@@ -448,28 +565,144 @@ pub fn series(record: &PatientRecord) -> Vec<SeriesView> {
         .collect()
 }
 
-/// Every alert the record keeps, newest first.
+/// The figures an alert rests on, one line each.
+pub fn evidence(a: &Alert) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(limit) = a.evidence.limit {
+        out.push(format!("Critical limit {} {}", number(limit), unit(&a.unit)));
+    }
+    if let Some(aki) = &a.evidence.aki {
+        let mut parts = vec![format!("C1 {} µmol/L", number(aki.c1))];
+        if let Some((rv1, _)) = &aki.rv1 {
+            parts.push(format!("RV1 {} µmol/L", number(*rv1)));
+        }
+        if let Some(rv2) = aki.rv2 {
+            parts.push(format!("RV2 {} µmol/L", number(rv2)));
+        }
+        if let Some(ratio) = aki.ratio {
+            parts.push(format!("ratio {ratio:.2}"));
+        }
+        if let Some(d) = aki.d48 {
+            parts.push(format!("D48 {} µmol/L", number(d)));
+        }
+        parts.push(format!("upper reference limit {} µmol/L", number(aki.upper_reference_limit)));
+        out.push(parts.join(" · "));
+        out.push(format!("Rule {}", aki.rule));
+        out.extend(aki.notes.iter().cloned());
+    }
+    if let Some(k) = a.evidence.potassium {
+        out.push(format!("Potassium {} mmol/L", number(k)));
+    }
+    out
+}
+
+/// The results behind an alert, one line each ("Potassium 7.1 mmol/L · 27 Nov 09:30 · final").
+fn implicated(record: &PatientRecord, a: &Alert) -> Vec<String> {
+    a.implicated()
+        .into_iter()
+        .map(|id| match record.result(id) {
+            Some(r) => {
+                let when = r.when().map(day_and_time).unwrap_or_default();
+                format!("{} {} {} · {when} · {}", label(r), shown(r), unit(&r.unit), r.status)
+            }
+            None => format!("result {id} (no longer kept)"),
+        })
+        .collect()
+}
+
+/// Why an alert closed, in words: "Withdrawn 28 Nov 10:02: the laboratory retracted a result
+/// it rested on".
+fn closed(a: &Alert) -> Option<String> {
+    let c = a.closed.as_ref()?;
+    let what = match a.status {
+        AlertStatus::Resolved => "Resolved",
+        AlertStatus::Withdrawn => "Withdrawn",
+        _ => "Closed",
+    };
+    Some(format!("{what} {}: {}", day_and_time(c.at), c.reason))
+}
+
+/// Every alert the record keeps: escalated first, then newest first.
 pub fn trail(record: &PatientRecord) -> Vec<TrailItem> {
     let mut alerts: Vec<&Alert> = record.alerts.iter().collect();
-    alerts.sort_by_key(|a| std::cmp::Reverse(a.raised_at));
+    alerts.sort_by(|a, b| feed_order(a, b));
     alerts
         .into_iter()
         .map(|a| {
             let (acknowledged, note) = acknowledged(a);
+            let review = match (a.escalated_at, a.review_by) {
+                (Some(t), _) => Some(format!("escalated {}", day_and_time(t))),
+                (None, Some(t)) if a.status.needs_acknowledgement() => {
+                    Some(format!("to acknowledge by {}", day_and_time(t)))
+                }
+                _ => None,
+            };
             TrailItem {
                 id: a.id.clone(),
                 patient_id: record.id.clone(),
-                active: a.status == AlertStatus::Active,
+                form_id: a.id.clone(),
+                needs_ack: a.status.needs_acknowledgement(),
                 raised: day_and_time(a.raised_at),
                 severity: severity(a.severity),
                 status: status(a.status),
-                message: a.message.clone(),
+                label: alert_label(a),
+                detail: alert_detail(a),
                 value: format!("{} {}", number(a.value), unit(&a.unit)),
+                telephone: a.telephone,
+                escalated: a.status == AlertStatus::Escalated,
+                review,
                 acknowledged,
                 note,
+                closed: closed(a),
+                evidence: evidence(a),
+                results: implicated(record, a),
             }
         })
         .collect()
+}
+
+/// The alert audit trail, newest first.
+pub fn audit(record: &PatientRecord) -> Vec<AuditRow> {
+    record
+        .audit
+        .iter()
+        .rev()
+        .map(|e| AuditRow {
+            when: day_and_time(e.at),
+            when_iso: e.at.to_rfc3339(),
+            alert: record
+                .alerts
+                .iter()
+                .find(|a| a.id == e.alert_id)
+                .map(alert_label)
+                .unwrap_or_else(|| "(an alert no longer kept)".to_owned()),
+            action: action(e.action),
+            by: e.by.clone(),
+            status: status(e.status),
+            detail: e.detail.clone(),
+        })
+        .collect()
+}
+
+/// Renal replacement therapy as recorded.
+pub fn rrt(record: &PatientRecord) -> RrtView {
+    match &record.rrt {
+        None => RrtView {
+            line: "not recorded (assumed none)".to_owned(),
+            current: "",
+        },
+        Some(r) => {
+            let (what, current) = match r.rrt {
+                Rrt::OnRrt => ("on RRT", "on-rrt"),
+                Rrt::NotOnRrt => ("not on RRT", "not-on-rrt"),
+                Rrt::Unknown => ("not known (assumed none)", "unknown"),
+            };
+            RrtView {
+                line: format!("{what} (recorded by {} at {})", r.by, day_and_time(r.at)),
+                current,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,22 @@ impl CriticalLimits {
     pub fn parse(json: &str) -> Result<Self, String> {
         let limits: Self = serde_json::from_str(json)
             .map_err(|e| format!("critical limits: line {} column {}: {e}", e.line(), e.column()))?;
+        let aki = &limits.aki;
+        for (field, minutes) in [
+            ("review_minutes", Some(limits.review_minutes)),
+            ("repeat_minutes", Some(limits.repeat_minutes)),
+            ("aki.repeat_minutes", Some(aki.repeat_minutes)),
+            ("aki.review_minutes_telephoned", Some(aki.review_minutes_telephoned)),
+            ("aki.review_minutes_stage_1", aki.review_minutes_stage_1),
+            ("aki.review_minutes_no_baseline", aki.review_minutes_no_baseline),
+        ] {
+            if minutes == Some(0) {
+                return Err(format!("critical limits: {field}: must be at least 1 minute"));
+            }
+        }
+        if !aki.telephone_potassium_above.is_finite() || aki.telephone_potassium_above <= 0.0 {
+            return Err("critical limits: aki.telephone_potassium_above: must be a positive number".into());
+        }
         for (i, l) in limits.limits.iter().enumerate() {
             let at =
                 |field: &str, problem: &str| format!("critical limits: limits[{i}] ({}).{field}: {problem}", l.analyte);
@@ -157,6 +173,9 @@ impl CriticalLimits {
                 && low >= high
             {
                 return Err(at("low", "must be below high"));
+            }
+            if l.review_minutes == Some(0) || l.repeat_minutes == Some(0) {
+                return Err(at("review_minutes/repeat_minutes", "must be at least 1 minute"));
             }
             if let (Some(min), Some(max)) = (l.min_age_years, l.max_age_years)
                 && min >= max
@@ -341,6 +360,18 @@ mod tests {
             (
                 "{\"limits\":[\n{\"analyte\":\"x\",\"unit\":\"u\",\"hihg\":1}]}",
                 "unknown field `hihg`",
+            ),
+            (
+                r#"{"aki":{"review_minutes_telephoned":0},"limits":[{"analyte":"x","unit":"u","high":1}]}"#,
+                "aki.review_minutes_telephoned: must be at least 1 minute",
+            ),
+            (
+                r#"{"aki":{"repeat_minute":60},"limits":[{"analyte":"x","unit":"u","high":1}]}"#,
+                "unknown field `repeat_minute`",
+            ),
+            (
+                r#"{"limits":[{"analyte":"x","unit":"u","high":1,"review_minutes":0}]}"#,
+                "limits[0] (x).review_minutes/repeat_minutes",
             ),
         ] {
             let e = CriticalLimits::parse(text).expect_err(text);
