@@ -106,9 +106,7 @@ impl Hospital {
     pub fn opening(&mut self, now: DateTime<Utc>) -> Vec<Send> {
         let mut out = Vec::new();
         for _ in 0..(WARDS.len() as u32 * BEDS * 2 / 3) {
-            if let Some(s) = self.admit(now) {
-                out.push(s);
-            }
+            out.extend(self.admit(now));
         }
         for i in 0..self.inpatients.len() {
             out.push(self.result_for(i, now));
@@ -122,7 +120,7 @@ impl Hospital {
         let full = self.inpatients.len() >= WARDS.len() * BEDS as usize;
         match roll {
             0..=59 if !self.inpatients.is_empty() => vec![self.result(now)],
-            60..=74 if !full => self.admit(now).into_iter().collect(),
+            60..=74 if !full => self.admit(now),
             75..=84 if !self.inpatients.is_empty() => self.transfer(now).into_iter().collect(),
             85..=94 if !self.inpatients.is_empty() => vec![self.discharge(now)],
             _ => Vec::new(),
@@ -179,13 +177,19 @@ impl Hospital {
         }
     }
 
-    fn admit(&mut self, now: DateTime<Utc>) -> Option<Send> {
-        let (ward, bed) = self.free_bed()?;
+    /// An admission, then the patient's creatinine from three months before (the AKI
+    /// algorithm's baseline, as a GP's result would be).
+    fn admit(&mut self, now: DateTime<Utc>) -> Vec<Send> {
+        let Some((ward, bed)) = self.free_bed() else {
+            return Vec::new();
+        };
         self.admitted += 1;
         let n = self.admitted;
         let admitted = now - chrono::Duration::hours(self.rng.i64(1..240));
-        // One patient in four runs out of range: their results are the ones that alert.
+        // One patient in four runs out of range: their results are the ones that alert. One in
+        // six of the rest has a creatinine of 150 against a baseline of about 85: AKI stage 1.
         let odd = self.rng.u32(0..4) == 0;
+        let kidney = !odd && self.rng.u32(0..6) == 0;
         let p = Inpatient {
             mrn: format!("DEMO{:05}", n),
             spell: format!("DEMO-S{:05}", n),
@@ -194,7 +198,13 @@ impl Hospital {
             admitted,
             k: if odd { 6.8 } else { 4.2 },
             na: if odd && self.rng.bool() { 119.0 } else { 139.0 },
-            cr: if odd { 370.0 } else { 85.0 },
+            cr: if odd {
+                370.0
+            } else if kidney {
+                150.0
+            } else {
+                85.0
+            },
         };
         let family = FAMILY[self.rng.usize(0..FAMILY.len())];
         let given = GIVEN[self.rng.usize(0..GIVEN.len())];
@@ -216,8 +226,47 @@ impl Hospital {
             "birthDate": born
         });
         let encounter = Self::encounter(&p, "in-progress", now, None);
+        let baseline = (85.0 + (self.rng.f64() - 0.5) * 20.0).round();
+        self.results += 1;
+        let history = Self::observation(
+            self.results,
+            &p.mrn,
+            (
+                "14682-9",
+                "Creatinine [Moles/volume] in Serum or Plasma",
+                baseline,
+                "umol/L",
+            ),
+            now - chrono::Duration::days(90),
+            now - chrono::Duration::days(90),
+        );
         self.inpatients.push(p);
-        Some(Self::bundle(vec![patient, encounter]))
+        vec![Self::bundle(vec![patient, encounter]), history]
+    }
+
+    /// A FHIR Observation of a patient's result.
+    fn observation(
+        n: u64,
+        mrn: &str,
+        (loinc, display, value, unit): (&str, &str, f64, &str),
+        taken: DateTime<Utc>,
+        issued: DateTime<Utc>,
+    ) -> Send {
+        Send {
+            path: "/lab-feed",
+            hl7: None,
+            body: json!({
+                "resourceType": "Observation",
+                "identifier": [{"system": RESULT_SYSTEM, "value": format!("DEMO-R{n:07}")}],
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
+                "subject": {"identifier": {"system": MRN_SYSTEM, "value": mrn}},
+                "effectiveDateTime": time(taken),
+                "issued": time(issued),
+                "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+            }),
+        }
     }
 
     fn transfer(&mut self, now: DateTime<Utc>) -> Option<Send> {
@@ -298,19 +347,8 @@ impl Hospital {
             )
         });
         Send {
-            path: "/lab-feed",
             hl7,
-            body: json!({
-                "resourceType": "Observation",
-                "identifier": [{"system": RESULT_SYSTEM, "value": format!("DEMO-R{:07}", self.results)}],
-                "status": "final",
-                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
-                "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
-                "subject": {"identifier": {"system": MRN_SYSTEM, "value": p.mrn}},
-                "effectiveDateTime": time(taken),
-                "issued": time(now),
-                "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
-            }),
+            ..Self::observation(self.results, &p.mrn, (loinc, display, value, unit), taken, now)
         }
     }
 }
@@ -416,6 +454,13 @@ mod tests {
         let hl7 = sends.iter().filter(|s| s.hl7.is_some()).count();
         let lab = sends.iter().filter(|s| s.path == "/lab-feed").count();
         assert!(hl7 > 0 && hl7 < lab, "some results as HL7 v2: {hl7} of {lab}");
+        // Every patient comes with a creatinine baseline from three months before (AKI).
+        let baseline = time(now() - chrono::Duration::days(90));
+        let baselines = sends
+            .iter()
+            .filter(|s| s.body["effectiveDateTime"].as_str() == Some(baseline.as_str()))
+            .count();
+        assert_eq!(baselines, h.inpatients.len());
     }
 
     #[test]
