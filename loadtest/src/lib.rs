@@ -89,6 +89,20 @@ pub fn critical_count(n: u64) -> u64 {
     (0..n).filter(|&i| is_critical(i)).count() as u64
 }
 
+/// How many alerts the first `n` results of a run over `patients` patients leave active: one per
+/// patient with a critical potassium. A patient's results are `patients` × 13 s apart, so repeats
+/// fall inside the 24 h repeat window (one episode, the alert updated), and a patient with a
+/// critical result has only critical results (`i ≡ 7 mod 50` for all its `i` when `patients` is a
+/// multiple of 50; otherwise a later normal potassium may resolve it, and this count is an upper
+/// bound).
+pub fn alerting_patients(n: u64, patients: u64) -> u64 {
+    let patients = patients.max(1);
+    let mut seen: Vec<u64> = (0..n).filter(|&i| is_critical(i)).map(|i| i % patients).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len() as u64
+}
+
 /// A cheap, fixed mixing function (SplitMix64) so that values look varied but are reproducible.
 fn mix(i: u64) -> u64 {
     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -111,11 +125,14 @@ fn date_time(secs: u64) -> String {
 
 /// The `i`-th lab result of a run with `patients` patients: a FHIR Observation whose subject is
 /// the patient's MRN identifier, with a unique result identifier. Potassium, sodium and
-/// creatinine (some in mg/dL, converted by ingest-lab) at everyday values; one in
+/// creatinine (some in mg/dL, converted by ingest-lab) at everyday values — creatinine steady per
+/// patient (55–79 µmol/L: below every adult's upper reference limit, so never AKI); one in
 /// [`CRITICAL_EVERY`] is a potassium from 6.5 to 7.4 mmol/L.
 pub fn observation(tag: &str, i: u64, patients: u64) -> Value {
     let h = mix(i);
-    let mrn = lab_mrn(tag, i % patients.max(1));
+    let patient = i % patients.max(1);
+    let mrn = lab_mrn(tag, patient);
+    let creatinine = (55 + patient % 25) as f64;
     // (LOINC, display, value, UCUM unit)
     let (loinc, display, value, unit): (&str, &str, f64, &str) = if is_critical(i) {
         (
@@ -141,13 +158,13 @@ pub fn observation(tag: &str, i: u64, patients: u64) -> Value {
             _ if h.is_multiple_of(5) => (
                 "2160-0",
                 "Creatinine [Mass/volume] in Serum or Plasma",
-                (7 + h % 6) as f64 / 10.0,
+                (creatinine / 88.42 * 100.0).round() / 100.0,
                 "mg/dL",
             ),
             _ => (
                 "14682-9",
                 "Creatinine [Moles/volume] in Serum or Plasma",
-                (60 + h % 51) as f64,
+                creatinine,
                 "umol/L",
             ),
         }
@@ -315,10 +332,12 @@ mod tests {
                 (true, _) => assert!(loinc == "2823-3" && (6.5..7.5).contains(&v), "{o}"),
                 (false, "2823-3") => assert!((3.5..=5.0).contains(&v), "{o}"),
                 (false, "2951-2") => assert!((135.0..=145.0).contains(&v), "{o}"),
-                (false, "2160-0") => assert!((0.7..=1.2).contains(&v), "{o}"),
-                (false, _) => assert!((60.0..=110.0).contains(&v), "{o}"),
+                (false, "2160-0") => assert!((0.6..=0.9).contains(&v), "{o}"),
+                (false, _) => assert!((55.0..=79.0).contains(&v), "{o}"),
             }
         }
+        // 20,000 results over 300 patients: the critical ones belong to six patients.
+        assert_eq!(alerting_patients(20_000, 300), 6);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use wardwatch_loadtest::{
-    admission_bundle, critical_count, lab_mrn, observation, oru, parse_metrics, sum, ward_and_bed,
+    admission_bundle, alerting_patients, critical_count, lab_mrn, observation, oru, parse_metrics, sum, ward_and_bed,
 };
 
 /// The queue ingest-lab consumes (README, "Routes").
@@ -501,13 +501,14 @@ async fn watch(base: &str, p: &Payloads, timeout: u64, interval_ms: u64) -> Resu
         "failures": failures,
         "failures_total": failed,
         "rejected": rejected,
-        "alerts_expected": critical_count(p.count),
+        "critical_results": critical_count(p.count),
+        "alerts_expected": alerting_patients(p.count, p.patients),
         "alerts_active": alerts,
         "progress": progress,
     });
     Ok((
         result,
-        complete && failed == 0.0 && alerts == Some(critical_count(p.count) as usize),
+        complete && failed == 0.0 && alerts == Some(alerting_patients(p.count, p.patients) as usize),
     ))
 }
 
