@@ -387,6 +387,7 @@ fn reconcile(
         .map(|x| x.result_id.clone())
         .collect();
     let pid = r.id.clone();
+    let trigger_at = trigger.and_then(|t| r.result(t)).and_then(ResultEntry::when);
     let mut claimed: HashSet<String> = HashSet::new();
     let mut changes = Vec::new();
     for e in &found {
@@ -406,6 +407,15 @@ fn reconcile(
             .map(|(i, _)| i)
             .or_else(|| r.alerts.iter().position(|a| a.id == new_id && !claimed.contains(&a.id)));
         let review_by = e.head.review.map(|d| now + d);
+        // An episode that is over and holds no alert is raised (and resolved at once) only when
+        // the result being evaluated could have made it: it is in it, or older than its last
+        // finding (a late baseline). An old episode whose alert the record no longer keeps is
+        // not raised again by every newer result.
+        let could_have_made_it = trigger.is_some_and(|t| e.results.iter().any(|x| x == t))
+            || matches!((trigger_at, e.last), (Some(t), Some(last)) if t <= last);
+        if at.is_none() && e.resolved_by.is_some() && !could_have_made_it {
+            continue;
+        }
         let Some(i) = at else {
             let mut a = Alert {
                 id: new_id,
@@ -615,7 +625,10 @@ fn rules_of(r: &PatientRecord, analyte: &str, limits: &CriticalLimits) -> Vec<St
     {
         add(a.rule.clone());
     }
-    if limits.aki.enabled && matches!(analyte, "creatinine" | "potassium") {
+    // Potassium changes only the telephone rule of AKI findings that creatinine made: with no
+    // AKI alert there is nothing for it to change.
+    let has_aki = r.alerts.iter().any(|a| a.rule == AKI_RULE);
+    if limits.aki.enabled && (analyte == "creatinine" || analyte == "potassium" && has_aki) {
         add(AKI_RULE.to_owned());
     }
     rules
@@ -1261,5 +1274,25 @@ mod tests {
                 ["aki stage Some(2) Critical Active [\"c0\", \"c1\"] telephone true value 170"]
             );
         }
+    }
+
+    #[test]
+    fn an_old_episode_whose_alert_the_record_let_go_is_not_raised_again_by_newer_results() {
+        let (mut r, _) = run(
+            &[
+                lab("k1", "potassium", 7.0, "final", t(0)),
+                lab("k2", "potassium", 4.5, "final", t(2)),
+            ],
+            t(3),
+        );
+        // As if bounding had let the resolved alert go while its results are still held.
+        r.alerts.clear();
+        let d = arrive(Some(r), &lab("k3", "potassium", 4.4, "final", t(4)), t(5));
+        assert!(d.events().next().is_none() && d.record.alerts.is_empty());
+        // A late result older than the episode could have made it: it is raised, and resolved.
+        let (mut r, _) = run(&[lab("k2", "potassium", 4.5, "final", t(2))], t(3));
+        r.alerts.clear();
+        let d = arrive(Some(r), &lab("k1", "potassium", 7.0, "final", t(0)), t(5));
+        assert_eq!(kinds(&d), [EventType::AlertRaised, EventType::AlertResolved]);
     }
 }
