@@ -1,6 +1,7 @@
-// Wardwatch ward board: live updates over Server-Sent Events, and Acknowledge.
-// No build step, nothing fetched from elsewhere. The page is server-rendered; on every event
-// the server-rendered state is fetched again (GET data-fragment) and swapped in.
+// Wardwatch ward board: live updates over Server-Sent Events, Acknowledge, and recording renal
+// replacement therapy on a patient's page. No build step, nothing fetched from elsewhere. The
+// page is server-rendered; on every event (of any type) the server-rendered state is fetched
+// again (GET data-fragment) and swapped in.
 (function () {
   "use strict";
   var board = document.getElementById("board");
@@ -44,20 +45,23 @@
         return r.text();
       })
       .then(function (html) {
-        // Keep what someone is typing in a note field.
+        // Keep what someone is typing in a note field, and where the focus is. An alert can
+        // have two forms on the page (the feed, and the list of patients on no ward): each form
+        // is known by its data-form.
         var notes = {};
+        var key = function (f) { return f.getAttribute("data-form") || f.getAttribute("data-alert-id"); };
         board.querySelectorAll("form.ack").forEach(function (f) {
           var v = f.elements.note && f.elements.note.value;
-          if (v) notes[f.getAttribute("data-alert-id")] = v;
+          if (v) notes[key(f)] = v;
         });
         var focused = document.activeElement && board.contains(document.activeElement) ? document.activeElement : null;
-        var focusAlert = focused && focused.form ? focused.form.getAttribute("data-alert-id") : null;
+        var focusForm = focused && focused.form && focused.form.classList.contains("ack") ? key(focused.form) : null;
         var focusName = focused ? focused.name : null;
         board.innerHTML = html;
         board.querySelectorAll("form.ack").forEach(function (f) {
-          var id = f.getAttribute("data-alert-id");
+          var id = key(f);
           if (notes[id]) f.elements.note.value = notes[id];
-          if (focusAlert === id && focusName && f.elements[focusName]) f.elements[focusName].focus();
+          if (focusForm === id && focusName && f.elements[focusName]) f.elements[focusName].focus();
         });
       })
       .catch(function () { /* the next event or reconnect tries again */ })
@@ -118,26 +122,26 @@
       try { window.localStorage.setItem("wardwatch-ack-name", nameInput.value); } catch (e) { /* ignore */ }
     });
   }
-  board.addEventListener("submit", function (ev) {
-    var form = ev.target;
-    if (!form.classList || !form.classList.contains("ack")) return;
-    ev.preventDefault();
-    var error = form.querySelector(".error");
-    var body = { note: form.elements.note.value || null, patient_id: form.getAttribute("data-patient-id") };
-    if (nameInput) {
-      body.by = nameInput.value.trim();
-      if (!body.by) {
-        error.textContent = "Type your name first (top right).";
-        nameInput.focus();
-        return;
-      }
+  function headers() {
+    var h = { "Content-Type": "application/json" };
+    if (csrf) h["X-CSRF-Token"] = csrf.getAttribute("content");
+    return h;
+  }
+  // Who acts: the signed-in name (the server knows it), else the name typed at the top.
+  function actor(error) {
+    if (!nameInput) return {};
+    var by = nameInput.value.trim();
+    if (!by) {
+      error.textContent = "Type your name first (top right).";
+      nameInput.focus();
+      return null;
     }
-    var headers = { "Content-Type": "application/json" };
-    if (csrf) headers["X-CSRF-Token"] = csrf.getAttribute("content");
-    var button = form.querySelector("button");
+    return { by: by };
+  }
+  function send(url, body, button, error, failed) {
     button.disabled = true;
-    fetch("/api/alerts/" + encodeURIComponent(form.getAttribute("data-alert-id")) + "/ack", {
-      method: "POST", headers: headers, body: JSON.stringify(body), credentials: "same-origin"
+    return fetch(url, {
+      method: "POST", headers: headers(), body: JSON.stringify(body), credentials: "same-origin"
     }).then(function (r) {
       if (!r.ok) {
         return r.json().then(function (o) {
@@ -147,9 +151,40 @@
       }
       refresh();
     }).catch(function (e) {
-      error.textContent = "Not acknowledged: " + e.message;
+      error.textContent = failed + e.message;
       button.disabled = false;
     });
+  }
+
+  board.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.classList) return;
+    if (form.classList.contains("ack")) {
+      ev.preventDefault();
+      var error = form.querySelector(".error");
+      var who = actor(error);
+      if (!who) return;
+      var body = { note: form.elements.note.value || null, patient_id: form.getAttribute("data-patient-id") };
+      if (who.by) body.by = who.by;
+      send("/api/alerts/" + encodeURIComponent(form.getAttribute("data-alert-id")) + "/ack",
+        body, form.querySelector("button"), error, "Not acknowledged: ");
+    } else if (form.classList.contains("rrt")) {
+      // Renal replacement therapy: the button pressed says what to record.
+      ev.preventDefault();
+      var button = ev.submitter;
+      if (!button || !button.value) return;
+      var rrtError = form.querySelector(".error");
+      var actorOf = actor(rrtError);
+      if (!actorOf) return;
+      if (button.value === "on-rrt" &&
+          !window.confirm("Record renal replacement therapy? The AKI algorithm does not apply on it: this patient's AKI alerts will be withdrawn.")) {
+        return;
+      }
+      var rrtBody = { rrt: button.value };
+      if (actorOf.by) rrtBody.by = actorOf.by;
+      send("/api/patients/" + encodeURIComponent(form.getAttribute("data-patient-id")) + "/rrt",
+        rrtBody, button, rrtError, "Not recorded: ");
+    }
   });
 
   connect();

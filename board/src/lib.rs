@@ -3,23 +3,53 @@
 //!
 //! Pages (HTML, askama templates in `board/templates/`, script and styles in `board/assets/`,
 //! served from the binary — nothing is fetched from elsewhere):
-//! - `GET /` — inpatients ward by ward, the alert feed with Acknowledge, patients on no ward;
-//! - `GET /patients/<id>` — one patient: each analyte's history as a small chart, the alert trail;
+//! - `GET /` — inpatients ward by ward; the alert feed (escalated first, then newest) with
+//!   Acknowledge on every alert nobody has acknowledged (active or escalated); patients on no
+//!   ward with such alerts, split into "Discharged — needs follow-up" and "Not admitted yet";
+//! - `GET /patients/<id>` — one patient: each analyte's history as a small chart, every alert
+//!   the record keeps (status, stage, evidence, the results behind it, why it closed), the alert
+//!   audit trail newest first, and renal replacement therapy with buttons that record it;
 //! - `GET /partials/board`, `GET /partials/patients/<id>` — the same state without the frame,
 //!   fetched again by the page on every event;
 //! - `GET|POST /signin`, `POST /signout` — when `BOARD_TOKEN` is set ([`access`]).
 //!
 //! API (JSON):
 //! - `GET /api/inpatients` — current inpatients, ward by ward: patient id, encounter id, MRN,
-//!   name, ward, bed, admitted at, active alerts. Header `Wardwatch-Event-Id`: the event-log id
-//!   the answer is current to (read before the state, so a reader who then follows
+//!   name, ward, bed, admitted at, and `active_alerts`: the alerts nobody has acknowledged yet
+//!   (active or escalated; each says which). Header `Wardwatch-Event-Id`: the event-log id the
+//!   answer is current to (read before the state, so a reader who then follows
 //!   `/api/events?after=<it>` misses nothing).
-//! - `GET /api/alerts[?status=active|acknowledged|escalated]` — open alerts (all open ones
-//!   without `status`), reached through the ward indexes and the list of patients on no ward.
+//! - `GET /api/alerts[?status=<s>[,<s>…]][&patient.identifier=[<system>|]<value>]` — alerts,
+//!   **escalated first, then the newest raised first**. `status`: one or more of `active`,
+//!   `acknowledged`, `escalated`, `resolved`, `withdrawn`, comma-separated; without it the open
+//!   ones (active, acknowledged, escalated); anything else is `400`. Which patients' alerts:
+//!   current inpatients and the patients on no ward with alerts nobody has acknowledged (the
+//!   ward indexes and the unplaced list); when an acknowledged or closed status (resolved,
+//!   withdrawn) is asked for — or no status — also the patients named by `alert-*` events of
+//!   the **last 24 hours** of the event log
+//!   ([`RECENT_HOURS`]; read newest hour first, at most [`RECENT_PAGES`] pages of
+//!   [`RECENT_PAGE`] events in all, so a busy day's cap drops the oldest of the window) — never a
+//!   list that grows with the hospital's history. Each of those patients' records keeps a
+//!   bounded number of closed alerts. `patient.identifier=<system>|<value>`: that patient alone
+//!   (through the identifier index), whatever the window; a bare `<value>`: the patients above
+//!   whose MRN or any identifier has that value. Each alert names its patient (`patient_id`,
+//!   `mrn`, `ward`, `discharged`) and carries rule, stage, severity, status, message, value,
+//!   unit, analyte, loinc, result_id, results (the Observations behind it), evidence,
+//!   telephone, raised_at, updated_at, review_by, escalated_at, acknowledged `{by, at, note}`
+//!   and closed `{at, reason, result_id}`.
+//! - `GET /api/alerts/<id>[?patient_id=<id>]` — one alert, open or closed, as a FHIR
+//!   `DetectedIssue` (`patient_id` saves a search; without it the patients above are searched).
 //! - `POST /api/alerts/<id>/ack` `{"note": "...", "by": "...", "patient_id": "..."}` — acknowledge
-//!   (`by`: the name typed on the page when no sign-in is configured; `patient_id` optional, it
-//!   saves a search). Acknowledging twice changes nothing.
+//!   an active or escalated alert (`by`: the name typed on the page when no sign-in is
+//!   configured; `patient_id` optional, it saves a search). Acknowledging twice changes nothing;
+//!   a resolved or withdrawn alert is closed: `409`.
 //! - `GET /api/patients/<id>` — one patient's record.
+//! - `GET /api/patients/<id>/audit` — `{"patient_id", "audit": [entries, newest first],
+//!   "kept_at_most"}`: what happened to the patient's alerts (raised, updated, upgraded,
+//!   acknowledged, escalated, resolved, withdrawn, reopened), by whom and when.
+//! - `POST /api/patients/<id>/rrt` `{"rrt": "on-rrt" | "not-on-rrt" | "unknown", "by": "..."}` —
+//!   record renal replacement therapy (`by` as for acknowledging) and re-evaluate AKI: on RRT
+//!   the AKI alerts are withdrawn. Recording what is recorded already changes nothing.
 //! - `GET /api/events?after=<id>&limit=<n>` — the event log after `after`, oldest first.
 //! - `GET /api/rejected` — deliveries refused for good and kept for replay: handle, lane, when,
 //!   why (no patient data); `GET /api/rejected/<handle>` — one, whole (payload included);
@@ -28,7 +58,9 @@
 //!
 //! Reads are sized to the wards: the list of wards, each ward's index, then the records it
 //! names (one pipelined read). An index entry whose record says otherwise is passed over (the
-//! index catches up when that record's outbox drains).
+//! index catches up when that record's outbox drains). A record of results that came before
+//! their patient, since joined to the patient's record, is read as the record it joined.
+//! Logs name patients and alerts by id only.
 
 pub mod access;
 pub mod page;
@@ -36,19 +68,24 @@ pub mod stream;
 pub mod view;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use askama::Template;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::{HeaderValue, Method, Request, Response, header};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use wardwatch_domain::alert::{Alert, AlertStatus};
+use wardwatch_domain::aki::Rrt;
+use wardwatch_domain::alert::{self, Alert, AlertStatus};
 use wardwatch_domain::decide::alerting::{self, Acknowledged};
-use wardwatch_domain::keys;
+use wardwatch_domain::identity::Identifier;
 use wardwatch_domain::outcome::operation_outcome;
 use wardwatch_domain::ports::{EventId, EventLog, PortError, Publisher, StateStore};
-use wardwatch_domain::record::PatientRecord;
+use wardwatch_domain::record::{KEEP_AUDIT, PatientRecord};
+use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_domain::{keys, lanes};
 use wardwatch_records::rejects::{self, Rejects, Replay};
 use wardwatch_records::{Records, Step};
 use wardwatch_runtime::{Body, Endpoint, Secret, full, json_response};
@@ -62,6 +99,8 @@ pub struct Board<S, L, P> {
     rejects: Rejects<S>,
     access: Access,
     feed: stream::Feed<L>,
+    /// The critical limits and AKI settings, for re-evaluating AKI when RRT is recorded.
+    rules: Arc<CriticalLimits>,
 }
 
 const CSS: &str = include_str!("../assets/board.css");
@@ -74,9 +113,19 @@ const MAX_NAME: usize = 80;
 const DEFAULT_EVENTS: usize = 100;
 const MAX_EVENTS: usize = 1000;
 
-fn status_of(name: &str) -> Option<AlertStatus> {
-    serde_json::from_value(Value::String(name.to_owned())).ok()
-}
+/// Acknowledged and closed (resolved, withdrawn) alerts are listed for current patients and for
+/// the patients named by alert events of this many recent hours (an alert nobody acknowledged is
+/// always on a ward or on the `unplaced` list).
+pub const RECENT_HOURS: u64 = 24;
+/// The recent window is read in slices, newest first: the last hour, the five before it, then
+/// the rest of [`RECENT_HOURS`].
+const RECENT_SLICES: [u64; 3] = [1, 6, RECENT_HOURS];
+/// Events per read of the recent window.
+pub const RECENT_PAGE: usize = 1000;
+/// Reads of the recent window at most, in all.
+pub const RECENT_PAGES: usize = 10;
+
+const STATUSES: &str = "active, acknowledged, escalated, resolved, withdrawn";
 
 fn query(request: &Request<Bytes>) -> BTreeMap<String, String> {
     form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
@@ -100,17 +149,95 @@ fn alert_json(r: &PatientRecord, a: &Alert) -> Value {
         "patient_id": r.id,
         "mrn": r.mrn(),
         "ward": r.ward(),
+        "discharged": r.discharged(),
         "rule": a.rule,
+        "stage": a.stage,
         "severity": a.severity,
         "status": a.status,
         "message": a.message,
         "value": a.value,
         "unit": a.unit,
-        "loinc": a.loinc,
         "analyte": a.analyte,
+        "loinc": a.loinc,
         "result_id": a.result_id,
+        "results": a.implicated(),
+        "evidence": a.evidence,
+        "telephone": a.telephone,
         "raised_at": a.raised_at,
+        "updated_at": a.updated_at,
+        "review_by": a.review_by,
+        "escalated_at": a.escalated_at,
+        "acknowledged": a.acknowledged,
+        "closed": a.closed,
     })
+}
+
+/// Whose alerts `GET /api/alerts` lists.
+enum PatientFilter {
+    /// `<system>|<value>`: the patient the identifier index names.
+    Identifier(Identifier),
+    /// A bare value: an MRN or any identifier's value, among the patients listed.
+    Value(String),
+}
+
+/// What `GET /api/alerts` asks for.
+struct AlertQuery {
+    statuses: Vec<AlertStatus>,
+    patient: Option<PatientFilter>,
+}
+
+fn alert_query(q: &BTreeMap<String, String>) -> Result<AlertQuery, String> {
+    let mut statuses = Vec::new();
+    let mut patient = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "status" if v.is_empty() => {}
+            "status" => {
+                for s in v.split(',') {
+                    match AlertStatus::parse(s.trim()) {
+                        Some(s) if !statuses.contains(&s) => statuses.push(s),
+                        Some(_) => {}
+                        None => {
+                            return Err(format!(
+                                "status must be one or more of {STATUSES} (comma-separated), not `{}`",
+                                s.trim()
+                            ));
+                        }
+                    }
+                }
+            }
+            "patient.identifier" => {
+                let (system, value) = match v.split_once('|') {
+                    Some((system, value)) => (system.trim(), value.trim()),
+                    None => ("", v.trim()),
+                };
+                if value.is_empty() {
+                    return Err("patient.identifier has no value (give <system>|<value> or <value>)".into());
+                }
+                patient = Some(if system.is_empty() {
+                    PatientFilter::Value(value.to_owned())
+                } else {
+                    PatientFilter::Identifier(Identifier {
+                        system: system.to_owned(),
+                        value: value.to_owned(),
+                    })
+                });
+            }
+            other => {
+                return Err(format!(
+                    "unsupported parameter `{other}`: alerts are listed by status and patient.identifier"
+                ));
+            }
+        }
+    }
+    if statuses.is_empty() {
+        statuses = AlertStatus::ALL.into_iter().filter(|s| s.is_open()).collect();
+    }
+    Ok(AlertQuery { statuses, patient })
+}
+
+fn has_identifier_value(r: &PatientRecord, value: &str) -> bool {
+    r.mrn().as_deref() == Some(value) || r.identifiers.iter().any(|i| i.value == value)
 }
 
 /// The body of `POST /api/alerts/<id>/ack`.
@@ -123,6 +250,66 @@ struct AckRequest {
     by: Option<String>,
     #[serde(default)]
     patient_id: Option<String>,
+}
+
+/// The body of `POST /api/patients/<id>/rrt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RrtRequest {
+    rrt: Rrt,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// A JSON body (an empty one reads as `{}`), or the 4xx that says what is wrong with it.
+fn json_body<T: DeserializeOwned>(request: &Request<Bytes>, shape: &str) -> Result<T, Box<Response<Body>>> {
+    if !request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
+        return Err(Box::new(error(
+            415,
+            "not-supported",
+            &format!("send {shape} as application/json"),
+        )));
+    }
+    let body: &[u8] = if request.body().is_empty() {
+        b"{}"
+    } else {
+        request.body()
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        // The position only: serde's message can quote what was sent.
+        Box::new(error(
+            400,
+            "invalid",
+            &format!("the body must be {shape} (line {} column {})", e.line(), e.column()),
+        ))
+    })
+}
+
+/// Who is acting: the signed-in name, else the `by` a person typed (a program may leave it
+/// out), else the 4xx that says what is missing. `doing`: "acknowledges", "records it".
+fn who(caller: &Caller, by: Option<&str>, doing: &str) -> Result<String, Box<Response<Body>>> {
+    match caller {
+        Caller::Session { name, .. } => Ok(name.clone()),
+        _ => match by.map(str::trim).filter(|b| !b.is_empty()) {
+            Some(b) if b.chars().count() <= MAX_NAME && !b.chars().any(char::is_control) => Ok(b.to_owned()),
+            Some(_) => Err(Box::new(error(
+                400,
+                "invalid",
+                "by must be at most 80 characters, without control characters",
+            ))),
+            None if matches!(caller, Caller::Program) => Ok("api".to_owned()),
+            None => Err(Box::new(error(
+                400,
+                "required",
+                &format!("say who {doing}: by (a name) is required"),
+            ))),
+        },
+    }
 }
 
 fn html(status: u16, body: String) -> Response<Body> {
@@ -171,6 +358,7 @@ fn redirect(to: &'static str, cookie: Option<String>) -> Response<Body> {
 
 impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
     /// `token`: `BOARD_TOKEN` (none: the board is open to whoever reaches it).
+    /// The critical limits and AKI settings are the built-in ones until [`Board::with_rules`].
     pub fn new(records: Records<S, L, P>, token: Option<Secret>) -> Self {
         let feed = stream::Feed::new(records.log.clone());
         Self {
@@ -178,6 +366,24 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             records,
             access: Access::new(token),
             feed,
+            rules: Arc::new(CriticalLimits::default()),
+        }
+    }
+
+    /// The rules table evaluate-alert uses (`RULES_FILE`): recording RRT re-evaluates AKI with it.
+    pub fn with_rules(mut self, rules: Arc<CriticalLimits>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// A record, or the record it was joined to (results that came before their patient).
+    async fn load_following(&self, id: &str) -> Result<Option<PatientRecord>, PortError> {
+        let Some(r) = self.records.load(id).await? else {
+            return Ok(None);
+        };
+        match r.merged_into.clone() {
+            Some(into) => Ok(Some(self.records.load(&into).await?.unwrap_or(r))),
+            None => Ok(Some(r)),
         }
     }
 
@@ -206,7 +412,8 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         Ok(out)
     }
 
-    /// Records of patients on no ward who have open alerts.
+    /// Records of patients on no ward with alerts nobody has acknowledged (active or escalated):
+    /// not admitted yet, or discharged and needing follow-up.
     pub async fn unplaced_records(&self) -> Result<Vec<PatientRecord>, PortError> {
         let members = self.records.members(keys::UNPLACED).await?;
         Ok(self
@@ -214,7 +421,7 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             .load_many(&members)
             .await?
             .into_iter()
-            .filter(|r| r.ward().is_none() && r.has_open_alerts() && r.merged_into.is_none())
+            .filter(|r| r.ward().is_none() && r.needs_attention() && r.merged_into.is_none())
             .collect())
     }
 
@@ -225,12 +432,9 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             .iter()
             .map(|r| {
                 let p = r.placement.as_ref();
-                let active: Vec<Value> = r
-                    .alerts
-                    .iter()
-                    .filter(|a| a.status == AlertStatus::Active)
-                    .map(|a| alert_json(r, a))
-                    .collect();
+                let mut waiting: Vec<&Alert> = r.alerts.iter().filter(|a| a.status.needs_acknowledgement()).collect();
+                waiting.sort_by(|a, b| view::feed_order(a, b));
+                let active: Vec<Value> = waiting.into_iter().map(|a| alert_json(r, a)).collect();
                 json!({
                     "patient_id": r.id,
                     "encounter_id": p.map(|p| p.encounter_id.clone()),
@@ -259,16 +463,118 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         Ok((inpatients, unplaced))
     }
 
-    /// Open alerts (optionally of one status), oldest first.
-    pub async fn alerts(&self, status: Option<AlertStatus>) -> Result<Value, PortError> {
+    /// The patients named by alert events of the recent window ([`RECENT_HOURS`]), newest
+    /// events first, at most [`RECENT_PAGES`] reads of the log in all.
+    async fn recent_alert_patients(&self, now: DateTime<Utc>) -> Result<Vec<String>, PortError> {
+        const HOUR_MS: u64 = 3_600_000;
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or_default();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut reads = 0;
+        // Each slice ends where the newer one (already read) began.
+        let mut until: Option<EventId> = None;
+        for hours in RECENT_SLICES {
+            let from = EventId {
+                ms: now_ms.saturating_sub(hours * HOUR_MS),
+                seq: 0,
+            };
+            let mut after = Some(from);
+            'slice: loop {
+                if reads == RECENT_PAGES {
+                    return Ok(out);
+                }
+                let page = self.records.log.read(after, RECENT_PAGE).await?;
+                reads += 1;
+                let n = page.events.len();
+                for e in page.events {
+                    let Some(id) = EventId::parse(&e.id) else {
+                        continue;
+                    };
+                    if until.is_some_and(|u| id > u) {
+                        break 'slice;
+                    }
+                    after = Some(id);
+                    if e.kind.lane() == lanes::ALERTS && seen.insert(e.patient_id.clone()) {
+                        out.push(e.patient_id);
+                    }
+                }
+                if n < RECENT_PAGE {
+                    break;
+                }
+            }
+            until = Some(from);
+        }
+        Ok(out)
+    }
+
+    /// The records of the recent window's patients, but those in `skip` (read already).
+    async fn recent_records(&self, skip: &HashSet<String>) -> Result<Vec<PatientRecord>, PortError> {
+        let wanted: Vec<String> = self
+            .recent_alert_patients(Utc::now())
+            .await?
+            .into_iter()
+            .filter(|id| !skip.contains(id))
+            .collect();
+        let mut records = self.records.load_many(&wanted).await?;
+        // Records of results that came first, since joined: the patients they joined.
+        let mut have: HashSet<String> = skip.iter().cloned().collect();
+        have.extend(records.iter().filter(|r| r.merged_into.is_none()).map(|r| r.id.clone()));
+        let joined: Vec<String> = records
+            .iter()
+            .filter_map(|r| r.merged_into.clone())
+            .filter(|id| have.insert(id.clone()))
+            .collect();
+        records.retain(|r| r.merged_into.is_none());
+        if !joined.is_empty() {
+            records.extend(
+                self.records
+                    .load_many(&joined)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.merged_into.is_none()),
+            );
+        }
+        Ok(records)
+    }
+
+    /// The records the alert listing reads: current inpatients, patients on no ward with alerts
+    /// nobody has acknowledged, and with `recent` the recent window's patients.
+    async fn listed_records(&self, recent: bool) -> Result<Vec<PatientRecord>, PortError> {
         let (mut records, unplaced) = self.shown_records().await?;
         records.extend(unplaced);
+        if recent {
+            let shown: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+            records.extend(self.recent_records(&shown).await?);
+        }
+        Ok(records)
+    }
+
+    /// The alerts of these statuses (and this patient), escalated first, then newest first.
+    async fn alerts(&self, query: &AlertQuery) -> Result<Value, PortError> {
+        let records: Vec<PatientRecord> = match &query.patient {
+            Some(PatientFilter::Identifier(i)) => match self.records.lookup(i).await? {
+                Some(pid) if wardwatch_domain::ids::is_fhir_id(&pid) => {
+                    self.load_following(&pid).await?.into_iter().collect()
+                }
+                _ => Vec::new(),
+            },
+            Some(PatientFilter::Value(v)) => self
+                .listed_records(query.statuses.iter().any(|s| !s.needs_acknowledgement()))
+                .await?
+                .into_iter()
+                .filter(|r| has_identifier_value(r, v))
+                .collect(),
+            None => {
+                self.listed_records(query.statuses.iter().any(|s| !s.needs_acknowledgement()))
+                    .await?
+            }
+        };
         let mut alerts: Vec<(&PatientRecord, &Alert)> = records
             .iter()
             .flat_map(|r| r.alerts.iter().map(move |a| (r, a)))
-            .filter(|(_, a)| a.status.is_open() && status.is_none_or(|s| a.status == s))
+            .filter(|(_, a)| query.statuses.contains(&a.status))
             .collect();
-        alerts.sort_by_key(|(_, a)| a.raised_at);
+        alerts.sort_by(|(_, a), (_, b)| view::feed_order(a, b));
         Ok(Value::Array(
             alerts.into_iter().map(|(r, a)| alert_json(r, a)).collect(),
         ))
@@ -284,28 +590,25 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         let (inpatients, unplaced) = self.shown_records().await?;
         let now = Utc::now();
         let feed = view::feed(inpatients.iter().chain(&unplaced));
+        let (discharged, not_admitted) = view::unplaced(&unplaced);
         Ok(BoardMain {
             event_id,
             rendered: view::hhmm(now),
             inpatients: inpatients.len(),
-            active_alerts: feed.iter().filter(|a| a.active).count(),
+            to_acknowledge: feed.iter().filter(|a| a.needs_ack).count(),
             wards: view::wards(&inpatients, now),
             feed,
-            unplaced: view::unplaced(&unplaced),
+            discharged,
+            not_admitted,
         })
     }
 
     async fn patient_main(&self, id: &str) -> Result<Option<PatientMain>, PortError> {
         let event_id = self.current_to().await?;
-        let Some(mut r) = self.records.load(id).await? else {
+        // A record of results that came first, since joined: show the patient it joined.
+        let Some(r) = self.load_following(id).await? else {
             return Ok(None);
         };
-        // A record of results that came first, since joined: show the patient it joined.
-        if let Some(into) = r.merged_into.clone()
-            && let Some(joined) = self.records.load(&into).await?
-        {
-            r = joined;
-        }
         let place = view::place(&r);
         Ok(Some(PatientMain {
             event_id,
@@ -324,72 +627,135 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
             place,
             series: view::series(&r),
             trail: view::trail(&r),
+            audit: view::audit(&r),
+            audit_kept: KEEP_AUDIT,
+            rrt: view::rrt(&r),
         }))
     }
 
-    /// Whose alert this is: the hint if that record has it, else a search of the records the
-    /// board shows (acknowledging is a person's action, not a hot path).
-    async fn owner_of(&self, alert_id: &str, hint: Option<&str>) -> Result<Option<String>, PortError> {
+    /// The record that keeps this alert (open or closed): the hint's if it has it, else a
+    /// search of the records the board shows, then of the recent window's (a person's action or
+    /// a look-up by id, not a hot path).
+    async fn find_alert(&self, alert_id: &str, hint: Option<&str>) -> Result<Option<PatientRecord>, PortError> {
+        let has = |r: &PatientRecord| r.alerts.iter().any(|a| a.id == alert_id);
         if let Some(pid) = hint.filter(|p| wardwatch_domain::ids::is_fhir_id(p))
-            && let Some(r) = self.records.load(pid).await?
+            && let Some(r) = self.load_following(pid).await?
+            && has(&r)
         {
-            let r = match r.merged_into.clone() {
-                Some(into) => self.records.load(&into).await?.unwrap_or(r),
-                None => r,
-            };
-            if r.alerts.iter().any(|a| a.id == alert_id) {
-                return Ok(Some(r.id));
-            }
+            return Ok(Some(r));
         }
         let (mut records, unplaced) = self.shown_records().await?;
         records.extend(unplaced);
-        Ok(records
-            .into_iter()
-            .find(|r| r.alerts.iter().any(|a| a.id == alert_id))
-            .map(|r| r.id))
+        let shown: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        if let Some(r) = records.into_iter().find(|r| has(r)) {
+            return Ok(Some(r));
+        }
+        Ok(self.recent_records(&shown).await?.into_iter().find(|r| has(r)))
+    }
+
+    /// Whose alert this is.
+    async fn owner_of(&self, alert_id: &str, hint: Option<&str>) -> Result<Option<String>, PortError> {
+        Ok(self.find_alert(alert_id, hint).await?.map(|r| r.id))
+    }
+
+    /// `GET /api/alerts/<id>`: the alert as a FHIR DetectedIssue.
+    async fn detected_issue(&self, alert_id: &str, request: &Request<Bytes>) -> Response<Body> {
+        let q = query(request);
+        match self.find_alert(alert_id, q.get("patient_id").map(String::as_str)).await {
+            Ok(Some(r)) => match r.alerts.iter().find(|a| a.id == alert_id) {
+                Some(a) => {
+                    let mut resp = no_store(json_response(200, &alert::detected_issue(&r.id, r.mrn().as_deref(), a)));
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"));
+                    resp
+                }
+                None => error(404, "not-found", "no alert with this id"),
+            },
+            Ok(None) => error(404, "not-found", "no alert with this id"),
+            Err(e) => port_error(e),
+        }
+    }
+
+    /// `GET /api/patients/<id>/audit`.
+    async fn audit(&self, id: &str) -> Response<Body> {
+        match self.load_following(id).await {
+            Ok(Some(r)) => {
+                let audit: Vec<&alert::AuditEntry> = r.audit.iter().rev().collect();
+                no_store(json_response(
+                    200,
+                    &json!({"patient_id": r.id, "audit": audit, "kept_at_most": KEEP_AUDIT}),
+                ))
+            }
+            Ok(None) => error(404, "not-found", "no such patient"),
+            Err(e) => port_error(e),
+        }
+    }
+
+    /// `POST /api/patients/<id>/rrt`: record renal replacement therapy, re-evaluate AKI.
+    async fn record_rrt(&self, id: &str, caller: &Caller, request: &Request<Bytes>) -> Response<Body> {
+        let body: RrtRequest = match json_body(
+            request,
+            "{\"rrt\": \"on-rrt\" | \"not-on-rrt\" | \"unknown\", \"by\": \"...\"}",
+        ) {
+            Ok(b) => b,
+            Err(r) => return *r,
+        };
+        let by = match who(caller, body.by.as_deref(), "records it") {
+            Ok(b) => b,
+            Err(r) => return *r,
+        };
+        let pid = match self.load_following(id).await {
+            Ok(Some(r)) => r.id,
+            Ok(None) => return error(404, "not-found", "no such patient"),
+            Err(e) => return port_error(e),
+        };
+        let now = Utc::now();
+        let rules = self.rules.clone();
+        let outcome = self
+            .records
+            .update(&pid, |record| {
+                let Some(record) = record else {
+                    return Ok::<_, PortError>(Step::Keep(None));
+                };
+                let d = alerting::set_rrt(record, body.rrt, &by, &rules, now);
+                let changes: Vec<Value> = d
+                    .events()
+                    .map(|e| json!({"type": e.kind.as_str(), "alert_id": e.alert_id}))
+                    .collect();
+                Ok(if d.changed {
+                    Step::Write {
+                        record: d.record,
+                        resources: Vec::new(),
+                        out: Some((true, changes)),
+                    }
+                } else {
+                    Step::Keep(Some((false, changes)))
+                })
+            })
+            .await;
+        match outcome {
+            Ok(Some((changed, alerts))) => {
+                if changed {
+                    tracing::info!(patient_id = %pid, "renal replacement therapy recorded");
+                }
+                no_store(json_response(
+                    200,
+                    &json!({"patient_id": pid, "rrt": body.rrt, "by": by, "changed": changed, "alerts": alerts}),
+                ))
+            }
+            Ok(None) => error(404, "not-found", "no such patient"),
+            Err(e) => port_error(e),
+        }
     }
 
     async fn acknowledge(&self, alert_id: &str, caller: &Caller, request: &Request<Bytes>) -> Response<Body> {
-        if !request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"))
-        {
-            return error(415, "not-supported", "send the acknowledgement as application/json");
-        }
-        let ack: AckRequest = if request.body().is_empty() {
-            AckRequest::default()
-        } else {
-            match serde_json::from_slice(request.body()) {
-                Ok(a) => a,
-                Err(e) => {
-                    return error(
-                        400,
-                        "invalid",
-                        &format!(
-                            "the body must be {{\"note\": \"...\", \"by\": \"...\"}} (line {} column {})",
-                            e.line(),
-                            e.column()
-                        ),
-                    );
-                }
-            }
+        let ack: AckRequest = match json_body(request, "{\"note\": \"...\", \"by\": \"...\"}") {
+            Ok(a) => a,
+            Err(r) => return *r,
         };
-        let by = match caller {
-            Caller::Session { name, .. } => name.clone(),
-            _ => match ack.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
-                Some(b) if b.chars().count() <= MAX_NAME && !b.chars().any(char::is_control) => b.to_owned(),
-                Some(_) => {
-                    return error(
-                        400,
-                        "invalid",
-                        "by must be at most 80 characters, without control characters",
-                    );
-                }
-                None if matches!(caller, Caller::Program) => "api".to_owned(),
-                None => return error(400, "required", "say who acknowledges: by (a name) is required"),
-            },
+        let by = match who(caller, ack.by.as_deref(), "acknowledges") {
+            Ok(b) => b,
+            Err(r) => return *r,
         };
         let note = ack.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
         if note.is_some_and(|n| n.chars().count() > MAX_NOTE) {
@@ -397,7 +763,7 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         }
         let pid = match self.owner_of(alert_id, ack.patient_id.as_deref()).await {
             Ok(Some(pid)) => pid,
-            Ok(None) => return error(404, "not-found", "no open alert with this id"),
+            Ok(None) => return error(404, "not-found", "no alert with this id"),
             Err(e) => return port_error(e),
         };
         let now = Utc::now();
@@ -435,11 +801,11 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 409,
                 "business-rule",
                 &format!(
-                    "the alert is {}: only an active alert can be acknowledged",
+                    "the alert is {} and so closed: only an active or escalated alert can be acknowledged",
                     view::status(s)
                 ),
             ),
-            Ok(Acknowledged::NotFound) => error(404, "not-found", "no open alert with this id"),
+            Ok(Acknowledged::NotFound) => error(404, "not-found", "no alert with this id"),
             Err(e) => port_error(e),
         }
     }
@@ -586,6 +952,18 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 }
                 return self.replay(handle).await;
             }
+            if let Some(id) = path
+                .strip_prefix("/api/patients/")
+                .and_then(|rest| rest.strip_suffix("/rrt"))
+            {
+                if !self.access.csrf_ok(&caller, request.headers()) {
+                    return error(403, "security", "missing or wrong X-CSRF-Token: reload the page");
+                }
+                if !wardwatch_domain::ids::is_fhir_id(id) {
+                    return error(404, "not-found", "no such patient");
+                }
+                return self.record_rrt(id, &caller, &request).await;
+            }
             let Some(id) = path
                 .strip_prefix("/api/alerts/")
                 .and_then(|rest| rest.strip_suffix("/ack"))
@@ -593,19 +971,23 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 return error(
                     405,
                     "not-supported",
-                    "the only things to POST here are /api/alerts/<id>/ack and /api/rejected/<handle>/replay",
+                    "the only things to POST here are /api/alerts/<id>/ack, /api/patients/<id>/rrt and /api/rejected/<handle>/replay",
                 );
             };
             if !self.access.csrf_ok(&caller, request.headers()) {
                 return error(403, "security", "missing or wrong X-CSRF-Token: reload the page");
             }
             if !wardwatch_domain::ids::is_fhir_id(id) {
-                return error(404, "not-found", "no open alert with this id");
+                return error(404, "not-found", "no alert with this id");
             }
             return self.acknowledge(id, &caller, &request).await;
         }
         if method != Method::GET {
-            return error(405, "not-supported", "use GET (and POST /api/alerts/<id>/ack)");
+            return error(
+                405,
+                "not-supported",
+                "use GET (and POST /api/alerts/<id>/ack, /api/patients/<id>/rrt)",
+            );
         }
         match path.as_str() {
             "/" => match self.board_main().await {
@@ -699,21 +1081,16 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                     Err(e) => Err(e),
                 }
             }
-            "/api/alerts" => {
-                let status = match query(request).get("status").map(String::as_str) {
-                    None | Some("") => None,
-                    Some(s) => match status_of(s).filter(|s| s.is_open()) {
-                        Some(s) => Some(s),
-                        None => {
-                            return error(
-                                400,
-                                "invalid",
-                                "status must be active, acknowledged or escalated (open alerts only)",
-                            );
-                        }
-                    },
-                };
-                self.alerts(status).await
+            "/api/alerts" => match alert_query(&query(request)) {
+                Ok(q) => self.alerts(&q).await,
+                Err(why) => return error(400, "invalid", &why),
+            },
+            p if p.starts_with("/api/alerts/") => {
+                let id = &p["/api/alerts/".len()..];
+                if !wardwatch_domain::ids::is_fhir_id(id) {
+                    return error(404, "not-found", "no alert with this id");
+                }
+                return self.detected_issue(id, request).await;
             }
             "/api/events" => return self.events(request).await,
             "/api/rejected" => self
@@ -732,6 +1109,15 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                     Ok(None) => return error(404, "not-found", "no rejected delivery with this handle"),
                     Err(e) => Err(e),
                 }
+            }
+            p if let Some(id) = p
+                .strip_prefix("/api/patients/")
+                .and_then(|rest| rest.strip_suffix("/audit")) =>
+            {
+                if !wardwatch_domain::ids::is_fhir_id(id) {
+                    return error(404, "not-found", "no such patient");
+                }
+                return self.audit(id).await;
             }
             p if p.starts_with("/api/patients/") => {
                 let id = &p["/api/patients/".len()..];
@@ -767,5 +1153,54 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Endpoint for Boar
 
     fn close(&self) {
         self.feed.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<AlertQuery, String> {
+        alert_query(&pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn without_a_status_the_open_alerts_are_listed() {
+        let q = parse(&[]).expect("valid");
+        assert_eq!(
+            q.statuses,
+            [AlertStatus::Active, AlertStatus::Acknowledged, AlertStatus::Escalated]
+        );
+        assert!(q.patient.is_none());
+    }
+
+    #[test]
+    fn statuses_may_be_one_or_a_comma_separated_list_and_anything_else_is_refused_naming_the_allowed_ones() {
+        let q = parse(&[("status", "resolved, withdrawn,resolved")]).expect("valid");
+        assert_eq!(q.statuses, [AlertStatus::Resolved, AlertStatus::Withdrawn]);
+        let why = parse(&[("status", "active,bogus")]).err().expect("refused");
+        assert!(why.contains("`bogus`") && why.contains(STATUSES), "{why}");
+        assert!(parse(&[("status", "active,")]).is_err(), "an empty item is refused");
+        assert!(parse(&[("ward", "7B")]).is_err(), "an unknown parameter is refused");
+    }
+
+    #[test]
+    fn a_patient_identifier_with_a_system_is_looked_up_and_a_bare_value_matched() {
+        match parse(&[("patient.identifier", "urn:mrn|MRN0001")])
+            .expect("valid")
+            .patient
+        {
+            Some(PatientFilter::Identifier(i)) => {
+                assert_eq!((i.system.as_str(), i.value.as_str()), ("urn:mrn", "MRN0001"))
+            }
+            _ => panic!("a system and a value"),
+        }
+        for bare in ["MRN0001", "|MRN0001"] {
+            assert!(matches!(
+                parse(&[("patient.identifier", bare)]).expect("valid").patient,
+                Some(PatientFilter::Value(v)) if v == "MRN0001"
+            ));
+        }
+        assert!(parse(&[("patient.identifier", "urn:mrn|")]).is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! runs as many as the load needs, and each serves every event (they all read the one log).
 fn main() -> std::process::ExitCode {
     wardwatch_adapters::launch::main("board", &[], |w| {
-        let board = wardwatch_board::Board::new(w.records(), w.config.board_token.clone());
+        let board =
+            wardwatch_board::Board::new(w.records(), w.config.board_token.clone()).with_rules(w.config.rules.clone());
         w.app().endpoint("/", board)
     })
 }

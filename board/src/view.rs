@@ -314,13 +314,15 @@ fn rank(a: &Alert) -> (u8, std::cmp::Reverse<DateTime<Utc>>) {
     (s, std::cmp::Reverse(a.raised_at))
 }
 
-/// Where a patient is, in words: "Ward 7B, bed 4" (a bed already named "Bed 4" kept as it is).
+/// Where a patient is, in words: "Ward 7B, bed 4" (a bed already named "Bed 4" kept as it is),
+/// "discharged", "on no ward".
 pub fn place(record: &PatientRecord) -> String {
     let bed = record.placement.as_ref().and_then(|p| p.bed.clone());
     match (record.ward(), bed) {
         (Some(w), Some(b)) if b.to_ascii_lowercase().starts_with("bed") => format!("{w}, {b}"),
         (Some(w), Some(b)) => format!("{w}, bed {b}"),
         (Some(w), None) => w,
+        (None, _) if record.discharged() => "discharged".to_owned(),
         (None, _) => "on no ward".to_owned(),
     }
 }
@@ -388,11 +390,7 @@ pub fn wards(records: &[PatientRecord], now: DateTime<Utc>) -> Vec<WardView> {
             });
         }
         if let Some(w) = out.last_mut() {
-            w.unacknowledged += r
-                .alerts
-                .iter()
-                .filter(|a| a.status.needs_acknowledgement())
-                .count();
+            w.unacknowledged += r.alerts.iter().filter(|a| a.status.needs_acknowledgement()).count();
             w.patients.push(patient_row(r, now));
         }
     }
@@ -457,7 +455,7 @@ fn left(record: &PatientRecord) -> Option<String> {
         .filter(|e| e.status == "finished")
         .max_by_key(|e| e.end.or(e.start))?;
     match (e.ward.as_deref(), e.end) {
-        (Some(w), Some(t)) => Some(format!("left {w} {}", day_and_time(t))),
+        (Some(w), Some(t)) => Some(format!("left {w}, {}", day_and_time(t))),
         (Some(w), None) => Some(format!("left {w}")),
         (None, Some(t)) => Some(format!("discharged {}", day_and_time(t))),
         (None, None) => None,
@@ -465,11 +463,7 @@ fn left(record: &PatientRecord) -> Option<String> {
 }
 
 fn unplaced_row(r: &PatientRecord) -> UnplacedRow {
-    let mut waiting: Vec<&Alert> = r
-        .alerts
-        .iter()
-        .filter(|a| a.status.needs_acknowledgement())
-        .collect();
+    let mut waiting: Vec<&Alert> = r.alerts.iter().filter(|a| a.status.needs_acknowledgement()).collect();
     waiting.sort_by(|a, b| feed_order(a, b));
     let worst = if waiting.iter().any(|a| a.severity == Severity::Critical) {
         "critical"
@@ -490,8 +484,7 @@ fn unplaced_row(r: &PatientRecord) -> UnplacedRow {
 /// Patients on no ward with alerts nobody has acknowledged: (discharged — needs follow-up, not
 /// admitted yet), each in the order given.
 pub fn unplaced(records: &[PatientRecord]) -> (Vec<UnplacedRow>, Vec<UnplacedRow>) {
-    let (discharged, rest): (Vec<&PatientRecord>, Vec<&PatientRecord>) =
-        records.iter().partition(|r| r.discharged());
+    let (discharged, rest): (Vec<&PatientRecord>, Vec<&PatientRecord>) = records.iter().partition(|r| r.discharged());
     (
         discharged.into_iter().map(unplaced_row).collect(),
         rest.into_iter().map(unplaced_row).collect(),
@@ -585,7 +578,10 @@ pub fn evidence(a: &Alert) -> Vec<String> {
         if let Some(d) = aki.d48 {
             parts.push(format!("D48 {} µmol/L", number(d)));
         }
-        parts.push(format!("upper reference limit {} µmol/L", number(aki.upper_reference_limit)));
+        parts.push(format!(
+            "upper reference limit {} µmol/L",
+            number(aki.upper_reference_limit)
+        ));
         out.push(parts.join(" · "));
         out.push(format!("Rule {}", aki.rule));
         out.extend(aki.notes.iter().cloned());
@@ -730,5 +726,155 @@ mod tests {
         let mut beds = vec!["Bed 10", "Bed 2", "Side room 1", "Bed 1A"];
         beds.sort_by_key(|b| natural(b));
         assert_eq!(beds, ["Bed 1A", "Bed 2", "Bed 10", "Side room 1"]);
+    }
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).expect("time")
+    }
+
+    fn alert(id: &str, rule: &str, stage: Option<u8>, status: AlertStatus, raised: i64) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: rule.into(),
+            severity: Severity::Critical,
+            stage,
+            status,
+            message: format!("message of {id}"),
+            result_id: format!("r-{id}"),
+            results: Vec::new(),
+            loinc: "2823-3".into(),
+            analyte: Some("potassium".into()),
+            value: 7.1,
+            unit: "mmol/L".into(),
+            evidence: Default::default(),
+            telephone: true,
+            raised_at: at(raised),
+            updated_at: None,
+            review_by: None,
+            escalated_at: None,
+            acknowledged: None,
+            closed: None,
+        }
+    }
+
+    fn encounter(status: &str) -> wardwatch_domain::record::EncounterState {
+        wardwatch_domain::record::EncounterState {
+            id: format!("e-{status}"),
+            status: status.into(),
+            class: Some("IMP".into()),
+            ward: Some("Ward 7B".into()),
+            bed: None,
+            start: Some(at(0)),
+            end: Some(at(60)),
+            source_version: None,
+            digest: String::new(),
+            resource_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn aki_alerts_are_labelled_by_stage_and_critical_limits_by_their_message() {
+        assert_eq!(
+            alert_label(&alert("a", "aki", Some(2), AlertStatus::Active, 0)),
+            "AKI stage 2"
+        );
+        assert_eq!(
+            alert_label(&alert("a", "aki", Some(0), AlertStatus::Active, 0)),
+            "Possible AKI (no baseline)"
+        );
+        let k = alert("k", "critical-high:potassium", None, AlertStatus::Active, 0);
+        assert_eq!(alert_label(&k), "message of k");
+        assert_eq!(alert_detail(&k), None);
+        assert_eq!(
+            alert_detail(&alert("a", "aki", Some(1), AlertStatus::Active, 0)).as_deref(),
+            Some("message of a")
+        );
+    }
+
+    #[test]
+    fn the_feed_puts_escalated_alerts_first_then_the_newest_and_offers_acknowledge_on_both() {
+        let mut r = PatientRecord::new("p", at(0));
+        r.alerts = vec![
+            alert(
+                "old-escalated",
+                "critical-high:potassium",
+                None,
+                AlertStatus::Escalated,
+                1,
+            ),
+            alert("newest", "critical-high:potassium", None, AlertStatus::Active, 9),
+            alert("acked", "critical-high:potassium", None, AlertStatus::Acknowledged, 5),
+            alert("gone", "critical-high:potassium", None, AlertStatus::Resolved, 10),
+        ];
+        let feed = feed(std::iter::once(&r));
+        let ids: Vec<&str> = feed.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["old-escalated", "newest", "acked"],
+            "closed alerts are not in the feed"
+        );
+        let offered: Vec<bool> = feed.iter().map(|f| f.needs_ack).collect();
+        assert_eq!(offered, [true, true, false]);
+        assert!(feed[0].escalated && !feed[1].escalated);
+    }
+
+    #[test]
+    fn patients_on_no_ward_split_into_discharged_and_not_admitted_with_what_awaits_acknowledgement() {
+        let mut discharged = PatientRecord::new("gone-home", at(0));
+        discharged.encounters = vec![encounter("finished")];
+        discharged.alerts = vec![
+            alert("a1", "critical-high:potassium", None, AlertStatus::Active, 1),
+            alert("a2", "aki", Some(2), AlertStatus::Escalated, 2),
+            alert("a3", "critical-low:sodium", None, AlertStatus::Acknowledged, 3),
+        ];
+        let mut early = PatientRecord::new("results-first", at(0));
+        early.alerts = vec![alert("b1", "critical-high:potassium", None, AlertStatus::Active, 1)];
+        let (d, n) = unplaced(&[discharged, early]);
+        assert_eq!((d.len(), n.len()), (1, 1));
+        assert_eq!(d[0].id, "gone-home");
+        assert_eq!(d[0].to_acknowledge, 2, "the acknowledged one is not counted");
+        assert_eq!(d[0].alerts[0].id, "a2", "escalated first");
+        assert_eq!(d[0].left.as_deref(), Some("left Ward 7B, 15 Jan 09:00"));
+        assert!(
+            d[0].alerts.iter().all(|a| a.form_id.starts_with("nw-")),
+            "its forms are told apart from the feed's"
+        );
+        assert_eq!(n[0].id, "results-first");
+    }
+
+    #[test]
+    fn the_trail_says_why_an_alert_closed_and_what_it_rests_on() {
+        let mut r = PatientRecord::new("p", at(0));
+        let mut a = alert("k", "critical-high:potassium", None, AlertStatus::Withdrawn, 0);
+        a.evidence.limit = Some(6.5);
+        a.closed = Some(wardwatch_domain::alert::Closure {
+            at: at(30),
+            reason: "the laboratory retracted a result it rested on".into(),
+            result_id: None,
+        });
+        r.alerts.push(a);
+        let t = trail(&r);
+        assert_eq!(
+            t[0].closed.as_deref(),
+            Some("Withdrawn 15 Jan 08:30: the laboratory retracted a result it rested on")
+        );
+        assert_eq!(t[0].evidence, ["Critical limit 6.5 mmol/L"]);
+        assert_eq!(t[0].results, ["result r-k (no longer kept)"]);
+        assert!(!t[0].needs_ack);
+    }
+
+    #[test]
+    fn renal_replacement_therapy_not_recorded_is_said_to_be_assumed_none() {
+        let mut r = PatientRecord::new("p", at(0));
+        assert_eq!(rrt(&r).line, "not recorded (assumed none)");
+        r.rrt = Some(wardwatch_domain::record::RrtRecord {
+            rrt: Rrt::OnRrt,
+            by: "Dr Renal".into(),
+            at: at(0),
+        });
+        let v = rrt(&r);
+        assert_eq!(
+            (v.line.as_str(), v.current),
+            ("on RRT (recorded by Dr Renal at 15 Jan 08:00)", "on-rrt")
+        );
     }
 }

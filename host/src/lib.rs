@@ -44,7 +44,10 @@ pub fn app(wiring: &Wiring) -> App {
             "/fhir/Observation",
             ObservationSearch::new(wiring.records(), identity.clone(), "/fhir"),
         )
-        .endpoint("/", Board::new(wiring.records(), wiring.config.board_token.clone()))
+        .endpoint(
+            "/",
+            Board::new(wiring.records(), wiring.config.board_token.clone()).with_rules(wiring.config.rules.clone()),
+        )
         .build()
 }
 

@@ -195,7 +195,7 @@ async fn membership_changes_in_any_order_leave_what_a_decoded_index_would() {
         rng ^= rng << 17;
         let id = ids[(rng % ids.len() as u64) as usize];
         let seq = (rng >> 8) % 40;
-        let add = (rng >> 20) % 3 != 0;
+        let add = !(rng >> 20).is_multiple_of(3);
         let changed = s.set_member("ward-z-0", id, seq, add).await.expect("change");
         assert!(changed, "the Redis store makes every change itself");
         match (add, model.get(id).copied()) {

@@ -277,12 +277,10 @@ pub fn detected_issue(patient_id: &str, mrn: Option<&str>, a: &Alert) -> Value {
     if let Some(mrn) = mrn {
         issue["patient"]["identifier"] = json!({"value": mrn});
     }
-    if let Some(stage) = a.stage {
-        issue["extension"].as_array_mut().map(|x| {
-            x.push(
-                json!({"url": "https://wardwatch.example/fhir/StructureDefinition/aki-stage", "valueInteger": stage}),
-            )
-        });
+    if let (Some(stage), Some(extensions)) = (a.stage, issue["extension"].as_array_mut()) {
+        extensions.push(
+            json!({"url": "https://wardwatch.example/fhir/StructureDefinition/aki-stage", "valueInteger": stage}),
+        );
     }
     if let Some(k) = &a.acknowledged {
         issue["mitigation"] =

@@ -458,3 +458,432 @@ async fn every_board_process_on_one_redis_streams_what_another_process_wrote() {
     reader.stop().await;
     crate::helpers::clean_up(&prefix).await;
 }
+
+// --- the alert lifecycle through the board's API (issue 8) -----------------------------------
+
+const MRN_SYSTEM: &str = "https://fhir.example-hospital.nhs.uk/Id/mrn";
+
+/// A potassium for the example patient (MRN0001): the example Observation with another result
+/// id, value and time.
+fn potassium(result: &str, value: f64, at: chrono::DateTime<chrono::Utc>) -> Value {
+    let mut o = fixture("examples/potassium-critical.json");
+    o["identifier"][0]["value"] = json!(result);
+    o["valueQuantity"]["value"] = json!(value);
+    o["effectiveDateTime"] = json!(at.to_rfc3339());
+    o["issued"] = json!(at.to_rfc3339());
+    o
+}
+
+/// A creatinine in µmol/L for the example patient.
+fn creatinine(result: &str, value: f64, at: chrono::DateTime<chrono::Utc>) -> Value {
+    let mut o = potassium(result, value, at);
+    o["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "14682-9", "display": "Creatinine [Moles/volume] in Serum or Plasma"}]});
+    o["valueQuantity"] =
+        json!({"value": value, "unit": "umol/L", "system": "http://unitsofmeasure.org", "code": "umol/L"});
+    o
+}
+
+async fn listed(host: &Host, query: &str) -> Vec<Value> {
+    host.get_json(&format!("/api/alerts{query}"))
+        .await
+        .as_array()
+        .cloned()
+        .expect("a list")
+}
+
+/// The alert `id` once `GET /api/alerts<query>` lists it.
+async fn once_listed(host: &Host, query: &str, id: &str) -> Value {
+    crate::helpers::eventually(Duration::from_secs(30), || async {
+        listed(host, query).await.into_iter().find(|a| a["id"] == id)
+    })
+    .await
+    .unwrap_or_else(|| panic!("alert {id} is listed under {query}"))
+}
+
+async fn post(host: &Host, path: &str, content_type: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(host.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn diagnostics(r: reqwest::Response) -> String {
+    let outcome: Value = r.json().await.expect("an OperationOutcome");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn page(host: &Host, path: &str) -> String {
+    let r = reqwest::get(host.url(path)).await.expect("page");
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.expect("html")
+}
+
+#[tokio::test]
+async fn an_acknowledged_alert_is_listed_as_such_and_the_audit_shows_raised_then_acknowledged_newest_first() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    host.post_json("/lab-feed", &fixture("examples/potassium-critical.json"))
+        .await;
+    let active = alerts_for(&host, "MRN0001", Duration::from_secs(30))
+        .await
+        .expect("the alert is raised and listed under status=active");
+    assert_eq!(active.len(), 1);
+    let a = &active[0];
+    let id = a["id"].as_str().expect("id").to_owned();
+    let pid = a["patient_id"].as_str().expect("patient id").to_owned();
+    assert_eq!(
+        (&a["rule"], &a["status"], &a["telephone"], &a["discharged"], &a["ward"]),
+        (
+            &json!("critical-high:potassium"),
+            &json!("active"),
+            &json!(true),
+            &json!(false),
+            &json!("Ward 7B")
+        )
+    );
+    assert_eq!(a["evidence"]["limit"], 6.5);
+    assert_eq!(a["results"], json!([a["result_id"]]), "the Observation behind it");
+    assert!(a["review_by"].is_string() && a["acknowledged"].is_null() && a["closed"].is_null());
+
+    // The alert as a FHIR DetectedIssue, found with and without the patient id.
+    for path in [
+        format!("/api/alerts/{id}"),
+        format!("/api/alerts/{id}?patient_id={pid}"),
+    ] {
+        let r = reqwest::get(host.url(&path)).await.expect("issue");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/fhir+json");
+        let issue: Value = r.json().await.expect("json");
+        assert_eq!(issue["resourceType"], "DetectedIssue");
+        assert_eq!(issue["id"], id.as_str());
+        assert_eq!(issue["patient"]["reference"], format!("Patient/{pid}"));
+        assert_eq!(issue["code"]["text"], "critical-high:potassium");
+        assert_eq!(
+            issue["implicated"][0]["reference"],
+            format!("Observation/{}", a["result_id"].as_str().expect("result id"))
+        );
+    }
+    let missing = reqwest::get(host.url("/api/alerts/no-such-alert"))
+        .await
+        .expect("issue");
+    assert_eq!(missing.status(), 404);
+    diagnostics(missing).await;
+
+    // Found by the patient's identifier: the MRN alone, or system and value.
+    for q in [
+        "?patient.identifier=MRN0001".to_owned(),
+        format!("?patient.identifier={MRN_SYSTEM}%7CMRN0001"),
+    ] {
+        let found = listed(&host, &q).await;
+        assert_eq!(found.len(), 1, "{q}");
+        assert_eq!(found[0]["id"], id.as_str(), "{q}");
+    }
+    assert!(listed(&host, "?patient.identifier=MRN9999").await.is_empty());
+    assert!(
+        listed(&host, &format!("?patient.identifier={MRN_SYSTEM}%7CMRN9999"))
+            .await
+            .is_empty()
+    );
+
+    // Anything but the five statuses is refused, naming them.
+    for bad in ["?status=bogus", "?status=active,bogus", "?status=open"] {
+        let r = reqwest::get(host.url(&format!("/api/alerts{bad}")))
+            .await
+            .expect("alerts");
+        assert_eq!(r.status(), 400, "{bad}");
+        let why = diagnostics(r).await;
+        assert!(
+            why.contains("active, acknowledged, escalated, resolved, withdrawn"),
+            "{bad}: {why}"
+        );
+    }
+
+    // Nothing is due yet: the escalation tick answers and escalates nothing.
+    let tick = post(&host, "/escalate", "application/json", "{}".to_owned()).await;
+    assert_eq!(tick.status(), 200);
+    assert!(listed(&host, "?status=escalated").await.is_empty());
+
+    let ack = post(
+        &host,
+        &format!("/api/alerts/{id}/ack"),
+        "application/json",
+        json!({"by": "Nurse Ade", "note": "doctor informed"}).to_string(),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+    assert!(listed(&host, "?status=active").await.is_empty());
+    let acked = once_listed(&host, "?status=acknowledged", &id).await;
+    assert_eq!(acked["acknowledged"]["by"], "Nurse Ade");
+    assert_eq!(acked["acknowledged"]["note"], "doctor informed");
+    assert_eq!(listed(&host, "?status=active,acknowledged").await.len(), 1);
+    assert_eq!(listed(&host, "").await.len(), 1, "acknowledged is open");
+
+    let audit = host.get_json(&format!("/api/patients/{pid}/audit")).await;
+    assert_eq!(audit["patient_id"], pid.as_str());
+    assert_eq!(audit["kept_at_most"], 200);
+    let entries = audit["audit"].as_array().expect("entries");
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["acknowledged", "raised"], "newest first");
+    assert_eq!(
+        (&entries[0]["by"], &entries[0]["status"], &entries[0]["alert_id"]),
+        (&json!("Nurse Ade"), &json!("acknowledged"), &json!(id))
+    );
+    assert_eq!(entries[1]["by"], "evaluate-alert");
+    let unknown = reqwest::get(host.url("/api/patients/no-such-patient/audit"))
+        .await
+        .expect("audit");
+    assert_eq!(unknown.status(), 404);
+
+    // The patient page shows the audit trail.
+    let html = page(&host, &format!("/patients/{pid}")).await;
+    assert!(html.contains("id=\"audit-h\""), "an audit section");
+    assert!(
+        html.contains("Nurse Ade") && html.contains(">acknowledged<"),
+        "the acknowledgement in it"
+    );
+    assert!(
+        html.contains("not recorded (assumed none)"),
+        "renal replacement therapy line"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_later_normal_result_resolves_the_alert_which_stays_listed_as_resolved_after_discharge() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    let now = chrono::Utc::now();
+    host.post_json(
+        "/lab-feed",
+        &potassium("LAB-K-HIGH", 7.1, now - chrono::Duration::hours(2)),
+    )
+    .await;
+    let id = alerts_for(&host, "MRN0001", Duration::from_secs(30))
+        .await
+        .expect("raised")[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    host.post_json(
+        "/lab-feed",
+        &potassium("LAB-K-NORMAL", 4.2, now - chrono::Duration::hours(1)),
+    )
+    .await;
+    let resolved = once_listed(&host, "?status=resolved", &id).await;
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["closed"]["reason"], "a later result cleared the rule");
+    let record = host
+        .get_json(&format!(
+            "/api/patients/{}",
+            resolved["patient_id"].as_str().expect("pid")
+        ))
+        .await;
+    let normal = record["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["value"] == 4.2)
+        .expect("the normal result")["result_id"]
+        .clone();
+    assert_eq!(
+        resolved["closed"]["result_id"], normal,
+        "names the result that cleared it"
+    );
+    assert!(listed(&host, "").await.is_empty(), "a resolved alert is not open");
+    assert!(listed(&host, "?status=active").await.is_empty());
+
+    // Discharged, with nothing to acknowledge: on no board list, and still listed as resolved
+    // (its patient is named by alert events of the last 24 hours).
+    let mut discharge = fixture("examples/admission-bundle.json");
+    discharge["entry"][1]["resource"]["status"] = json!("finished");
+    assert_eq!(host.post_json("/fhir", &discharge).await.status(), 200);
+    let after = crate::helpers::eventually(Duration::from_secs(30), || async {
+        listed(&host, "?status=resolved,withdrawn")
+            .await
+            .into_iter()
+            .find(|a| a["id"] == id.as_str() && a["discharged"] == true)
+    })
+    .await
+    .expect("still listed after discharge");
+    assert!(after["ward"].is_null());
+    assert_eq!(
+        listed(&host, "?status=resolved&patient.identifier=MRN0001").await.len(),
+        1
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn an_entered_in_error_correction_of_its_only_result_withdraws_the_alert_with_the_reason() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    let original = fixture("examples/potassium-critical.json");
+    host.post_json("/lab-feed", &original).await;
+    let raised = alerts_for(&host, "MRN0001", Duration::from_secs(30))
+        .await
+        .expect("raised");
+    let id = raised[0]["id"].as_str().expect("id").to_owned();
+    let pid = raised[0]["patient_id"].as_str().expect("pid").to_owned();
+    let mut retracted = original.clone();
+    retracted["status"] = json!("entered-in-error");
+    retracted["issued"] = json!("2026-11-27T11:00:00Z");
+    assert_eq!(host.post_json("/lab-feed", &retracted).await.status(), 200);
+    let withdrawn = once_listed(&host, "?status=withdrawn", &id).await;
+    assert_eq!(
+        withdrawn["closed"]["reason"],
+        "the laboratory retracted a result it rested on"
+    );
+    assert!(listed(&host, "").await.is_empty(), "no open alert is left");
+    let issue = host.get_json(&format!("/api/alerts/{id}")).await;
+    assert_eq!(issue["resourceType"], "DetectedIssue");
+    assert_eq!(issue["extension"][0]["valueCode"], "withdrawn");
+    // A closed alert cannot be acknowledged, and the answer says it is closed.
+    let ack = post(
+        &host,
+        &format!("/api/alerts/{id}/ack"),
+        "application/json",
+        json!({"by": "Nurse Ade"}).to_string(),
+    )
+    .await;
+    assert_eq!(ack.status(), 409);
+    let why = diagnostics(ack).await;
+    assert!(why.contains("withdrawn") && why.contains("closed"), "{why}");
+    let html = page(&host, &format!("/patients/{pid}")).await;
+    assert!(
+        html.contains("Withdrawn") && html.contains("the laboratory retracted a result it rested on"),
+        "the trail says why"
+    );
+    let actions: Vec<String> = host.get_json(&format!("/api/patients/{pid}/audit")).await["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(actions, ["withdrawn", "raised"]);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn recording_renal_replacement_therapy_withdraws_aki_alerts_and_recording_it_off_brings_them_back() {
+    let host = Host::spawn(config(&[])).await;
+    host.admit_example().await;
+    let now = chrono::Utc::now();
+    // 80 then 200 µmol/L within a week: ratio 2.5, AKI stage 2.
+    host.post_json(
+        "/lab-feed",
+        &creatinine("LAB-CREA-1", 80.0, now - chrono::Duration::days(2)),
+    )
+    .await;
+    host.post_json(
+        "/lab-feed",
+        &creatinine("LAB-CREA-2", 200.0, now - chrono::Duration::hours(1)),
+    )
+    .await;
+    let aki = crate::helpers::eventually(Duration::from_secs(30), || async {
+        listed(&host, "?status=active")
+            .await
+            .into_iter()
+            .find(|a| a["rule"] == "aki" && a["stage"] == 2)
+    })
+    .await
+    .expect("an AKI stage 2 alert");
+    let id = aki["id"].as_str().expect("id").to_owned();
+    let pid = aki["patient_id"].as_str().expect("pid").to_owned();
+    assert_eq!(
+        aki["results"].as_array().map(Vec::len),
+        Some(1),
+        "the 200 is the finding"
+    );
+    assert_eq!(aki["evidence"]["aki"]["rv1"][0], 80.0, "the 80 is its reference value");
+    assert!(
+        aki["evidence"]["aki"]["notes"]
+            .as_array()
+            .expect("notes")
+            .contains(&json!("no renal replacement therapy recorded; assumed none")),
+        "{aki}"
+    );
+    assert!(
+        page(&host, "/").await.contains("AKI stage 2"),
+        "the board labels it by stage"
+    );
+
+    let rrt_path = format!("/api/patients/{pid}/rrt");
+    let rrt = |body: Value| post(&host, &rrt_path, "application/json", body.to_string());
+    for (body, status, why) in [
+        (json!({"rrt": "on-rrt"}), 400, "who records it is required"),
+        (json!({"rrt": "dialysis", "by": "Dr Renal"}), 400, "an unknown value"),
+        (json!({"by": "Dr Renal"}), 400, "rrt is required"),
+        (
+            json!({"rrt": "on-rrt", "by": "Dr Renal", "extra": 1}),
+            400,
+            "unknown fields",
+        ),
+    ] {
+        let r = rrt(body).await;
+        assert_eq!(r.status(), status, "{why}");
+        diagnostics(r).await;
+    }
+    assert_eq!(
+        post(&host, &rrt_path, "text/plain", "on-rrt".into()).await.status(),
+        415
+    );
+    assert_eq!(
+        post(
+            &host,
+            "/api/patients/no-such-patient/rrt",
+            "application/json",
+            json!({"rrt": "on-rrt", "by": "Dr Renal"}).to_string()
+        )
+        .await
+        .status(),
+        404
+    );
+
+    let on: Value = rrt(json!({"rrt": "on-rrt", "by": "Dr Renal"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((&on["changed"], &on["rrt"]), (&json!(true), &json!("on-rrt")));
+    assert!(
+        on["alerts"]
+            .as_array()
+            .expect("alerts")
+            .contains(&json!({"type": "alert-withdrawn", "alert_id": id})),
+        "{on}"
+    );
+    let again: Value = rrt(json!({"rrt": "on-rrt", "by": "Dr Renal"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["changed"], false, "recording it twice changes nothing");
+    let withdrawn = once_listed(&host, "?status=withdrawn", &id).await;
+    assert_eq!(
+        withdrawn["closed"]["reason"],
+        "renal replacement therapy recorded: the AKI algorithm does not apply"
+    );
+    let record = host.get_json(&format!("/api/patients/{pid}")).await;
+    assert_eq!(
+        (&record["rrt"]["rrt"], &record["rrt"]["by"]),
+        (&json!("on-rrt"), &json!("Dr Renal"))
+    );
+    assert!(
+        page(&host, &format!("/patients/{pid}"))
+            .await
+            .contains("on RRT (recorded by Dr Renal")
+    );
+
+    let off = rrt(json!({"rrt": "not-on-rrt", "by": "Dr Renal"})).await;
+    assert_eq!(off.status(), 200);
+    let back = once_listed(&host, "?status=active", &id).await;
+    assert_eq!(back["stage"], 2);
+    host.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The ward board in a real browser: Debian's Chromium (headless) driven by `playwright-core`
 //! from `host/tests/browser/board.mjs`, against the `wardwatch` binary on 127.0.0.1:0. Each test
-//! runs one scenario of that script (its header says what each proves). They take turns: five
+//! runs one scenario of that script (its header says what each proves). They take turns: six
 //! Chromiums at once on a two-core machine would only make each slower.
 //!
 //! Needs Node.js and Chromium (a missing one fails the test with the command that installs it;
@@ -132,4 +132,9 @@ async fn a_page_open_across_a_host_restart_misses_and_doubles_nothing() {
     )
     .await;
     clean_up(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_discharged_patients_unacknowledged_alert_is_followed_up_and_acknowledged_on_the_board() {
+    scenario("discharged", &[]).await;
 }

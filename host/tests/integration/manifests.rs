@@ -248,7 +248,12 @@ fn dapr_components_use_documented_metadata_and_the_names_the_code_uses() {
                     assert_eq!(name, lanes::ESCALATE, "{}", file.display());
                     assert!(get("schedule").is_some(), "{}: schedule", file.display());
                     assert_eq!(get("direction").as_deref(), Some("input"), "{}", file.display());
-                    assert_eq!(doc["scopes"], serde_json::json!(["evaluate-alert"]), "{}", file.display());
+                    assert_eq!(
+                        doc["scopes"],
+                        serde_json::json!(["evaluate-alert"]),
+                        "{}",
+                        file.display()
+                    );
                 }
                 if kind == "state.redis" {
                     assert_eq!(
