@@ -172,17 +172,16 @@ pub fn assess(c1: &Creatinine, earlier: &[Creatinine], patient: &AkiPatient) -> 
     let child = patient.age.is_some_and(|a| a.years < 18);
 
     // Earlier results only, once each, within 365 days.
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut window: Vec<(Duration, f64, &str)> = Vec::new();
     for r in earlier {
         let before = c1.at - r.at;
         if r.result_id == c1.result_id || before <= Duration::zero() || before > RV2_WINDOW {
             continue;
         }
-        if seen.contains(&r.result_id.as_str()) || !r.umol_per_l.is_finite() || r.umol_per_l <= 0.0 {
+        if !r.umol_per_l.is_finite() || r.umol_per_l <= 0.0 || !seen.insert(&r.result_id) {
             continue;
         }
-        seen.push(&r.result_id);
         window.push((before, r.umol_per_l, &r.result_id));
     }
 

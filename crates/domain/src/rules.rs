@@ -52,6 +52,11 @@ pub struct CriticalLimit {
     /// (default: the table's).
     #[serde(default)]
     pub repeat_minutes: Option<u32>,
+    /// Only a new finding alerts: a result beyond the limit whose previous result of the
+    /// analyte (in the kept history) was beyond it too says nothing — a known high creatinine
+    /// (chronic kidney disease, dialysis) is not telephoned again and again.
+    #[serde(default)]
+    pub new_finding_only: bool,
 }
 
 impl CriticalLimit {

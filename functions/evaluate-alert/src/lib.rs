@@ -149,8 +149,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for Escalate<S, L, P> {
         let now = event.context.received_at;
         let listed = self.records.members(keys::REVIEW).await.map_err(EvaluateError::from)?;
         let mut escalated = Vec::new();
+        let mut failed = 0usize;
         for patient_id in &listed {
-            let ids = self
+            let done = self
                 .records
                 .update(patient_id, |record| {
                     let Some(record) = record else {
@@ -167,11 +168,28 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for Escalate<S, L, P> {
                         Step::Keep(ids)
                     })
                 })
-                .await?;
-            for alert_id in ids {
-                tracing::warn!(%alert_id, %patient_id, "alert escalated: not acknowledged by its review time");
-                escalated.push(json!({"alert_id": alert_id, "patient_id": patient_id}));
+                .await;
+            match done {
+                Ok(ids) => {
+                    for alert_id in ids {
+                        tracing::warn!(%alert_id, %patient_id, "alert escalated: not acknowledged by its review time");
+                        escalated.push(json!({"alert_id": alert_id, "patient_id": patient_id}));
+                    }
+                }
+                // One patient's trouble never holds up the others' escalations; the tick is
+                // answered as failed (and tried again) once every patient was tried.
+                Err(e) => {
+                    let f = Failure::from(e);
+                    tracing::error!(%patient_id, kind = f.kind.as_str(), reason = %f.message, "escalation failed for a patient");
+                    failed += 1;
+                }
             }
+        }
+        if failed > 0 {
+            return Err(Failure::new(
+                FailureKind::Transient,
+                format!("escalation failed for {failed} patients (logged); the next tick tries again"),
+            ));
         }
         Ok(Output::ok(json!({"checked": listed.len(), "escalated": escalated})))
     }

@@ -145,6 +145,39 @@ async fn an_alert_nobody_acknowledges_is_escalated_by_the_tick_once_after_its_re
 }
 
 #[tokio::test]
+async fn one_unreadable_record_on_the_review_list_never_holds_up_the_others_escalations() {
+    let (records, bus) = memory();
+    let evaluate = evaluate_alert::EvaluateAlert::new(records.clone(), CriticalLimits::default());
+    let escalate = evaluate_alert::Escalate::new(records.clone());
+    store(&records, &lab("k1", "potassium", 7.2, t0())).await;
+    evaluate.call(resulted("k1", t0())).await.expect("evaluated");
+    // A record that cannot be read, listed first ("a…" sorts before "p1").
+    records
+        .store
+        .set(&keys::record("a-broken"), b"{not json", None)
+        .await
+        .expect("set");
+    records
+        .cas::<wardwatch_records::Members, _>(keys::REVIEW, |m| {
+            m.patients.insert("a-broken".into(), 1);
+            true
+        })
+        .await
+        .expect("listed");
+    let failed = escalate
+        .call(tick(t0() + Duration::hours(2)))
+        .await
+        .expect_err("reported");
+    assert_eq!(failed.kind, wardwatch_runtime::FailureKind::Transient);
+    assert!(!failed.message.contains("not json"), "no internal detail to the caller");
+    assert_eq!(
+        lane_types(&bus),
+        ["alert-raised", "alert-escalated"],
+        "p1 was escalated all the same"
+    );
+}
+
+#[tokio::test]
 async fn creatinine_results_arriving_shuffled_and_redelivered_raise_one_aki_alert_on_the_lane() {
     let series = [
         lab("c1", "creatinine", 80.0, t0() - Duration::days(30)),

@@ -183,14 +183,22 @@ fn critical_steps<'a>(
         .filter(|r| r.analyte.as_deref() == Some(analyte) && stands_by(r) && r.evaluable().is_some())
         .collect();
     history.sort_by(by_time);
+    // Whether the previous result met the rule (for limits that alert on new findings only).
+    let mut previous_met = false;
     history
         .into_iter()
         .map(|r| {
             let age = age_years(record, r);
             let Some(limit) = limits.limit_for(analyte, &r.unit, age) else {
+                previous_met = false;
                 return (r, Step::Silent);
             };
-            if let Some(f) = critical_limits(r, limits, age).into_iter().find(|f| f.rule == rule) {
+            let finding = critical_limits(r, limits, age).into_iter().find(|f| f.rule == rule);
+            let known = std::mem::replace(&mut previous_met, finding.is_some());
+            if finding.is_some() && known && limit.new_finding_only {
+                return (r, Step::Silent);
+            }
+            if let Some(f) = finding {
                 let mut head = Headline::of(r);
                 head.severity = f.severity;
                 head.message = f.message;
@@ -200,26 +208,23 @@ fn critical_steps<'a>(
                 let repeat = minutes(limit.repeat_minutes.unwrap_or(limits.repeat_minutes));
                 return (r, Step::Finding(Box::new(head), repeat));
             }
-            // `>7` says nothing about a low limit's opposite: only a value that plainly does not
-            // meet the rule clears it.
-            let bound_only = match r.comparator.as_deref() {
-                Some(">" | ">=") => high,
-                Some("<" | "<=") => !high,
-                _ => false,
+            // Only a value that plainly does not meet the rule clears it: `>7` says nothing
+            // about a high limit, nor `<7` when the limit is 6.5 (it may be 6.8).
+            let v = r.evaluable().unwrap_or_default();
+            let plain = match (r.comparator.as_deref(), high) {
+                (Some(">" | ">="), true) | (Some("<" | "<="), false) => false,
+                (Some("<"), true) => limit.high.is_some_and(|h| v <= h),
+                (Some("<="), true) => limit.high.is_some_and(|h| v < h),
+                (Some(">"), false) => limit.low.is_some_and(|l| v >= l),
+                (Some(">="), false) => limit.low.is_some_and(|l| v > l),
+                _ => true,
             };
             let limited = if high {
                 limit.high.is_some()
             } else {
                 limit.low.is_some()
             };
-            (
-                r,
-                if bound_only || !limited {
-                    Step::Silent
-                } else {
-                    Step::Clears
-                },
-            )
+            (r, if plain && limited { Step::Clears } else { Step::Silent })
         })
         .collect()
 }
@@ -231,7 +236,8 @@ fn aki_steps<'a>(record: &'a PatientRecord, limits: &CriticalLimits) -> Vec<(&'a
         .results
         .iter()
         .filter(|r| r.analyte.as_deref() == Some("creatinine") && stands_by(r) && r.evaluable().is_some())
-        .filter(|r| r.when().is_some() && r.unit == "umol/L")
+        // A bound (`<18`) is no creatinine value: neither C1 nor a baseline.
+        .filter(|r| r.when().is_some() && r.unit == "umol/L" && r.comparator.is_none())
         .collect();
     history.sort_by(by_time);
     let all: Vec<Creatinine> = history
@@ -371,6 +377,44 @@ fn show(a: &mut Alert, head: &Headline, results: &[String]) {
     a.telephone = head.telephone;
 }
 
+/// An id for a new alert of `rule` on this episode: derived from the result being evaluated if
+/// it is in the episode, else from the episode's first result — unless an alert of that id is
+/// already kept (the result's own alert since matched to another episode), then from the next
+/// result, then with a counter. A withdrawn alert of the id that nothing claimed is reinstated.
+fn fresh_id(
+    r: &PatientRecord,
+    rule: &str,
+    e: &Episode,
+    trigger: Option<&str>,
+    claimed: &HashSet<String>,
+) -> (String, String) {
+    let mut firsts: Vec<&str> = trigger
+        .filter(|t| e.results.iter().any(|x| x == t))
+        .into_iter()
+        .collect();
+    firsts.extend(e.results.iter().map(String::as_str));
+    let free = |id: &str| {
+        r.alerts
+            .iter()
+            .all(|a| a.id != id || a.status == AlertStatus::Withdrawn && !claimed.contains(&a.id))
+    };
+    for first in &firsts {
+        let id = alert_id(&r.id, rule, first);
+        if free(&id) {
+            return (id, (*first).to_owned());
+        }
+    }
+    let first = firsts[0];
+    let mut n = 2u32;
+    loop {
+        let id = ids::derived("alert", &[&r.id, rule, first, &n.to_string()]);
+        if free(&id) {
+            return (id, first.to_owned());
+        }
+        n += 1;
+    }
+}
+
 /// Bring the record's alerts of `rule` in step with the episodes its history shows.
 fn reconcile(
     r: &mut PatientRecord,
@@ -386,16 +430,14 @@ fn reconcile(
         .filter(|x| x.is_retracted())
         .map(|x| x.result_id.clone())
         .collect();
-    let pid = r.id.clone();
     let trigger_at = trigger.and_then(|t| r.result(t)).and_then(ResultEntry::when);
     let mut claimed: HashSet<String> = HashSet::new();
+    // Each episode's alert, with the episode's results: where an alert no episode keeps went.
+    let mut kept: Vec<(String, Vec<String>)> = Vec::new();
     let mut changes = Vec::new();
     for e in &found {
         let shares = |a: &Alert| a.implicated().iter().any(|x| e.results.iter().any(|y| y == x));
-        let first = trigger
-            .filter(|t| e.results.iter().any(|x| x == t))
-            .unwrap_or(e.results[0].as_str());
-        let new_id = alert_id(&pid, rule, first);
+        let (new_id, first) = fresh_id(r, rule, e, trigger, &claimed);
         let at = r
             .alerts
             .iter()
@@ -405,7 +447,7 @@ fn reconcile(
             })
             .min_by(|(_, a), (_, b)| a.raised_at.cmp(&b.raised_at).then_with(|| a.id.cmp(&b.id)))
             .map(|(i, _)| i)
-            .or_else(|| r.alerts.iter().position(|a| a.id == new_id && !claimed.contains(&a.id)));
+            .or_else(|| r.alerts.iter().position(|a| a.id == new_id));
         let review_by = e.head.review.map(|d| now + d);
         // An episode that is over and holds no alert is raised (and resolved at once) only when
         // the result being evaluated could have made it: it is in it, or older than its last
@@ -424,7 +466,7 @@ fn reconcile(
                 stage: None,
                 status: AlertStatus::Active,
                 message: String::new(),
-                result_id: first.to_owned(),
+                result_id: first.clone(),
                 results: Vec::new(),
                 loinc: String::new(),
                 analyte: None,
@@ -445,34 +487,21 @@ fn reconcile(
                 AuditAction::Raised,
                 &a,
                 BY_RULES,
-                Some(first),
+                Some(&first),
                 a.message.clone(),
                 now,
             ));
             if let Some(y) = &e.resolved_by {
-                a.status = AlertStatus::Resolved;
-                a.review_by = None;
-                a.closed = Some(Closure {
-                    at: now,
-                    reason: "a later result cleared the rule".into(),
-                    result_id: Some(y.clone()),
-                });
-                changes.push(change(
-                    EventType::AlertResolved,
-                    AuditAction::Resolved,
-                    &a,
-                    BY_RULES,
-                    Some(y),
-                    "a later result cleared the rule".into(),
-                    now,
-                ));
+                resolve(&mut a, y, now, &mut changes);
             }
             claimed.insert(a.id.clone());
+            kept.push((a.id.clone(), e.results.clone()));
             r.alerts.push(a);
             continue;
         };
         let a = &mut r.alerts[i];
         claimed.insert(a.id.clone());
+        kept.push((a.id.clone(), e.results.clone()));
         let before = a.clone();
         show(a, &e.head, &e.results);
         let upgraded = e.head.level() > before.level();
@@ -491,21 +520,17 @@ fn reconcile(
                     ));
                 }
             }
-            (Some(y), _) => {
-                a.status = AlertStatus::Resolved;
-                a.review_by = None;
-                a.closed = Some(Closure {
-                    at: now,
-                    reason: "a later result cleared the rule".into(),
-                    result_id: Some(y.clone()),
-                });
+            (Some(y), _) => resolve(a, y, now, &mut changes),
+            (None, AlertStatus::Resolved | AlertStatus::Withdrawn) if upgraded => {
+                // Back, and more serious than anyone acknowledged: it needs someone again.
+                needs_someone(a, review_by);
                 changes.push(change(
-                    EventType::AlertResolved,
-                    AuditAction::Resolved,
+                    EventType::AlertUpgraded,
+                    AuditAction::Upgraded,
                     a,
                     BY_RULES,
-                    Some(y),
-                    "a later result cleared the rule".into(),
+                    why,
+                    format!("open again, at a higher stage or severity: {}", a.message),
                     now,
                 ));
             }
@@ -516,6 +541,7 @@ fn reconcile(
                     AlertStatus::Active
                 };
                 a.closed = None;
+                a.escalated_at = None;
                 a.review_by = review_by.filter(|_| a.status == AlertStatus::Active);
                 changes.push(change(
                     EventType::AlertUpdated,
@@ -529,10 +555,7 @@ fn reconcile(
             }
             (None, _) if upgraded => {
                 // A higher stage or severity needs someone to see it again.
-                a.status = AlertStatus::Active;
-                a.acknowledged = None;
-                a.escalated_at = None;
-                a.review_by = review_by;
+                needs_someone(a, review_by);
                 changes.push(change(
                     EventType::AlertUpgraded,
                     AuditAction::Upgraded,
@@ -543,7 +566,14 @@ fn reconcile(
                     now,
                 ));
             }
-            (None, _) => {
+            (None, status) => {
+                if e.head.level() < before.level() && status == AlertStatus::Active {
+                    // Less serious now: the review time of the new level, never a later one.
+                    a.review_by = match (review_by, before.review_by) {
+                        (Some(new), Some(old)) => Some(new.min(old)),
+                        (new, _) => new,
+                    };
+                }
                 if *a != before {
                     changes.push(change(
                         EventType::AlertUpdated,
@@ -561,7 +591,9 @@ fn reconcile(
             a.updated_at = Some(now);
         }
     }
-    // Alerts no episode keeps: withdrawn, while the history still holds what they rest on.
+    // Alerts no episode keeps, while the history still holds what they rest on: merged into the
+    // episode's alert that shares their results, else withdrawn.
+    let mut merged: Vec<(String, Alert)> = Vec::new();
     for a in r
         .alerts
         .iter_mut()
@@ -570,21 +602,30 @@ fn reconcile(
         if !a.implicated().iter().any(|x| held.contains(*x)) {
             continue;
         }
-        let reason = if a.implicated().iter().any(|x| retracted.contains(*x)) {
-            "the laboratory retracted a result it rested on"
+        let into = kept
+            .iter()
+            .find(|(_, results)| a.implicated().iter().any(|x| results.iter().any(|y| y == x)))
+            .map(|(id, _)| id.clone());
+        let reason = if let Some(into) = &into {
+            format!("merged into alert {into}: a result that came later joined the two episodes")
+        } else if a.implicated().iter().any(|x| retracted.contains(*x)) {
+            "the laboratory retracted a result it rested on".to_owned()
         } else if rule == AKI_RULE
             && a.evidence.aki.is_some()
             && r.rrt.as_ref().is_some_and(|x| x.rrt == aki::Rrt::OnRrt)
         {
-            "renal replacement therapy recorded: the AKI algorithm does not apply"
+            "renal replacement therapy recorded: the AKI algorithm does not apply".to_owned()
         } else {
-            "re-evaluated: its results no longer meet the rule (a corrected value, or earlier results that arrived later)"
+            "re-evaluated: its results no longer meet the rule (a corrected value, or earlier results that arrived later)".to_owned()
         };
+        if let Some(into) = into {
+            merged.push((into, a.clone()));
+        }
         a.status = AlertStatus::Withdrawn;
         a.review_by = None;
         a.closed = Some(Closure {
             at: now,
-            reason: reason.into(),
+            reason: reason.clone(),
             result_id: None,
         });
         a.updated_at = Some(now);
@@ -594,11 +635,67 @@ fn reconcile(
             a,
             BY_RULES,
             trigger,
-            reason.into(),
+            reason,
+            now,
+        ));
+    }
+    // An alert nobody acknowledged, merged into one somebody did: the merged one needs someone
+    // again, as soon as the earlier of the two asked.
+    for (into, gone) in merged {
+        let Some(a) = r.alerts.iter_mut().find(|a| a.id == into) else {
+            continue;
+        };
+        if !gone.status.needs_acknowledgement() || a.status.needs_acknowledgement() || !a.status.is_open() {
+            continue;
+        }
+        a.status = gone.status;
+        a.acknowledged = None;
+        a.escalated_at = gone.escalated_at;
+        a.review_by = gone.review_by;
+        a.updated_at = Some(now);
+        changes.push(change(
+            EventType::AlertUpdated,
+            AuditAction::Updated,
+            a,
+            BY_RULES,
+            trigger,
+            format!(
+                "took in alert {}, which nobody had acknowledged: needs acknowledging again",
+                gone.id
+            ),
             now,
         ));
     }
     changes
+}
+
+/// Resolved by the result `by`.
+fn resolve(a: &mut Alert, by: &str, now: DateTime<Utc>, changes: &mut Vec<Change>) {
+    a.status = AlertStatus::Resolved;
+    a.review_by = None;
+    a.closed = Some(Closure {
+        at: now,
+        reason: "a later result cleared the rule".into(),
+        result_id: Some(by.to_owned()),
+    });
+    changes.push(change(
+        EventType::AlertResolved,
+        AuditAction::Resolved,
+        a,
+        BY_RULES,
+        Some(by),
+        "a later result cleared the rule".into(),
+        now,
+    ));
+}
+
+/// Active again: nobody has acknowledged what it says now.
+fn needs_someone(a: &mut Alert, review_by: Option<DateTime<Utc>>) {
+    a.status = AlertStatus::Active;
+    a.acknowledged = None;
+    a.escalated_at = None;
+    a.closed = None;
+    a.review_by = review_by;
 }
 
 /// The rules a result of `analyte` touches.
@@ -1199,7 +1296,8 @@ mod tests {
     #[test]
     fn once_every_result_is_in_the_alerts_are_the_same_whatever_the_order_and_redeliveries() {
         // Two AKI episodes (a rise, recovery, a second rise), a CKD-like plateau, potassium that
-        // makes one stage telephoned, a critical potassium resolved later, and a retraction.
+        // makes one stage telephoned, a critical potassium resolved later, a clearing result
+        // between two criticals, and a retraction.
         let mut all = vec![
             lab("c1", "creatinine", 80.0, "final", day(-40)),
             lab("c2", "creatinine", 84.0, "final", day(-25)),
@@ -1213,6 +1311,10 @@ mod tests {
             lab("k1", "potassium", 6.2, "final", day(0) - Duration::hours(1)),
             lab("k2", "potassium", 6.8, "final", day(3)),
             lab("k3", "potassium", 4.1, "final", day(4)),
+            // A clearing result that, arriving late, splits an episode in two.
+            lab("k4", "potassium", 7.1, "final", day(10) + Duration::hours(5)),
+            lab("k5", "potassium", 4.0, "final", day(10) + Duration::hours(10)),
+            lab("k6", "potassium", 7.0, "final", day(10) + Duration::hours(20)),
         ];
         let mut retraction = lab("c8", "creatinine", 88.0, "entered-in-error", day(7));
         retraction.issued = Some(day(8));
@@ -1294,5 +1396,126 @@ mod tests {
         r.alerts.clear();
         let d = arrive(Some(r), &lab("k1", "potassium", 7.0, "final", t(0)), t(5));
         assert_eq!(kinds(&d), [EventType::AlertRaised, EventType::AlertResolved]);
+    }
+
+    #[test]
+    fn a_late_clearing_result_that_splits_an_episode_never_makes_two_alerts_of_one_id() {
+        // k1 raises A; k0, older, joins it; km, between them, clears k0's part: two episodes.
+        let (r, _) = run(
+            &[
+                lab("k1", "potassium", 7.0, "final", t(20)),
+                lab("k0", "potassium", 7.1, "final", t(5)),
+                lab("km", "potassium", 4.0, "final", t(10)),
+            ],
+            t(21),
+        );
+        let mut ids: Vec<&str> = r.alerts.iter().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), r.alerts.len(), "{:?}", r.alerts);
+        assert_eq!(r.alerts.iter().filter(|a| a.status == AlertStatus::Active).count(), 1);
+        // Redelivering any of them changes nothing.
+        for id in ["k1", "k0", "km"] {
+            let again = decide(r.clone(), id, None, &CriticalLimits::default(), t(22));
+            assert!(again.emitted.is_empty(), "{id}: {:?}", kinds(&again));
+        }
+        // The open one can be acknowledged.
+        let open = r
+            .alerts
+            .iter()
+            .find(|a| a.status == AlertStatus::Active)
+            .expect("open")
+            .id
+            .clone();
+        assert_eq!(acknowledge(r, &open, "Dr Patel", None, t(23)).1, Acknowledged::Now);
+    }
+
+    #[test]
+    fn an_unacknowledged_alert_merged_into_an_acknowledged_one_needs_acknowledging_again() {
+        let (r, _) = run(&[lab("k1", "potassium", 7.0, "final", t(0))], t(0));
+        let a = r.alerts[0].id.clone();
+        let (acked, _) = acknowledge(r, &a, "Dr X", None, t(1));
+        // 40 h later, past the 24 h window: a second alert nobody acknowledges.
+        let d = arrive(Some(acked.record), &lab("k3", "potassium", 7.4, "final", t(40)), t(40));
+        assert_eq!(d.record.alerts.len(), 2);
+        // A late result between them joins the two episodes.
+        let d = arrive(Some(d.record), &lab("k2", "potassium", 7.1, "final", t(20)), t(41));
+        let open: Vec<&Alert> = d.record.alerts.iter().filter(|x| x.status.is_open()).collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].status, AlertStatus::Active, "the 7.4 was never acknowledged");
+        assert!(open[0].acknowledged.is_none());
+        assert!(d.record.needs_attention() && d.record.unplaced_listed);
+        let gone = d
+            .record
+            .alerts
+            .iter()
+            .find(|x| x.status == AlertStatus::Withdrawn)
+            .expect("merged");
+        assert!(gone.closed.as_ref().is_some_and(|c| c.reason.contains("merged into")));
+    }
+
+    #[test]
+    fn an_alert_reopened_at_a_higher_stage_than_was_acknowledged_needs_acknowledging_again() {
+        let mut series = baseline();
+        series.push(lab("c0", "creatinine", 130.0, "final", day(0)));
+        let (r, _) = run(&series, day(0));
+        let a = r.alerts[0].id.clone();
+        let (acked, _) = acknowledge(r, &a, "Dr X", None, day(0));
+        let (r, _) = {
+            let mut record = Some(acked.record);
+            let mut events = Vec::new();
+            for e in [
+                lab("c1", "creatinine", 85.0, "final", day(1)),
+                lab("c2", "creatinine", 260.0, "final", day(2)),
+            ] {
+                let d = arrive(record, &e, day(2));
+                events.extend(kinds(&d));
+                record = Some(d.record);
+            }
+            (record.expect("record"), events)
+        };
+        assert_eq!(r.alerts[0].status, AlertStatus::Resolved);
+        // The result that resolved it is retracted: one episode again, at stage 3.
+        let mut retracted = lab("c1", "creatinine", 85.0, "entered-in-error", day(1));
+        retracted.issued = Some(day(3));
+        let d = arrive(Some(r), &retracted, day(3));
+        let open: Vec<&Alert> = d.record.alerts.iter().filter(|x| x.status.is_open()).collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].stage, open[0].status), (Some(3), AlertStatus::Active));
+        assert!(open[0].acknowledged.is_none());
+    }
+
+    #[test]
+    fn a_stable_high_creatinine_telephones_once_as_a_new_finding_only() {
+        let series: Vec<ResultEntry> = (0..6)
+            .map(|m| lab(&format!("c{m}"), "creatinine", 420.0 + m as f64, "final", day(m * 30)))
+            .collect();
+        let (r, events) = run(&series, day(150));
+        let critical: Vec<&Alert> = r
+            .alerts
+            .iter()
+            .filter(|a| a.rule == "critical-high:creatinine")
+            .collect();
+        assert_eq!(critical.len(), 1, "{:?}", r.alerts);
+        assert_eq!(critical[0].results, ["c0"]);
+        assert!(r.alerts.iter().all(|a| a.stage.unwrap_or(0) == 0), "never an AKI stage");
+        assert_eq!(
+            events.iter().filter(|k| **k == EventType::AlertRaised).count(),
+            2,
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_bound_clears_a_rule_only_when_it_plainly_does_not_meet_it() {
+        let (r, _) = run(&[lab("k1", "potassium", 7.0, "final", t(0))], t(0));
+        let mut under_7 = lab("k2", "potassium", 7.0, "final", t(1));
+        under_7.comparator = Some("<".into());
+        let d = arrive(Some(r.clone()), &under_7, t(1));
+        assert_eq!(d.record.alerts[0].status, AlertStatus::Active, "<7 may still be 6.8");
+        let mut under_6 = lab("k2", "potassium", 6.0, "final", t(1));
+        under_6.comparator = Some("<".into());
+        let d = arrive(Some(r), &under_6, t(1));
+        assert_eq!(d.record.alerts[0].status, AlertStatus::Resolved);
     }
 }
