@@ -229,9 +229,8 @@ fn critical_steps<'a>(
         .collect()
 }
 
-/// The AKI rule: every creatinine assessed against all the others.
-fn aki_steps<'a>(record: &'a PatientRecord, limits: &CriticalLimits) -> Vec<(&'a ResultEntry, Step)> {
-    let rules = &limits.aki;
+/// The creatinine results AKI reads, in time order, and the same as the algorithm's input.
+fn creatinine_history(record: &PatientRecord) -> (Vec<&ResultEntry>, Vec<Creatinine>) {
     let mut history: Vec<&ResultEntry> = record
         .results
         .iter()
@@ -250,11 +249,28 @@ fn aki_steps<'a>(record: &'a PatientRecord, limits: &CriticalLimits) -> Vec<(&'a
             })
         })
         .collect();
+    (history, all)
+}
+
+/// The patient as the AKI algorithm sees them when `c1_at` was taken.
+fn aki_patient(record: &PatientRecord, c1_at: DateTime<Utc>) -> AkiPatient {
     let female = match record.gender.as_deref() {
         Some("female") => Some(true),
         Some("male") => Some(false),
         _ => None,
     };
+    let age = record.birth_date.and_then(|b| aki::Age::at(b, c1_at));
+    AkiPatient {
+        age,
+        upper_reference_limit: aki::default_upper_reference_limit(age, female),
+        rrt: record.rrt(),
+    }
+}
+
+/// The AKI rule: every creatinine assessed against all the others.
+fn aki_steps<'a>(record: &'a PatientRecord, limits: &CriticalLimits) -> Vec<(&'a ResultEntry, Step)> {
+    let rules = &limits.aki;
+    let (history, all) = creatinine_history(record);
     let mut potassium: Vec<&ResultEntry> = record
         .results
         .iter()
@@ -266,13 +282,7 @@ fn aki_steps<'a>(record: &'a PatientRecord, limits: &CriticalLimits) -> Vec<(&'a
         .into_iter()
         .zip(all.iter())
         .map(|(r, c1)| {
-            let age = record.birth_date.and_then(|b| aki::Age::at(b, c1.at));
-            let patient = AkiPatient {
-                age,
-                upper_reference_limit: aki::default_upper_reference_limit(age, female),
-                rrt: record.rrt(),
-            };
-            let a = aki::assess(c1, &all, &patient);
+            let a = aki::assess(c1, &all, &aki_patient(record, c1.at));
             let mut head = Headline::of(r);
             let step = match a.outcome {
                 Outcome::Warning(stage) => {
@@ -740,6 +750,9 @@ fn evaluate(
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     for rule in rules {
+        if quiet(r, rule, trigger, limits) {
+            continue;
+        }
         let found = if rule == AKI_RULE {
             episodes(aki_steps(r, limits))
         } else {
@@ -749,6 +762,44 @@ fn evaluate(
         changes.extend(reconcile(r, rule, found, trigger, now));
     }
     changes
+}
+
+/// Whether evaluating `rule` again cannot change anything, known without re-reading the
+/// history: the patient has no alert of the rule, and the result being evaluated is no finding
+/// of it (for AKI: it is also the latest creatinine, so no other assessment depends on it). The
+/// other results' findings made their alerts when they were evaluated; an episode whose alert
+/// bounding let go is not raised again anyway. Most results take this way.
+fn quiet(r: &PatientRecord, rule: &str, trigger: Option<&str>, limits: &CriticalLimits) -> bool {
+    if r.alerts.iter().any(|a| a.rule == rule) {
+        return false;
+    }
+    let Some(x) = trigger.and_then(|t| r.result(t)) else {
+        return false;
+    };
+    if !stands_by(x) || x.evaluable().is_none() {
+        // Not evaluated; for AKI it may still have been a baseline (a correction of one).
+        return rule != AKI_RULE;
+    }
+    if rule != AKI_RULE {
+        return !critical_limits(x, limits, age_years(r, x))
+            .iter()
+            .any(|f| f.rule == rule);
+    }
+    let latest = r
+        .results
+        .iter()
+        .filter(|c| c.analyte.as_deref() == Some("creatinine") && c.result_id != x.result_id)
+        .all(|c| c.when() < x.when());
+    if !latest {
+        return false;
+    }
+    let (_, all) = creatinine_history(r);
+    all.iter().find(|c| c.result_id == x.result_id).is_none_or(|c1| {
+        !matches!(
+            aki::assess(c1, &all, &aki_patient(r, c1.at)).outcome,
+            Outcome::Warning(_) | Outcome::PossibleAkiNoBaseline
+        )
+    })
 }
 
 /// Queue the changes: the work lists first, then the audit entries and the events (a reader
