@@ -4,6 +4,7 @@
 //!
 //! Nothing here does I/O or knows about tokio; the current time is always passed in.
 
+pub mod adt;
 pub mod aki;
 pub mod alert;
 pub mod decide;

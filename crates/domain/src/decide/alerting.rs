@@ -516,17 +516,17 @@ fn reconcile(
         show(a, &e.head, &e.results);
         let upgraded = e.head.level() > before.level();
         let why = trigger.filter(|t| e.results.iter().chain(&e.resolved_by).any(|x| x == t));
+        let ruled = |kind: EventType, action: AuditAction, a: &Alert, detail: String| {
+            change(kind, action, a, BY_RULES, why, detail, now)
+        };
         match (&e.resolved_by, before.status) {
             (Some(_), AlertStatus::Resolved) => {
                 if *a != before {
-                    changes.push(change(
+                    changes.push(ruled(
                         EventType::AlertUpdated,
                         AuditAction::Updated,
                         a,
-                        BY_RULES,
-                        why,
                         a.message.clone(),
-                        now,
                     ));
                 }
             }
@@ -534,14 +534,11 @@ fn reconcile(
             (None, AlertStatus::Resolved | AlertStatus::Withdrawn) if upgraded => {
                 // Back, and more serious than anyone acknowledged: it needs someone again.
                 needs_someone(a, review_by);
-                changes.push(change(
+                changes.push(ruled(
                     EventType::AlertUpgraded,
                     AuditAction::Upgraded,
                     a,
-                    BY_RULES,
-                    why,
                     format!("open again, at a higher stage or severity: {}", a.message),
-                    now,
                 ));
             }
             (None, AlertStatus::Resolved | AlertStatus::Withdrawn) => {
@@ -553,27 +550,21 @@ fn reconcile(
                 a.closed = None;
                 a.escalated_at = None;
                 a.review_by = review_by.filter(|_| a.status == AlertStatus::Active);
-                changes.push(change(
+                changes.push(ruled(
                     EventType::AlertUpdated,
                     AuditAction::Reopened,
                     a,
-                    BY_RULES,
-                    why,
                     "what closed it no longer stands: open again".into(),
-                    now,
                 ));
             }
             (None, _) if upgraded => {
                 // A higher stage or severity needs someone to see it again.
                 needs_someone(a, review_by);
-                changes.push(change(
+                changes.push(ruled(
                     EventType::AlertUpgraded,
                     AuditAction::Upgraded,
                     a,
-                    BY_RULES,
-                    why,
                     a.message.clone(),
-                    now,
                 ));
             }
             (None, status) => {
@@ -585,14 +576,11 @@ fn reconcile(
                     };
                 }
                 if *a != before {
-                    changes.push(change(
+                    changes.push(ruled(
                         EventType::AlertUpdated,
                         AuditAction::Updated,
                         a,
-                        BY_RULES,
-                        why,
                         a.message.clone(),
-                        now,
                     ));
                 }
             }
