@@ -9,6 +9,7 @@ pub mod demo;
 use std::sync::Arc;
 
 use admit::Admit;
+use admit::hl7v2::Hl7v2;
 use evaluate_alert::{Escalate, EvaluateAlert};
 use ingest_lab::search::ObservationSearch;
 use ingest_lab::{IngestLab, LabSettings};
@@ -25,9 +26,11 @@ pub const INPUTS: &[&str] = &[LAB_FEED, LAB_RESULTED];
 /// Every route of the all-in-one process.
 pub fn app(wiring: &Wiring) -> App {
     let identity = &wiring.config.identity;
+    let admit = Arc::new(Admit::new(wiring.records(), identity.clone()));
     wiring
         .app()
-        .fhir("/fhir", Arc::new(Admit::new(wiring.records(), identity.clone())))
+        .fhir("/fhir", admit.clone())
+        .endpoint("/hl7v2", Hl7v2::new(admit, identity.clone(), wiring.config.zone))
         .binding(
             LAB_FEED,
             Arc::new(IngestLab::with_settings(

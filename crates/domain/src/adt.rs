@@ -278,7 +278,7 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 /// HL7 table 0357 conditions used here.
-mod condition {
+pub mod condition {
     pub const SEGMENT_SEQUENCE: &str = "100";
     pub const REQUIRED_FIELD: &str = "101";
     pub const DATA_TYPE: &str = "102";
@@ -287,6 +287,10 @@ mod condition {
     pub const EVENT: &str = "201";
     pub const VERSION: &str = "203";
     pub const UNKNOWN_KEY: &str = "204";
+    /// Taken, but cannot be stored now: send it again.
+    pub const RECORD_LOCKED: &str = "206";
+    /// Read, but refused by the admission rules (the text says which).
+    pub const APPLICATION: &str = "207";
 
     /// The table's text for a code (ERR-3.2).
     pub fn text(code: &str) -> &'static str {

@@ -20,9 +20,11 @@ use wardwatch_domain::facts::{self, EncounterFacts, PatientFacts, SubjectRef};
 use wardwatch_domain::identity::{Identifier, IdentityRules};
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore, ready};
 use wardwatch_domain::record::EncounterState;
-use wardwatch_domain::{Issue, ids, keys};
+use wardwatch_domain::{Issue, adt, ids, keys};
 use wardwatch_records::{Claim, Prefetched, Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
+
+pub mod hl7v2;
 
 /// Why an admission was refused. Each variant classifies itself for the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,8 @@ struct EncounterPlan {
     given_id: Option<String>,
     facts: EncounterFacts,
     resource: Value,
+    /// An explicit cancel of the discharge (HL7 v2 A13).
+    cancel_discharge: bool,
 }
 
 /// Everything one patient gets from one request.
@@ -244,6 +248,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
     }
 
     fn encounter_update(&self, plan: EncounterPlan, patient_id: &str) -> (Value, EncounterUpdate) {
+        let cancel_discharge = plan.cancel_discharge;
         let id = plan.given_id.clone().unwrap_or_else(|| match &plan.facts.identifier {
             Some(identifier) => ids::derived("encounter", &[patient_id, identifier]),
             // Neither id nor identifier: a new encounter, named by its content.
@@ -273,7 +278,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             resource,
             EncounterUpdate {
                 state,
-                cancel_discharge: false,
+                cancel_discharge,
             },
         )
     }
@@ -426,6 +431,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                         .or_else(|| facts.id.clone().filter(|id| ids::is_fhir_id(id))),
                     facts,
                     resource,
+                    cancel_discharge: false,
                 });
             }
         }
@@ -437,6 +443,29 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         Ok(Output::ok(
             json!({"resourceType": "Bundle", "type": "transaction-response", "entry": response}),
         ))
+    }
+}
+
+impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
+    /// Admit what one HL7 v2 ADT message says: its Patient and Encounter, validated like any
+    /// FHIR admission (schema and typed), then decided and written as a transaction of the two.
+    /// Returns once the patient's record is written (durably taken).
+    pub async fn admit_adt(&self, message: &adt::AdtMessage, now: DateTime<Utc>) -> Result<(), AdmitError> {
+        wardwatch_fhir::validate_resource(&message.patient).map_err(AdmitError::Invalid)?;
+        let patient = self.plan_patient(None, message.patient.clone(), None, None)?;
+        let mut encounters = Vec::new();
+        if let Some(resource) = &message.encounter {
+            wardwatch_fhir::validate_resource(resource).map_err(AdmitError::Invalid)?;
+            let facts = facts::encounter(resource).map_err(AdmitError::Refused)?;
+            encounters.push(EncounterPlan {
+                entry: None,
+                given_id: None,
+                facts,
+                resource: resource.clone(),
+                cancel_discharge: message.cancel_discharge,
+            });
+        }
+        self.admit(vec![patient], encounters, now).await.map(|_| ())
     }
 }
 
@@ -514,6 +543,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Function for Admit<S, L, P> {
                     given_id: facts.id.clone().filter(|id| ids::is_fhir_id(id)),
                     facts,
                     resource,
+                    cancel_discharge: false,
                 };
                 let mut written = self.admit(Vec::new(), vec![plan], now).await?;
                 Output::created(written.pop().and_then(|(_, _, r)| r).unwrap_or_default())

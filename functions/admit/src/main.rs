@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
     wardwatch_adapters::launch::main("admit", &[], |w| {
-        let admit = admit::Admit::new(w.records(), w.config.identity.clone());
-        w.app().fhir("/fhir", Arc::new(admit))
+        let admit = Arc::new(admit::Admit::new(w.records(), w.config.identity.clone()));
+        let hl7v2 = admit::hl7v2::Hl7v2::new(admit.clone(), w.config.identity.clone(), w.config.zone);
+        w.app().fhir("/fhir", admit).endpoint("/hl7v2", hl7v2)
     })
 }

@@ -7,6 +7,7 @@ mod browser;
 mod dapr;
 mod embedded;
 mod helpers;
+mod hl7v2;
 mod lab;
 mod manifests;
 mod records;
