@@ -13,6 +13,9 @@ pub enum EventType {
     Admitted,
     Transferred,
     Discharged,
+    /// An admission that should not have been (HL7 v2 A11, an Encounter `cancelled` or
+    /// `entered-in-error`): the patient leaves the ward without a discharge.
+    AdmissionCancelled,
     ResultStored,
     AlertRaised,
     AlertAcknowledged,
@@ -31,6 +34,7 @@ impl EventType {
             EventType::Admitted => "admitted",
             EventType::Transferred => "transferred",
             EventType::Discharged => "discharged",
+            EventType::AdmissionCancelled => "admission-cancelled",
             EventType::ResultStored => "result-stored",
             EventType::AlertRaised => "alert-raised",
             EventType::AlertAcknowledged => "alert-acknowledged",
@@ -45,7 +49,9 @@ impl EventType {
     /// The lane that carries this type of event.
     pub fn lane(self) -> &'static str {
         match self {
-            EventType::Admitted | EventType::Transferred | EventType::Discharged => crate::lanes::ADMISSIONS,
+            EventType::Admitted | EventType::Transferred | EventType::Discharged | EventType::AdmissionCancelled => {
+                crate::lanes::ADMISSIONS
+            }
             EventType::ResultStored => crate::lanes::LAB_RESULTED,
             EventType::AlertRaised
             | EventType::AlertAcknowledged

@@ -128,6 +128,18 @@ async fn a_cancelled_admission_leaves_the_board_and_what_cannot_be_taken_is_refu
     let (status, msa, _) = send(&host, "06-a11-cancel-admit.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
     assert_eq!(placed(&host).await, None, "a cancelled admission is no inpatient");
+    let page = host.get_json("/api/events?after=0&limit=1000").await;
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["admitted", "admission-cancelled"],
+        "its own event, not a discharge"
+    );
 
     // A merge is not supported: refused (AR) by name, condition 201.
     let (status, msa, ack) = send(&host, "refused-201-a40-merge.hl7").await;

@@ -144,6 +144,15 @@ pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionI
         r.sync_unplaced();
         let kind = match (&old, &new) {
             (None, Some(_)) => Some(EventType::Admitted),
+            // Off the ward because the stay was cancelled (HL7 v2 A11, or an Encounter
+            // `cancelled` / `entered-in-error`): not a discharge.
+            (Some(o), None)
+                if r.encounters.iter().any(|e| {
+                    e.id == o.encounter_id && matches!(e.status.as_str(), "cancelled" | "entered-in-error")
+                }) =>
+            {
+                Some(EventType::AdmissionCancelled)
+            }
             (Some(_), None) => Some(EventType::Discharged),
             (Some(a), Some(b)) if a.encounter_id != b.encounter_id => Some(EventType::Admitted),
             (Some(a), Some(b)) if a.ward != b.ward || a.bed != b.bed => Some(EventType::Transferred),
