@@ -87,26 +87,30 @@ pub async fn replay_rejected(config: wardwatch_runtime::Config, only: Option<&st
     Ok(done)
 }
 
-/// Serve everything on `listener` until `shutdown`, then drain. Alerts past their review time
-/// are escalated every `ESCALATE_EVERY` by an in-process ticker (the same handler a cron
-/// binding or a PingSource calls as `POST /escalate`).
-pub async fn up(wiring: &Wiring, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let ticker = wiring.config.escalate_every.map(|every| {
-        let escalate = Escalate::new(wiring.records());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(f) = escalate
-                    .call(Event::new(Trigger::Memory, ESCALATE, bytes::Bytes::new()))
-                    .await
-                {
-                    tracing::warn!(kind = f.kind.as_str(), reason = %f.message, "the escalation tick failed; the next one tries again");
-                }
+/// `up`'s escalation ticker: every `ESCALATE_EVERY`, the same handler a cron binding or a
+/// PingSource calls as `POST /escalate` (none when `ESCALATE_EVERY=0`). Runs until dropped.
+pub fn ticker(wiring: &Wiring) -> Option<impl Future<Output = ()> + Send + use<>> {
+    let every = wiring.config.escalate_every?;
+    let escalate = Escalate::new(wiring.records());
+    Some(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(f) = escalate
+                .call(Event::new(Trigger::Memory, ESCALATE, bytes::Bytes::new()))
+                .await
+            {
+                tracing::warn!(kind = f.kind.as_str(), reason = %f.message, "the escalation tick failed; the next one tries again");
             }
-        })
-    });
+        }
+    })
+}
+
+/// Serve everything on `listener` until `shutdown`, then drain, with the escalation
+/// [`ticker`] beside it (the `wardwatch` binary runs the same ticker as its companion).
+pub async fn up(wiring: &Wiring, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let ticker = ticker(wiring).map(tokio::spawn);
     let served = launch::run(wiring, app(wiring), listener, INPUTS, shutdown).await;
     if let Some(t) = ticker {
         t.abort();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wardwatch_adapters::launch::{serve_main, serve_main_with};
+use wardwatch_adapters::launch::serve_main_with;
 use wardwatch_runtime::{Backend, Config, Metrics, Secret};
 
 #[derive(Parser)]
@@ -160,21 +160,28 @@ fn main() -> ExitCode {
         }
         Ok(c)
     });
-    match demo {
-        None => serve_main(
-            "wardwatch",
-            config,
-            metrics,
-            wardwatch_host::INPUTS,
-            wardwatch_host::app,
-        ),
-        Some((seed, every)) => serve_main_with(
-            "wardwatch",
-            config,
-            metrics,
-            wardwatch_host::INPUTS,
-            wardwatch_host::app,
-            move |addr| wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)),
-        ),
-    }
+    // Beside the server: the escalation ticker, and the demo's synthetic hospital.
+    serve_main_with(
+        "wardwatch",
+        config,
+        metrics,
+        wardwatch_host::INPUTS,
+        wardwatch_host::app,
+        move |wiring, addr| {
+            let ticker = wardwatch_host::ticker(wiring);
+            async move {
+                let demo = async {
+                    if let Some((seed, every)) = demo {
+                        wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)).await;
+                    }
+                };
+                let tick = async {
+                    if let Some(t) = ticker {
+                        t.await;
+                    }
+                };
+                tokio::join!(demo, tick);
+            }
+        },
+    )
 }

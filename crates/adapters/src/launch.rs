@@ -208,18 +208,19 @@ pub fn serve_main(
     inputs: &[&str],
     app: impl FnOnce(&Wiring) -> App,
 ) -> ExitCode {
-    serve_main_with(name, config, metrics, inputs, app, |_| async {})
+    serve_main_with(name, config, metrics, inputs, app, |_, _| async {})
 }
 
-/// [`serve_main`], and once listening, `companion` runs beside the server with its address
-/// until the process stops (`wardwatch demo`'s synthetic hospital).
+/// [`serve_main`], and once listening, `companion` runs beside the server, made from the
+/// wiring and the address, until the process stops (`wardwatch up`'s escalation ticker,
+/// `wardwatch demo`'s synthetic hospital).
 pub fn serve_main_with<F>(
     name: &'static str,
     config: Result<Config, ConfigError>,
     metrics: Metrics,
     inputs: &[&str],
     app: impl FnOnce(&Wiring) -> App,
-    companion: impl FnOnce(std::net::SocketAddr) -> F,
+    companion: impl FnOnce(&Wiring, std::net::SocketAddr) -> F,
 ) -> ExitCode
 where
     F: Future<Output = ()> + Send + 'static,
@@ -274,7 +275,7 @@ where
             wiring.config.describe_backends()
         );
         if let Some(local) = local {
-            tokio::spawn(companion(local));
+            tokio::spawn(companion(&wiring, local));
         }
         if matches!(wiring.bus, Bus::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
             warn!("durable state with the in-process bus: events between functions are lost if the process stops");
