@@ -9,6 +9,7 @@ pub mod demo;
 use std::sync::Arc;
 
 use admit::Admit;
+use admit::capabilities::Capabilities;
 use admit::hl7v2::Hl7v2;
 use evaluate_alert::{Escalate, EvaluateAlert};
 use ingest_lab::search::ObservationSearch;
@@ -30,6 +31,7 @@ pub fn app(wiring: &Wiring) -> App {
     wiring
         .app()
         .fhir("/fhir", admit.clone())
+        .endpoint("/fhir/metadata", Capabilities::new(true))
         .endpoint("/hl7v2", Hl7v2::new(admit, identity.clone(), wiring.config.zone))
         .binding(
             LAB_FEED,

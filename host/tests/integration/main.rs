@@ -6,6 +6,7 @@ mod board;
 mod browser;
 mod dapr;
 mod embedded;
+mod fhir_api;
 mod helpers;
 mod hl7v2;
 mod lab;
