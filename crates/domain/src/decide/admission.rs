@@ -196,6 +196,16 @@ pub fn absorb(
             r.alerts.push(alert.clone());
         }
     }
+    // The alerts' audit trail comes with them, in time order.
+    let had = r.audit.len();
+    for entry in &pending.audit {
+        if !r.audit.contains(entry) {
+            r.audit.push(entry.clone());
+        }
+    }
+    if r.audit.len() != had {
+        r.audit.sort_by_key(|e| e.at);
+    }
     if r.identity.is_none() {
         r.identity = pending.identity.clone();
     }
@@ -324,5 +334,25 @@ mod tests {
         let mut cancel = stay("in-progress", "7B", "4", None);
         cancel.cancel_discharge = true;
         assert_eq!(kinds(&admit(Some(discharged), cancel)), vec![EventType::Admitted]);
+    }
+
+    #[test]
+    fn a_joined_record_brings_its_alerts_audit_trail() {
+        let mut pending = PatientRecord::new("pending", t(0));
+        pending.audit.push(crate::alert::AuditEntry {
+            at: t(1),
+            alert_id: "a1".into(),
+            action: crate::alert::AuditAction::Raised,
+            by: "evaluate-alert".into(),
+            status: crate::alert::AlertStatus::Active,
+            severity: crate::alert::Severity::Critical,
+            stage: None,
+            result_id: Some("r1".into()),
+            detail: "potassium high".into(),
+        });
+        let d = absorb(None, "p1", &pending, t(2));
+        assert_eq!(d.record.audit, pending.audit);
+        let again = absorb(Some(d.record), "p1", &pending, t(3));
+        assert_eq!(again.record.audit.len(), 1, "joined once");
     }
 }
