@@ -395,13 +395,6 @@ impl App {
     /// The HTTP trigger: call the function and answer with its output or its failure.
     async fn fhir(&self, function: &dyn DynFunction, request: Request<Bytes>) -> Response<Body> {
         let (parts, payload) = request.into_parts();
-        // What a `405` says is allowed here: POST (the function), and GET where a read endpoint
-        // (the CapabilityStatement, a search) claims the path.
-        let allow = if self.fhir_read(&Method::GET, parts.uri.path()).is_some() {
-            "GET, POST"
-        } else {
-            "POST"
-        };
         let event = Event {
             payload,
             context: Context {
@@ -429,6 +422,13 @@ impl App {
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 if failure.http_status() == 405 {
+                    // Allowed here: POST (the function), and GET where a read endpoint (the
+                    // CapabilityStatement, a search) claims the path. Worked out only for a 405.
+                    let allow = if self.fhir_read(&Method::GET, parts.uri.path()).is_some() {
+                        "GET, POST"
+                    } else {
+                        "POST"
+                    };
                     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
                 }
                 r
