@@ -112,6 +112,8 @@ impl Deliverer {
                 method: None,
                 content_type: None,
                 received_at: Utc::now(),
+                query: None,
+                headers: Vec::new(),
             },
         };
         match invoke(self.function.as_ref(), &self.metrics, event).await {

@@ -46,6 +46,33 @@ pub struct Context {
     pub method: Option<String>,
     pub content_type: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The HTTP trigger's query string (without `?`), when there is one.
+    pub query: Option<String>,
+    /// The HTTP trigger's request headers a function may act on ([`HTTP_HEADERS`]), names in
+    /// lower case. Empty for queue triggers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The request headers the HTTP trigger hands a function: conditional requests and content
+/// negotiation (FHIR's `If-Match`, `If-None-Exist`, `If-None-Match`, `Prefer`, `Accept`), and
+/// the base URL a proxy says the client used.
+pub const HTTP_HEADERS: &[&str] = &[
+    "if-match",
+    "if-none-exist",
+    "if-none-match",
+    "if-modified-since",
+    "prefer",
+    "accept",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "host",
+];
+
+impl Context {
+    /// A request header the trigger handed over (lower-case `name`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A payload and its context.
@@ -67,6 +94,8 @@ impl Event {
                 method: (trigger == Trigger::Http).then(|| "POST".to_owned()),
                 content_type: None,
                 received_at: Utc::now(),
+                query: None,
+                headers: Vec::new(),
             },
         }
     }
@@ -77,6 +106,8 @@ impl Event {
 pub struct Output {
     pub status: u16,
     pub body: Option<serde_json::Value>,
+    /// Response headers (`Location`, `ETag`, `Last-Modified`, …).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Output {
@@ -84,19 +115,36 @@ impl Output {
         Self {
             status: 200,
             body: Some(body),
+            headers: Vec::new(),
         }
     }
     pub fn created(body: serde_json::Value) -> Self {
         Self {
             status: 201,
             body: Some(body),
+            headers: Vec::new(),
         }
     }
     pub fn accepted() -> Self {
         Self {
             status: 200,
             body: None,
+            headers: Vec::new(),
         }
+    }
+    /// Another status, same body and headers.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+    /// No body (`Prefer: return=minimal`).
+    pub fn without_body(mut self) -> Self {
+        self.body = None;
+        self
+    }
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -147,6 +195,8 @@ pub struct Failure {
     /// An HTTP status more precise than the kind's default (413, 415, 422).
     pub status: Option<u16>,
     pub detail: Option<String>,
+    /// For a 405: the methods the resource does take (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl Failure {
@@ -157,7 +207,14 @@ impl Failure {
             issues: Vec::new(),
             status: None,
             detail: None,
+            allow: None,
         }
+    }
+    /// A 405 naming the methods that are allowed.
+    pub fn method_not_allowed(message: impl Into<String>, allow: &'static str) -> Self {
+        let mut f = Self::invalid(message).with_status(405);
+        f.allow = Some(allow);
+        f
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(FailureKind::Invalid, message)

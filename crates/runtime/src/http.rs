@@ -5,7 +5,7 @@
 //! | `GET /healthz` | always 200 (no token: daprd's probe does not send one) |
 //! | `GET /readyz` | 200 when every function's backends answer, else 503 |
 //! | `GET /metrics` | Prometheus text |
-//! | `POST <fhir prefix>[/…]` | the HTTP trigger: the function's output, or an OperationOutcome |
+//! | `<any method> <fhir prefix>[/…]` | the HTTP trigger (method, path, query and the conditional / negotiation headers of [`crate::function::HTTP_HEADERS`] handed over): the function's output with its headers, or an OperationOutcome |
 //! | `GET <fhir prefix>/<type>` | a read [`Endpoint`] mounted there (`/fhir/Observation` search) |
 //! | `OPTIONS /<binding>` | 200: daprd's subscription probe |
 //! | `POST /<binding>` | a Dapr input-binding delivery (or a CloudEvent): `200` ack, `503` retry |
@@ -324,6 +324,16 @@ impl App {
         if let Some(endpoint) = self.fhir_read(&method, &path) {
             return endpoint.handle(request).await;
         }
+        // A read endpoint's own path inside the FHIR prefix (`/fhir/metadata`, a search) takes
+        // GET only: any other method there is 405, not the function's.
+        if method != Method::GET
+            && self.0.endpoints.iter().any(|(p, _)| *p == path)
+            && self.fhir_read(&Method::GET, &path).is_some()
+        {
+            let mut r = outcome_response(405, "not-supported", &format!("{path} is read with GET"));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            return r;
+        }
         if let Some((prefix, function)) = &self.0.fhir
             && (path == *prefix || path.starts_with(&format!("{prefix}/")))
         {
@@ -395,6 +405,13 @@ impl App {
     /// The HTTP trigger: call the function and answer with its output or its failure.
     async fn fhir(&self, function: &dyn DynFunction, request: Request<Bytes>) -> Response<Body> {
         let (parts, payload) = request.into_parts();
+        let headers = crate::function::HTTP_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_owned(), value.to_owned()))
+            })
+            .collect();
         let event = Event {
             payload,
             context: Context {
@@ -408,13 +425,27 @@ impl App {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
                 received_at: Utc::now(),
+                query: parts.uri.query().map(str::to_owned),
+                headers,
             },
         };
         match invoke(function, &self.0.metrics, event).await {
-            Ok(output) => match output.body {
-                Some(body) => fhir_response(output.status, &body),
-                None => response(output.status, "text/plain", ""),
-            },
+            Ok(output) => {
+                let mut r = match output.body {
+                    Some(body) => fhir_response(output.status, &body),
+                    None => {
+                        let mut r = Response::new(full(Bytes::new()));
+                        *r.status_mut() = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
+                        r
+                    }
+                };
+                for (name, value) in output.headers {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        r.headers_mut().append(name, v);
+                    }
+                }
+                r
+            }
             Err(failure) => {
                 let mut r = fhir_response(failure.http_status(), &failure.outcome());
                 if failure.http_status() == 503 {
@@ -422,13 +453,16 @@ impl App {
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
                 if failure.http_status() == 405 {
-                    // Allowed here: POST (the function), and GET where a read endpoint (the
-                    // CapabilityStatement, a search) claims the path. Worked out only for a 405.
-                    let allow = if self.fhir_read(&Method::GET, parts.uri.path()).is_some() {
-                        "GET, POST"
-                    } else {
-                        "POST"
-                    };
+                    // Allowed here: what the function says, else POST (the function), and GET
+                    // where a read endpoint (the CapabilityStatement, a search) claims the path.
+                    // Worked out only for a 405.
+                    let allow = failure.allow.unwrap_or_else(|| {
+                        if self.fhir_read(&Method::GET, parts.uri.path()).is_some() {
+                            "GET, POST"
+                        } else {
+                            "POST"
+                        }
+                    });
                     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
                 }
                 r
