@@ -768,6 +768,8 @@ mod tests {
             source_version: None,
             digest: String::new(),
             resource_key: String::new(),
+            version: None,
+            deleted: false,
         }
     }
 

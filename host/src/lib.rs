@@ -109,13 +109,23 @@ pub fn ticker(wiring: &Wiring) -> Option<impl Future<Output = ()> + Send + use<>
     })
 }
 
+/// At start-up: finish the transactions spanning several patients that a crash or an outage
+/// left part-way (`admit::bundle`).
+pub fn roll_forward(wiring: &Wiring) -> impl Future<Output = ()> + Send + use<> {
+    let admit = Admit::new(wiring.records(), wiring.config.identity.clone());
+    async move { admit.roll_forward_at_start().await }
+}
+
 /// Serve everything on `listener` until `shutdown`, then drain, with the escalation
-/// [`ticker`] beside it (the `wardwatch` binary runs the same ticker as its companion).
+/// [`ticker`] and the start-up [`roll_forward`] beside it (the `wardwatch` binary runs the
+/// same as its companion).
 pub async fn up(wiring: &Wiring, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let ticker = ticker(wiring).map(tokio::spawn);
+    let rolled = tokio::spawn(roll_forward(wiring));
     let served = launch::run(wiring, app(wiring), listener, INPUTS, shutdown).await;
     if let Some(t) = ticker {
         t.abort();
     }
+    rolled.abort();
     served
 }

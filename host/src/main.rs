@@ -169,7 +169,9 @@ fn main() -> ExitCode {
         wardwatch_host::app,
         move |wiring, addr| {
             let ticker = wardwatch_host::ticker(wiring);
+            let rolled = wardwatch_host::roll_forward(wiring);
             async move {
+                tokio::spawn(rolled);
                 let demo = async {
                     if let Some((seed, every)) = demo {
                         wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)).await;

@@ -1315,6 +1315,8 @@ mod tests {
                 source_version: f.last_updated,
                 resource_key: d.clone(),
                 digest: d,
+                version: None,
+                deleted: false,
             },
             cancel_discharge: m.cancel_discharge,
         }
@@ -1339,6 +1341,7 @@ mod tests {
             let input = AdmissionInput {
                 patient: None,
                 encounters: vec![update(&m)],
+                deletes: Vec::new(),
             };
             let d = admission::decide(record.take(), "p1", input, m.version);
             seen.push((d.events().map(|e| e.kind).collect::<Vec<_>>(), d.record.ward()));

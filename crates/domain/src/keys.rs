@@ -8,6 +8,9 @@
 //! | `patient-<patient id>-<digest>` | a Patient resource as received (one key per version) | one resource |
 //! | `encounter-<encounter id>-<digest>` | an Encounter resource as received | one resource |
 //! | `result-<result id>-<digest>` | an Observation as received, with Wardwatch's id | one resource |
+//! | `stay-<encounter id>` | `{"patient_id"}`: whose record an Encounter is in (for `GET /fhir/Encounter/<id>`), written with the record | tiny |
+//! | `intent-<digest>` | a transaction spanning several patients, made durable before its first write and deleted after its last (rolled forward on retry or at start-up) | one request |
+//! | `intents` | the intents not yet rolled forward | those requests |
 //! | `ident-<hash of system and value>` | `{"patient_id"}`: which record an identifier belongs to | tiny |
 //! | `ward-<hash of ward name>-<0…7>` | the ward's current inpatients (patient id → sequence), in eight shards by patient | an eighth of a ward |
 //! | `wards` | the list of ward names seen | the hospital's wards |
@@ -49,6 +52,19 @@ pub const REJECTED_INDEX: &str = "rejected-index";
 pub fn rejected(handle: &str) -> String {
     format!("rejected-{handle}")
 }
+
+/// Whose record Encounter `encounter_id` is in.
+pub fn stay(encounter_id: &str) -> String {
+    format!("stay-{encounter_id}")
+}
+
+/// A transaction spanning several patients, until it is rolled forward.
+pub fn intent(digest: &str) -> String {
+    format!("intent-{digest}")
+}
+
+/// The intents not yet rolled forward.
+pub const INTENTS: &str = "intents";
 
 pub fn identifier(system: &str, value: &str) -> String {
     format!("ident-{}", ids::derived("identifier", &[system, value]))

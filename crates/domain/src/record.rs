@@ -30,6 +30,26 @@ pub const KEEP_CLOSED_UNHELD: usize = 20;
 /// log and on the `alerts` lane).
 pub const KEEP_AUDIT: usize = 200;
 
+/// A resource's version as the FHIR API serves it (`meta.versionId`, `meta.lastUpdated`, the
+/// `ETag`): counted per resource, kept in the record beside the resource's facts, and moved on
+/// only when the resource's content changes — never the storage ETag of the record, which also
+/// changes with every laboratory result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceVersion {
+    pub id: u64,
+    pub updated: DateTime<Utc>,
+}
+
+impl ResourceVersion {
+    /// The version after `previous` (the first when there is none), written at `now`.
+    pub fn next(previous: Option<ResourceVersion>, now: DateTime<Utc>) -> Self {
+        Self {
+            id: previous.map_or(1, |p| p.id + 1),
+            updated: now,
+        }
+    }
+}
+
 /// One encounter's facts and where its resource is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncounterState {
@@ -47,6 +67,13 @@ pub struct EncounterState {
     pub digest: String,
     /// The state key of the resource as received.
     pub resource_key: String,
+    /// The version the FHIR API serves (set by the decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ResourceVersion>,
+    /// Deleted through the FHIR API (`DELETE Encounter/<id>`: a mistaken admission). Kept, with
+    /// status `entered-in-error`, so that a replay of it does not come back; read answers 410.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl EncounterState {
@@ -202,6 +229,9 @@ pub struct PatientRecord {
     #[serde(default)]
     pub patient_digest: String,
     pub patient_key: Option<String>,
+    /// The Patient's version as the FHIR API serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_meta: Option<ResourceVersion>,
     #[serde(default)]
     pub encounters: Vec<EncounterState>,
     /// Ids of encounters no longer kept (bounded): a replay of one is ignored, not re-admitted.
@@ -250,6 +280,7 @@ impl PatientRecord {
             patient_version: None,
             patient_digest: String::new(),
             patient_key: None,
+            patient_meta: None,
             encounters: Vec::new(),
             retired_encounters: Vec::new(),
             placement: None,

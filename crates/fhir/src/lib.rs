@@ -96,6 +96,30 @@ pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
     validate_at_depth(resource, 0)
 }
 
+/// Validate a Bundle itself — its own elements and each entry's `request`, `fullUrl` … — but
+/// not its entries' resources: a caller that keeps only some types validates those one by one
+/// (and never compiles a validator for the others).
+pub fn validate_bundle_shell(bundle: &Value) -> Result<(), Vec<Issue>> {
+    let validator = validator("Bundle").map_err(|i| vec![i])?;
+    let issues: Vec<Issue> = validator
+        .iter_errors(bundle)
+        .take(20)
+        .map(|e| Issue {
+            location: e.instance_path().to_string(),
+            message: e.to_string(),
+        })
+        .collect();
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    typed_check("Bundle", bundle).map_err(|message| {
+        vec![Issue {
+            location: String::new(),
+            message,
+        }]
+    })
+}
+
 /// How deep Bundles inside Bundles are followed.
 const MAX_DEPTH: usize = 3;
 

@@ -1,11 +1,12 @@
 //! `GET /fhir/metadata`: the CapabilityStatement of this process — exactly what it supports,
 //! no more (issue 9, first part). FHIR client libraries read it before anything else.
 //!
-//! What it says today: Patient and Encounter are created by POST (one at a time, or in a
-//! `transaction` Bundle of Patients and Encounters); Observations are searched by
-//! `patient.identifier`, `patient`/`subject`, `code` and `_count` where ingest-lab's search is
-//! mounted (`wardwatch up`, ingest-lab's own binary). No read, vread, update, delete,
-//! conditional create or batch yet: a client is told so here, and gets `405` with `Allow`.
+//! What it says: Patient and Encounter are created, read, updated (versioned) and searched
+//! (`crate::rest`); Encounters are deleted (a mistaken admission, and what that does to the
+//! board); Patients are created and updated conditionally by identifier; `transaction` and
+//! `batch` Bundles (`crate::bundle`). Observations are searched by `patient.identifier`,
+//! `patient`/`subject`, `code` and `_count` where ingest-lab's search is mounted (`wardwatch
+//! up`, ingest-lab's own binary). What is not listed is answered `405` with `Allow`, or 404.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
@@ -31,22 +32,50 @@ impl Capabilities {
 
 /// The statement itself.
 pub fn statement(observation_search: bool) -> Value {
+    let versioned = |create: &str, extra: Vec<Value>| {
+        let mut interactions = vec![
+            json!({"code": "create", "documentation": create}),
+            json!({"code": "read"}),
+            json!({"code": "vread", "documentation": "the current version only: earlier versions are not kept"}),
+            json!({"code": "update", "documentation": "PUT creates or updates with that id; If-Match: W/\"<versionId>\" answers 412 when the resource moved on. An update without meta.lastUpdated is as of its arrival; versions sent with meta.lastUpdated are ordered by it, so an older one never replaces a newer"}),
+            json!({"code": "search-type"}),
+        ];
+        interactions.extend(extra);
+        interactions
+    };
     let mut resources = vec![
         json!({
             "type": "Patient",
-            "interaction": [{"code": "create", "documentation": "POST a Patient: known by one identifier's system and value (the one typed MR, else the first of MRN_SYSTEMS, else the first with both); posting it again changes nothing"}],
-            "versioning": "no-version",
-            "conditionalCreate": false,
-            "conditionalUpdate": false,
-            "conditionalDelete": "not-supported"
+            "interaction": versioned("POST a Patient: known by one identifier's system and value (the one typed MR, else the first of MRN_SYSTEMS, else the first with both), so posting it again is an update of the same patient, not a second one; a Patient without such an identifier is kept and served but never shown on the ward board", vec![]),
+            "versioning": "versioned-update",
+            "readHistory": false,
+            "updateCreate": true,
+            "conditionalCreate": true,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": true,
+            "conditionalDelete": "not-supported",
+            "searchParam": [
+                {"name": "identifier", "type": "token", "documentation": "<system>|<value>"},
+                {"name": "_id", "type": "token"}
+            ]
         }),
         json!({
             "type": "Encounter",
-            "interaction": [{"code": "create", "documentation": "POST an Encounter whose subject is a Patient posted before (or in the same transaction): an in-progress inpatient stay with a ward places the patient on the board; versions are ordered by meta.lastUpdated"}],
-            "versioning": "no-version",
+            "interaction": versioned("POST an Encounter whose subject is a Patient already stored or in the same transaction (by reference, urn:uuid fullUrl, identifier, or Patient?identifier=…): an in-progress stay of class IMP/ACUTE/NONAC with a ward location places its patient on the ward board", vec![
+                json!({"code": "delete", "documentation": "a mistaken admission: the stay becomes entered-in-error, its patient leaves the ward board at once (an admission-cancelled event); the patient's results and alerts are kept. A read of it then answers 410 Gone"})
+            ]),
+            "versioning": "versioned-update",
+            "readHistory": false,
+            "updateCreate": true,
             "conditionalCreate": false,
             "conditionalUpdate": false,
-            "conditionalDelete": "not-supported"
+            "conditionalDelete": "not-supported",
+            "searchParam": [
+                {"name": "patient", "type": "reference", "documentation": "the patient's encounters that are kept (the current and the last few)"},
+                {"name": "subject", "type": "reference"},
+                {"name": "status", "type": "token", "documentation": "without patient, only in-progress: the current inpatient stays"},
+                {"name": "location", "type": "reference", "documentation": "the ward's name as the Encounter's ward location displays it"}
+            ]
         }),
     ];
     if observation_search {
@@ -74,9 +103,12 @@ pub fn statement(observation_search: bool) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Also HL7 v2 ADT on POST /hl7v2 (not FHIR). Not supported yet: read, vread, update, patch, delete, history, conditional interactions, batch.",
+            "documentation": "Also HL7 v2 ADT on POST /hl7v2 (not FHIR). Search results page with _count (default 50, at most 500) and _offset. Not supported: patch, history, conditional delete, XML. Entries of other resource types in a Bundle are accepted and skipped (202 in their response entry).",
             "resource": resources,
-            "interaction": [{"code": "transaction", "documentation": "A Bundle of type transaction holding Patients and Encounters only: every entry is validated before anything is written; one patient's entries are one compare-and-set"}]
+            "interaction": [
+                {"code": "transaction", "documentation": "All entries are validated before anything is written; one patient's entries are one compare-and-set of their record; a transaction spanning several patients is made durable as one intent first and finished on retry or at start-up. Responses in request order, 201 Created with location, etag and lastModified"},
+                {"code": "batch", "documentation": "Each entry on its own: one entry's failure is its own response entry"}
+            ]
         }]
     })
 }

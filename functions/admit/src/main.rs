@@ -1,13 +1,29 @@
 //! The admit function alone, for a container beside a Dapr sidecar.
 use std::sync::Arc;
 
+use wardwatch_adapters::launch::serve_main_with;
+use wardwatch_runtime::{Config, Metrics};
+
 fn main() -> std::process::ExitCode {
-    wardwatch_adapters::launch::main("admit", &[], |w| {
-        let admit = Arc::new(admit::Admit::new(w.records(), w.config.identity.clone()));
-        let hl7v2 = admit::hl7v2::Hl7v2::new(admit.clone(), w.config.identity.clone(), w.config.zone);
-        w.app()
-            .fhir("/fhir", admit)
-            .endpoint("/fhir/metadata", admit::capabilities::Capabilities::new(false))
-            .endpoint("/hl7v2", hl7v2)
-    })
+    let metrics = Metrics::new();
+    serve_main_with(
+        "admit",
+        Config::from_env(),
+        metrics,
+        &[],
+        |w| {
+            let admit = Arc::new(admit::Admit::new(w.records(), w.config.identity.clone()));
+            let hl7v2 = admit::hl7v2::Hl7v2::new(admit.clone(), w.config.identity.clone(), w.config.zone);
+            w.app()
+                .fhir("/fhir", admit)
+                .endpoint("/fhir/metadata", admit::capabilities::Capabilities::new(false))
+                .endpoint("/hl7v2", hl7v2)
+                .build()
+        },
+        // Transactions spanning several patients that a crash left part-way are finished.
+        |w, _| {
+            let admit = admit::Admit::new(w.records(), w.config.identity.clone());
+            async move { admit.roll_forward_at_start().await }
+        },
+    )
 }

@@ -92,7 +92,28 @@ async fn posting_the_same_bundle_twice_duplicates_nothing() {
     let bundle = fixture("examples/admission-bundle.json");
     let first = f.call(post(&bundle)).await.expect("first");
     let second = f.call(post(&bundle)).await.expect("second");
-    assert_eq!(first, second, "same ids both times");
+    let answer = |out: &wardwatch_runtime::Output, i: usize| {
+        let body = out.body.as_ref().expect("body");
+        (
+            body["entry"][i]["response"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body["entry"][i]["response"]["location"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    assert_eq!(answer(&first, 0).0, "201 Created");
+    assert_eq!(answer(&second, 0).0, "200 OK", "the second time creates nothing");
+    for i in 0..2 {
+        assert_eq!(
+            answer(&first, i).1,
+            answer(&second, i).1,
+            "same ids and versions both times"
+        );
+    }
     assert_eq!(records(&store).await.len(), 1);
     let patients = store.keys().into_iter().filter(|k| k.starts_with("patient-")).count();
     assert_eq!(patients, 1, "the same Patient version is stored once");
@@ -139,8 +160,13 @@ async fn a_bundle_that_is_not_a_transaction_is_refused() {
     let mut bundle = fixture("examples/admission-bundle.json");
     bundle["type"] = json!("collection");
     let err = f.call(post(&bundle)).await.expect_err("refused");
-    assert_eq!(err.http_status(), 400);
-    assert!(err.message.contains("transaction"), "{}", err.message);
+    assert_eq!(err.http_status(), 422);
+    assert_eq!(err.issues[0].location, "Bundle.type");
+    assert!(
+        err.issues[0].message.contains("transaction or a batch"),
+        "{:?}",
+        err.issues
+    );
 }
 
 #[tokio::test]
@@ -151,6 +177,8 @@ async fn a_resource_type_admit_does_not_take_is_422() {
         .await
         .expect_err("refused");
     assert_eq!(err.http_status(), 422);
+    assert_eq!(err.issues[0].location, "Observation.resourceType");
+    assert!(err.issues[0].message.contains("lab feed"), "{:?}", err.issues);
 }
 
 #[tokio::test]
@@ -159,9 +187,11 @@ async fn a_schema_violation_inside_the_bundle_names_its_entry_and_writes_nothing
     let mut bundle = fixture("examples/admission-bundle.json");
     bundle["entry"][0]["resource"]["gender"] = json!("sometimes");
     let err = f.call(post(&bundle)).await.expect_err("refused");
-    assert_eq!(err.http_status(), 400);
+    assert_eq!(err.http_status(), 422);
     assert!(
-        err.issues.iter().any(|i| i.location == "/entry/0/resource/gender"),
+        err.issues
+            .iter()
+            .any(|i| i.location == "Bundle.entry[0].resource.gender"),
         "{:?}",
         err.issues
     );
@@ -169,18 +199,19 @@ async fn a_schema_violation_inside_the_bundle_names_its_entry_and_writes_nothing
 }
 
 #[tokio::test]
-async fn a_patient_without_a_usable_identifier_is_422_at_its_identifier_naming_the_setting() {
-    let (f, _, _) = setup();
+async fn a_patient_without_a_usable_identifier_is_kept_but_never_on_the_board() {
+    let (f, store, _) = setup();
     let mut bundle = fixture("examples/admission-bundle.json");
     bundle["entry"][0]["resource"]["identifier"] = json!([{"value": "x"}]);
-    let err = f.call(post(&bundle)).await.expect_err("refused");
-    assert_eq!(err.http_status(), 422);
-    assert_eq!(err.issues[0].location, "/entry/0/resource/identifier");
-    assert!(
-        err.issues[0].message.contains("MRN_SYSTEMS"),
-        "{}",
-        err.issues[0].message
+    let out = f.call(post(&bundle)).await.expect("a FHIR resource like any other");
+    assert_eq!(
+        out.body.as_ref().expect("body")["entry"][0]["response"]["status"],
+        "201 Created"
     );
+    let r = &records(&store).await[0];
+    assert!(r.known && r.identity.is_none());
+    assert!(r.placement.is_none(), "the board needs an identifier");
+    assert!(on_ward(&store, "Ward 7B").await.is_empty());
 }
 
 #[tokio::test]
@@ -333,7 +364,7 @@ async fn a_subject_that_cannot_be_a_key_is_refused_not_an_internal_error() {
 }
 
 #[tokio::test]
-async fn a_resource_type_that_is_not_fhir_is_400_and_a_bundle_of_other_types_422() {
+async fn a_resource_type_that_is_not_fhir_is_400_and_an_entry_of_another_type_is_skipped() {
     let (f, _, _) = setup();
     assert_eq!(
         f.call(post(&json!({"resourceType": "Pateint"})))
@@ -342,11 +373,120 @@ async fn a_resource_type_that_is_not_fhir_is_400_and_a_bundle_of_other_types_422
             .http_status(),
         400
     );
+    // An entry of a type admit does not keep is accepted and skipped, never sinking the Bundle.
     let bundle = json!({"resourceType": "Bundle", "type": "transaction",
         "entry": [{"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}}]});
-    let err = f.call(post(&bundle)).await.expect_err("refused");
-    assert_eq!(
-        (err.http_status(), err.issues[0].location.as_str()),
-        (422, "/entry/0/resource/resourceType")
+    let out = f.call(post(&bundle)).await.expect("accepted");
+    let entry = &out.body.as_ref().expect("body")["entry"][0]["response"];
+    assert_eq!(entry["status"], "202 Accepted");
+    assert!(
+        entry["outcome"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not kept")
     );
+}
+
+/// A store that fails the `n`-th write of a patient record once (an outage part-way through
+/// a request), and otherwise is the memory store.
+#[derive(Clone)]
+struct FailingOnce {
+    inner: MemoryStateStore,
+    record_writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: usize,
+}
+
+impl StateStore for FailingOnce {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<wardwatch_domain::ports::Versioned>, wardwatch_domain::ports::PortError> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, data: &[u8], etag: Option<&str>) -> Result<(), wardwatch_domain::ports::PortError> {
+        if key.starts_with("record-")
+            && self.record_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.fail_at
+        {
+            return Err(wardwatch_domain::ports::PortError::Unavailable(
+                "injected outage".into(),
+            ));
+        }
+        self.inner.set(key, data, etag).await
+    }
+    async fn delete(&self, key: &str, etag: Option<&str>) -> Result<(), wardwatch_domain::ports::PortError> {
+        self.inner.delete(key, etag).await
+    }
+    async fn ping(&self) -> Result<(), wardwatch_domain::ports::PortError> {
+        Ok(())
+    }
+}
+
+fn two_patient_transaction() -> Value {
+    let mut bundle = fixture("examples/admission-bundle.json");
+    let mut second = bundle["entry"].as_array().expect("entries").clone();
+    second[0]["fullUrl"] = json!("urn:uuid:2f6b9f1e-0d2c-4c53-9a53-6f3c1c0a0011");
+    second[0]["resource"]["identifier"][0]["value"] = json!("MRN0002");
+    second[1]["fullUrl"] = json!("urn:uuid:2f6b9f1e-0d2c-4c53-9a53-6f3c1c0a0012");
+    second[1]["resource"]["identifier"][0]["value"] = json!("SPELL0002");
+    second[1]["resource"]["subject"]["reference"] = json!("urn:uuid:2f6b9f1e-0d2c-4c53-9a53-6f3c1c0a0011");
+    second[1]["resource"]["location"][1]["location"]["display"] = json!("Bed 5");
+    bundle["entry"].as_array_mut().expect("entries").extend(second);
+    bundle
+}
+
+#[tokio::test]
+async fn a_transaction_of_two_patients_cut_off_part_way_is_finished_at_start_up_and_by_a_retry() {
+    let memory = MemoryStateStore::default();
+    let failing = FailingOnce {
+        inner: memory.clone(),
+        record_writes: Default::default(),
+        fail_at: 2,
+    };
+    let log = MemoryEventLog::default();
+    let repo = Records::new(failing, log.clone(), MemoryBus::default(), Locks::default());
+    let f = admit::Admit::new(repo, Default::default());
+    let bundle = two_patient_transaction();
+    let err = f.call(post(&bundle)).await.expect_err("cut off part-way");
+    assert_eq!(err.http_status(), 503);
+    // One patient written, the other not, and the intent kept.
+    assert_eq!(records(&memory).await.len(), 1);
+    assert!(memory.keys().iter().any(|k| k.starts_with("intent-")));
+    assert_eq!(on_ward(&memory, "Ward 7B").await.len(), 1);
+
+    // The next start-up finishes it (a fresh process on the same store).
+    let restarted: Admit = admit::Admit::new(
+        Records::new(memory.clone(), log.clone(), MemoryBus::default(), Locks::default()),
+        Default::default(),
+    );
+    assert_eq!(restarted.roll_forward().await, Ok(1));
+    assert_eq!(records(&memory).await.len(), 2);
+    assert_eq!(on_ward(&memory, "Ward 7B").await.len(), 2);
+    assert!(
+        !memory.keys().iter().any(|k| k.starts_with("intent-")),
+        "the intent is done"
+    );
+    assert_eq!(restarted.roll_forward().await, Ok(0));
+
+    // A retry of the same Bundle instead: the same end, nothing twice.
+    let store = MemoryStateStore::default();
+    let failing = FailingOnce {
+        inner: store.clone(),
+        record_writes: Default::default(),
+        fail_at: 2,
+    };
+    let bus = MemoryBus::default();
+    let f = admit::Admit::new(
+        Records::new(failing, MemoryEventLog::default(), bus.clone(), Locks::default()),
+        Default::default(),
+    );
+    f.call(post(&bundle)).await.expect_err("cut off part-way");
+    let out = f.call(post(&bundle)).await.expect("the retry finishes it");
+    assert_eq!(out.status, 200);
+    assert_eq!(records(&store).await.len(), 2);
+    assert!(!store.keys().iter().any(|k| k.starts_with("intent-")));
+    let admitted = lane(&bus, "admissions")
+        .iter()
+        .filter(|e| e["type"] == "admitted")
+        .count();
+    assert_eq!(admitted, 2, "each patient announced once");
 }

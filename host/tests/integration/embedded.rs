@@ -53,7 +53,7 @@ async fn bad_input_gets_a_4xx_outcome_over_http_and_the_rejected_lane_on_the_que
     let client = reqwest::Client::new();
     for (body, status) in [
         ("{not json", 400),
-        (r#"{"resourceType":"Bundle","type":"batch"}"#, 400),
+        (r#"{"resourceType":"Bundle","type":"collection"}"#, 422),
         (r#"{"resourceType":"Pateint"}"#, 400),
         (
             r#"{"resourceType":"Observation","status":"final","code":{"text":"K"}}"#,

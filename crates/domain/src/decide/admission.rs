@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 
 use crate::events::EventType;
 use crate::identity::Identifier;
-use crate::record::{Action, Decision, EncounterState, PatientRecord, Placement, finish};
+use crate::record::{Action, Decision, EncounterState, PatientRecord, Placement, ResourceVersion, finish};
 
 /// A Patient resource's facts, with its identity chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatientUpdate {
-    pub identity: Identifier,
+    /// The identifier the patient is known by; none for a Patient without one the identity
+    /// rules accept (a FHIR resource like any other, kept and served, but never on the board).
+    pub identity: Option<Identifier>,
     pub identifiers: Vec<Identifier>,
     pub name: Option<String>,
     pub birth_date: Option<chrono::NaiveDate>,
@@ -26,6 +28,8 @@ pub struct PatientUpdate {
 pub struct AdmissionInput {
     pub patient: Option<PatientUpdate>,
     pub encounters: Vec<EncounterUpdate>,
+    /// Encounters deleted through the FHIR API (mistaken admissions), by id.
+    pub deletes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,8 +102,11 @@ pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionI
             _ => p.digest != r.patient_digest,
         };
         if newer {
+            if !r.known || p.digest != r.patient_digest {
+                r.patient_meta = Some(ResourceVersion::next(r.patient_meta, now));
+            }
             r.known = true;
-            r.identity = Some(p.identity);
+            r.identity = p.identity;
             r.identifiers = p.identifiers;
             r.name = p.name;
             r.birth_date = p.birth_date;
@@ -118,15 +125,38 @@ pub fn decide(record: Option<PatientRecord>, patient_id: &str, input: AdmissionI
         match r.encounters.iter_mut().find(|e| e.id == update.state.id) {
             Some(stored) => {
                 if supersedes(&update, stored) {
+                    let version = ResourceVersion::next(stored.version, now);
                     *stored = update.state;
+                    stored.version = Some(version);
                 }
             }
-            None => r.encounters.push(update.state),
+            None => {
+                let mut state = update.state;
+                state.version = Some(ResourceVersion::next(None, now));
+                r.encounters.push(state);
+            }
+        }
+    }
+
+    for id in &input.deletes {
+        if let Some(stored) = r.encounters.iter_mut().find(|e| e.id == *id && !e.deleted) {
+            // Kept as entered-in-error (so a replay of the mistaken admission stays deleted: it
+            // is not newer), with a content digest of its own.
+            stored.deleted = true;
+            stored.status = "entered-in-error".into();
+            stored.digest = crate::decide::digest(&format!("deleted:{}", stored.digest));
+            stored.version = Some(ResourceVersion::next(stored.version, now));
         }
     }
 
     let old = r.placement.clone();
-    let new = placement_of(&r.encounters);
+    // On the board only a patient known by an identifier (a Patient without one is kept and
+    // served, never shown).
+    let new = if r.identity.is_some() || !r.known {
+        placement_of(&r.encounters)
+    } else {
+        None
+    };
     if old != new {
         r.placement = new.clone();
         let (old_ward, new_ward) = (
@@ -248,6 +278,8 @@ mod tests {
                 source_version: version.map(t),
                 digest: digest(&content),
                 resource_key: format!("encounter-e1-{}", digest(&content)),
+                version: None,
+                deleted: false,
             },
             cancel_discharge: false,
         }
@@ -260,6 +292,7 @@ mod tests {
             AdmissionInput {
                 patient: None,
                 encounters: vec![e],
+                deletes: Vec::new(),
             },
             t(10),
         )
@@ -267,6 +300,53 @@ mod tests {
 
     fn kinds(d: &Decision) -> Vec<EventType> {
         d.events().map(|e: &WardEvent| e.kind).collect()
+    }
+
+    #[test]
+    fn an_encounter_version_moves_on_only_when_its_content_changes() {
+        let first = admit(None, stay("in-progress", "7B", "4", Some(1)));
+        assert_eq!(first.record.encounters[0].version.map(|v| v.id), Some(1));
+        let same = admit(Some(first.record.clone()), stay("in-progress", "7B", "4", Some(1)));
+        assert!(!same.changed);
+        assert_eq!(same.record.encounters[0].version.map(|v| v.id), Some(1));
+        let moved = admit(Some(first.record), stay("in-progress", "7C", "1", Some(2)));
+        assert_eq!(moved.record.encounters[0].version.map(|v| v.id), Some(2));
+        assert_eq!(moved.record.encounters[0].version.map(|v| v.updated), Some(t(10)));
+    }
+
+    #[test]
+    fn deleting_an_admission_takes_the_patient_off_the_ward_and_a_replay_does_not_bring_it_back() {
+        let admitted = admit(None, stay("in-progress", "7B", "4", Some(1)));
+        let deleted = decide(
+            Some(admitted.record),
+            "p1",
+            AdmissionInput {
+                deletes: vec!["e1".into()],
+                ..Default::default()
+            },
+            t(11),
+        );
+        assert_eq!(kinds(&deleted), vec![EventType::AdmissionCancelled]);
+        assert_eq!(deleted.record.ward(), None);
+        let e = &deleted.record.encounters[0];
+        assert!(e.deleted);
+        assert_eq!(
+            (e.status.as_str(), e.version.map(|v| v.id)),
+            ("entered-in-error", Some(2))
+        );
+        let replay = admit(Some(deleted.record.clone()), stay("in-progress", "7B", "4", Some(1)));
+        assert_eq!(replay.record.ward(), None);
+        assert!(kinds(&replay).is_empty());
+        let again = decide(
+            Some(deleted.record),
+            "p1",
+            AdmissionInput {
+                deletes: vec!["e1".into()],
+                ..Default::default()
+            },
+            t(12),
+        );
+        assert!(!again.changed);
     }
 
     #[test]
