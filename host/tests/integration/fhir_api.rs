@@ -633,3 +633,57 @@ async fn every_official_example_of_a_kept_type_is_stored_and_readable_and_its_br
     }
     api.host.stop().await;
 }
+
+#[tokio::test]
+async fn odd_requests_get_a_4xx_outcome_never_a_5xx() {
+    let api = Api::new().await;
+    let long_id = "x".repeat(200);
+    let bodies = [
+        json!([]),
+        json!(null),
+        json!(42),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": "nope"}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "PATCH", "url": "Patient/1"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "DELETE", "url": "Patient/1"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "DELETE", "url": "Encounter/none"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient("Q1"), "request": {"method": "PUT", "url": "Patient?identifier="}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient("Q1"), "request": {"method": "PUT", "url": "Patient/bad id"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient("Q1"), "request": {"method": "POST", "url": "Encounter"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Nonsense"}, "request": {"method": "POST", "url": "Nonsense"}}]}),
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": patient("Q2"), "request": {"method": "PUT", "url": "Patient/q2"}},
+            {"resource": patient("Q2"), "request": {"method": "PUT", "url": "Patient/q2"}}]}),
+        json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "Patient?name=x"}}]}),
+        json!({"resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"}, "subject": {"reference": "Patient/nobody"}}),
+        json!({"resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"}, "subject": {"reference": "Patient?identifier=nonsense"}}),
+    ];
+    for body in &bodies {
+        let r = api.post("/fhir", body).await;
+        let batch_ok = body["type"] == "batch" && r.status == 200;
+        assert!(r.status.is_client_error() || batch_ok, "{body}: {} {}", r.status, r.body);
+        assert!(r.body["resourceType"] == "OperationOutcome" || batch_ok, "{body}: {}", r.body);
+    }
+    for (method, path) in [
+        (Method::GET, format!("/fhir/Patient/{long_id}")),
+        (Method::GET, "/fhir/Patient?identifier=".to_owned()),
+        (Method::GET, "/fhir/Patient?identifier=%7C".to_owned()),
+        (Method::GET, "/fhir/Patient?_count=abc&identifier=a%7Cb".to_owned()),
+        (Method::GET, "/fhir/Encounter".to_owned()),
+        (Method::GET, "/fhir/Encounter?status=finished".to_owned()),
+        (Method::GET, "/fhir/Encounter/x/_history".to_owned()),
+        (Method::GET, "/fhir/Patient/x/_history/y/z".to_owned()),
+        (Method::GET, "/fhir/Nonsense/1".to_owned()),
+        (Method::GET, "/fhir/Organization/1".to_owned()),
+        (Method::PUT, "/fhir/Encounter?identifier=a%7Cb".to_owned()),
+        (Method::DELETE, format!("/fhir/Encounter/{long_id}")),
+    ] {
+        let r = api.send(method.clone(), &path, Some(&patient("Q3")), &[]).await;
+        assert!(r.status.is_client_error(), "{method} {path}: {} {}", r.status, r.body);
+        assert_eq!(r.body["resourceType"], "OperationOutcome", "{method} {path}");
+    }
+    // Paging beyond the end, and a huge _count, are fine.
+    let far = api.get("/fhir/Encounter?status=in-progress&_offset=1000000&_count=100000").await;
+    assert_eq!(far.status, 200, "{}", far.body);
+    api.host.stop().await;
+}
