@@ -100,24 +100,7 @@ pub fn validate_resource(resource: &Value) -> Result<(), Vec<Issue>> {
 /// not its entries' resources: a caller that keeps only some types validates those one by one
 /// (and never compiles a validator for the others).
 pub fn validate_bundle_shell(bundle: &Value) -> Result<(), Vec<Issue>> {
-    let validator = validator("Bundle").map_err(|i| vec![i])?;
-    let issues: Vec<Issue> = validator
-        .iter_errors(bundle)
-        .take(20)
-        .map(|e| Issue {
-            location: e.instance_path().to_string(),
-            message: e.to_string(),
-        })
-        .collect();
-    if !issues.is_empty() {
-        return Err(issues);
-    }
-    typed_check("Bundle", bundle).map_err(|message| {
-        vec![Issue {
-            location: String::new(),
-            message,
-        }]
-    })
+    schema_and_typed("Bundle", bundle)
 }
 
 /// How deep Bundles inside Bundles are followed.
@@ -160,6 +143,11 @@ fn validate_at_depth(resource: &Value, depth: usize) -> Result<(), Vec<Issue>> {
             return Err(issues);
         }
     }
+    schema_and_typed(resource_type, resource)
+}
+
+/// One resource against its type's schema (at most 20 issues), then typed parsing.
+fn schema_and_typed(resource_type: &str, resource: &Value) -> Result<(), Vec<Issue>> {
     let validator = validator(resource_type).map_err(|i| vec![i])?;
     let issues: Vec<Issue> = validator
         .iter_errors(resource)

@@ -52,8 +52,8 @@ pub enum AdmitError {
     Refused(Issue),
     #[error("{0}")]
     ResourceType(String),
-    #[error("the Encounter's subject `{0}` is not a known patient")]
-    UnknownPatient(String),
+    #[error("the Encounter's subject is not a known patient")]
+    UnknownPatient(Issue),
     #[error("this identifier already belongs to another patient")]
     IdentifierTaken(Issue),
     #[error("{0}")]
@@ -81,7 +81,9 @@ impl From<AdmitError> for Failure {
                 .with_issues(vec![issue])
                 .with_status(422),
             AdmitError::ResourceType(_) => Failure::new(FailureKind::NotFound, message),
-            AdmitError::UnknownPatient(_) => Failure::new(FailureKind::NotFound, message).with_status(422),
+            AdmitError::UnknownPatient(issue) => Failure::new(FailureKind::NotFound, message)
+                .with_issues(vec![issue])
+                .with_status(422),
             AdmitError::IdentifierTaken(issue) => Failure::new(FailureKind::Conflict, message).with_issues(vec![issue]),
             AdmitError::NotFound(_) => Failure::new(FailureKind::NotFound, message),
             AdmitError::Gone(_) => Failure::new(FailureKind::NotFound, message).with_status(410),
@@ -179,6 +181,13 @@ fn to_bytes(v: &Value) -> Result<Vec<u8>, PortError> {
     serde_json::to_vec(v).map_err(|e| PortError::Corrupt(e.to_string()))
 }
 
+fn unknown_patient(location: &str, subject: &str) -> AdmitError {
+    AdmitError::UnknownPatient(Issue::new(
+        location,
+        format!("`{subject}` is not a known patient: send the Patient first, or in the same transaction"),
+    ))
+}
+
 /// Prefix an entry's issue locations with its place in the Bundle.
 pub(crate) fn relocate(e: AdmitError, entry: Option<usize>) -> AdmitError {
     let Some(i) = entry else { return e };
@@ -186,6 +195,7 @@ pub(crate) fn relocate(e: AdmitError, entry: Option<usize>) -> AdmitError {
     match e {
         AdmitError::Refused(issue) => AdmitError::Refused(at(issue)),
         AdmitError::IdentifierTaken(issue) => AdmitError::IdentifierTaken(at(issue)),
+        AdmitError::UnknownPatient(issue) => AdmitError::UnknownPatient(at(issue)),
         AdmitError::Invalid(issues) => AdmitError::Invalid(issues.into_iter().map(at).collect()),
         other => other,
     }
@@ -355,11 +365,11 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 }
                 let id = facts::patient_id_of_reference(r)
                     .filter(|id| ids::is_fhir_id(id))
-                    .ok_or_else(|| AdmitError::UnknownPatient(r.clone()))?;
+                    .ok_or_else(|| unknown_patient("/subject/reference", r))?;
                 if bundle.iter().any(|(pid, _)| pid == id) || self.records.load(id).await?.is_some() {
                     Ok(id.to_owned())
                 } else {
-                    Err(AdmitError::UnknownPatient(r.clone()))
+                    Err(unknown_patient("/subject/reference", r))
                 }
             }
             SubjectRef::Identifier(raw) => {
@@ -370,10 +380,12 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 if let Some((id, _)) = bundle.iter().find(|(_, p)| p.identifiers.contains(&identifier)) {
                     return Ok(id.clone());
                 }
-                self.records
-                    .lookup(&identifier)
-                    .await?
-                    .ok_or_else(|| AdmitError::UnknownPatient("identifier".into()))
+                self.records.lookup(&identifier).await?.ok_or_else(|| {
+                    unknown_patient(
+                        "/subject/identifier",
+                        &format!("{}|{}", identifier.system, identifier.value),
+                    )
+                })
             }
         }
     }

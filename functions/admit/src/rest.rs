@@ -166,9 +166,6 @@ fn failure(e: AdmitError, root: &str) -> Failure {
         }
         issue.location = fhirpath(root, &issue.location);
     }
-    if f.issues.is_empty() && !root.is_empty() && f.http_status() == 422 {
-        f.issues.push(Issue::new(root, f.message.clone()));
-    }
     f
 }
 
@@ -315,6 +312,10 @@ async fn route<S: StateStore, L: EventLog, P: Publisher>(
             update(admit, req, rt, id, resource).await
         }
         ("DELETE", ["Encounter", id]) => delete(admit, req, id).await,
+        (_, [_, "_search"]) => Err(AdmitError::Method(
+            "search with GET and the parameters in the query".into(),
+            "GET",
+        )),
         (_, ["Encounter", _]) => Err(AdmitError::Method(
             "an Encounter takes GET, PUT and DELETE".into(),
             "GET, PUT, DELETE",

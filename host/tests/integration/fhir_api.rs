@@ -661,8 +661,17 @@ async fn odd_requests_get_a_4xx_outcome_never_a_5xx() {
     for body in &bodies {
         let r = api.post("/fhir", body).await;
         let batch_ok = body["type"] == "batch" && r.status == 200;
-        assert!(r.status.is_client_error() || batch_ok, "{body}: {} {}", r.status, r.body);
-        assert!(r.body["resourceType"] == "OperationOutcome" || batch_ok, "{body}: {}", r.body);
+        assert!(
+            r.status.is_client_error() || batch_ok,
+            "{body}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body["resourceType"] == "OperationOutcome" || batch_ok,
+            "{body}: {}",
+            r.body
+        );
     }
     for (method, path) in [
         (Method::GET, format!("/fhir/Patient/{long_id}")),
@@ -682,8 +691,18 @@ async fn odd_requests_get_a_4xx_outcome_never_a_5xx() {
         assert!(r.status.is_client_error(), "{method} {path}: {} {}", r.status, r.body);
         assert_eq!(r.body["resourceType"], "OperationOutcome", "{method} {path}");
     }
+    // An Encounter whose subject is nowhere: 422 naming the entry's subject.
+    let orphan = transaction(vec![json!({
+        "resource": stay("urn:uuid:00000000-0000-0000-0000-000000000000", "Ward 1", "Bed 1", "in-progress"),
+        "request": {"method": "POST", "url": "Encounter"}
+    })]);
+    let r = api.post("/fhir", &orphan).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["issue"][0]["expression"][0], "Bundle.entry[0].resource.subject.reference");
     // Paging beyond the end, and a huge _count, are fine.
-    let far = api.get("/fhir/Encounter?status=in-progress&_offset=1000000&_count=100000").await;
+    let far = api
+        .get("/fhir/Encounter?status=in-progress&_offset=1000000&_count=100000")
+        .await;
     assert_eq!(far.status, 200, "{}", far.body);
     api.host.stop().await;
 }

@@ -9,6 +9,7 @@ mod embedded;
 mod fhir_api;
 mod helpers;
 mod hl7v2;
+mod interop;
 mod lab;
 mod manifests;
 mod records;
