@@ -230,9 +230,13 @@ pub struct PatientRecord {
     pub seq: u64,
     #[serde(default)]
     pub outbox: Vec<Pending>,
-    /// Set when this record (results before their patient) was joined to another.
+    /// Set when this record was joined to another: results before their patient, or a patient
+    /// merged into another (HL7 v2 A40 / A34, `decide::merge`).
     #[serde(default)]
     pub merged_into: Option<String>,
+    /// The records merged into this one (`decide::merge`): each is announced once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -262,6 +266,7 @@ impl PatientRecord {
             seq: 0,
             outbox: Vec::new(),
             merged_into: None,
+            merged_from: Vec::new(),
             updated_at: now,
         }
     }
@@ -324,6 +329,7 @@ impl PatientRecord {
             result_id: None,
             alert_id: None,
             analyte: None,
+            merged_id: None,
         };
         fill(&mut event);
         self.push(Action::Event { event })
