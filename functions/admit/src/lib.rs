@@ -26,6 +26,7 @@ use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 pub mod capabilities;
 pub mod hl7v2;
+pub mod merge;
 
 /// Why an admission was refused. Each variant classifies itself for the runtime.
 #[derive(Debug, thiserror::Error)]
