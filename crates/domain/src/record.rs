@@ -134,6 +134,7 @@ impl ResultEntry {
 /// again by any later load of the record until the event log shows it done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)] // a record holds a few; most are events anyway
 pub enum Action {
     /// Append to the event log, then publish on the event type's lane.
     Event { event: WardEvent },
