@@ -129,7 +129,9 @@ pub fn absorb(
 fn take_stay(r: &mut PatientRecord, stay: Option<EncounterState>) -> Option<String> {
     let stay = stay.filter(|s| s.is_current_inpatient())?;
     let has_own = r.encounters.iter().any(EncounterState::is_current_inpatient);
-    if has_own || r.placement.is_some() || r.retired_encounters.contains(&stay.id) {
+    // Taken already (and maybe finished since): a resend of the merge never re-opens it.
+    let had = r.encounters.iter().any(|e| e.id == stay.id) || r.retired_encounters.contains(&stay.id);
+    if has_own || had || r.placement.is_some() {
         return None;
     }
     r.placement = Some(Placement {
@@ -142,10 +144,7 @@ fn take_stay(r: &mut PatientRecord, stay: Option<EncounterState>) -> Option<Stri
         r.push(Action::PlaceOnWard { ward });
     }
     let id = stay.id.clone();
-    match r.encounters.iter_mut().find(|e| e.id == stay.id) {
-        Some(e) => *e = stay,
-        None => r.encounters.push(stay),
-    }
+    r.encounters.push(stay);
     Some(id)
 }
 
@@ -382,6 +381,19 @@ mod tests {
             (e.encounter_id.as_deref(), e.ward.as_deref()),
             (Some("e-s"), Some("7B"))
         );
+
+        // The stay discharged since, the same merge again: it stays finished.
+        let mut left = absorbed.record.clone();
+        left.placement = None;
+        left.encounters[0].status = "finished".into();
+        let again = absorb(
+            left,
+            Some(&closed.record),
+            input.clone(),
+            &CriticalLimits::default(),
+            t(3),
+        );
+        assert!(!again.changed && again.record.placement.is_none());
 
         // A survivor in a bed of its own keeps it.
         let own = placed(known("s", "111"), stay("e-own", "8A", "1"));
