@@ -43,7 +43,9 @@
 //!   an active or escalated alert (`by`: the name typed on the page when no sign-in is
 //!   configured; `patient_id` optional, it saves a search). Acknowledging twice changes nothing;
 //!   a resolved or withdrawn alert is closed: `409`.
-//! - `GET /api/patients/<id>` — one patient's record.
+//! - `GET /api/patients/<id>` — one patient's record. A record joined or merged into another
+//!   (results that came first; HL7 v2 A40/A34) answers with the record it went to (its `id`),
+//!   and `followed_from`: the id asked for.
 //! - `GET /api/patients/<id>/audit` — `{"patient_id", "audit": [entries, newest first],
 //!   "kept_at_most"}`: what happened to the patient's alerts (raised, updated, upgraded,
 //!   acknowledged, escalated, resolved, withdrawn, reopened), by whom and when.
@@ -376,15 +378,21 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
         self
     }
 
-    /// A record, or the record it was joined to (results that came before their patient).
+    /// A record, or the record it was joined to (results that came before their patient) or
+    /// merged into (HL7 v2 A40/A34), a few hops at most; the last one found when a hop is
+    /// missing.
     async fn load_following(&self, id: &str) -> Result<Option<PatientRecord>, PortError> {
-        let Some(r) = self.records.load(id).await? else {
+        let Some(mut r) = self.records.load(id).await? else {
             return Ok(None);
         };
-        match r.merged_into.clone() {
-            Some(into) => Ok(Some(self.records.load(&into).await?.unwrap_or(r))),
-            None => Ok(Some(r)),
+        for _ in 0..4 {
+            let Some(into) = r.merged_into.clone() else { break };
+            match self.records.load(&into).await? {
+                Some(next) => r = next,
+                None => break,
+            }
         }
+        Ok(Some(r))
     }
 
     /// Every current inpatient's record, ward by ward (wards in name order, then bed; "Ward 9"
@@ -1124,10 +1132,17 @@ impl<S: StateStore + Clone, L: EventLog + Clone, P: Publisher> Board<S, L, P> {
                 if !wardwatch_domain::ids::is_fhir_id(id) {
                     return error(404, "not-found", "no such patient");
                 }
-                match self.records.load(id).await {
+                match self.load_following(id).await {
                     Ok(Some(mut r)) => {
                         r.outbox.clear();
-                        serde_json::to_value(&r).map_err(|e| PortError::Corrupt(e.to_string()))
+                        serde_json::to_value(&r)
+                            .map(|mut v| {
+                                if r.id != id {
+                                    v["followed_from"] = json!(id);
+                                }
+                                v
+                            })
+                            .map_err(|e| PortError::Corrupt(e.to_string()))
                     }
                     Ok(None) => return error(404, "not-found", "no such patient"),
                     Err(e) => Err(e),

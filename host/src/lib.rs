@@ -32,7 +32,10 @@ pub fn app(wiring: &Wiring) -> App {
         .app()
         .fhir("/fhir", admit.clone())
         .endpoint("/fhir/metadata", Capabilities::new(true))
-        .endpoint("/hl7v2", Hl7v2::new(admit, identity.clone(), wiring.config.zone))
+        .endpoint(
+            "/hl7v2",
+            Hl7v2::new(admit, identity.clone(), wiring.config.zone).with_rules(wiring.config.rules.clone()),
+        )
         .binding(
             LAB_FEED,
             Arc::new(IngestLab::with_settings(

@@ -65,6 +65,7 @@ fn event(patient: &str, n: u64) -> WardEvent {
         result_id: Some(format!("r{n}")),
         alert_id: None,
         analyte: None,
+        merged_id: None,
     }
 }
 

@@ -1,11 +1,11 @@
-//! HL7 v2.3–2.8 ADT → the FHIR R4 Patient and Encounter admit already takes, and the HL7 ACK
-//! that answers each message. Pure: bytes, the hospital's settings and the time in; resources
+//! HL7 v2.3–2.8 ADT → the FHIR R4 Patient and Encounter admit already takes (or, for a merge,
+//! who is merged into whom), and the HL7 ACK that answers each message. Pure: bytes, the hospital's settings and the time in; resources
 //! (as JSON, to be validated and decided like any FHIR admission) or a refusal out. Reading
 //! ER7 (character sets, MLLP framing, CR/LF/CRLF, batches, escapes, DTM) is [`er7`]'s.
 //!
 //! | HL7 v2 | FHIR |
 //! |---|---|
-//! | MSH-9 `ADT^A01 A02 A03 A04 A08 A11 A12 A13` (EVN-1 when MSH-9.2 is empty) | [`Trigger`]; any other event (A40, A34 …) is refused by name (AR, 201) |
+//! | MSH-9 `ADT^A01 A02 A03 A04 A08 A11 A12 A13 A34 A40` (EVN-1 when MSH-9.2 is empty) | [`Trigger`]; any other event (A17, A28, A35 …) is refused by name (AR, 201) |
 //! | MSH-10 | [`AdtMessage::control_id`], echoed in the ACK's MSA-2 |
 //! | EVN-2, else MSH-7 | [`AdtMessage::version`]: `meta.lastUpdated` of the Patient and the Encounter |
 //! | PID-3 (every repetition whose assigning authority CX-4 — namespace, else universal id — maps through `V2_IDENTIFIER_SYSTEMS`; the others are dropped) | `Patient.identifier` (`type` v2-0203 from CX-5, `assigner.display` CX-4); refused when none maps |
@@ -19,6 +19,9 @@
 //! | PV1-6 (A02 only) | `Encounter.location` with `status` completed: where the patient was moved from |
 //! | PV1-44 (A01/A04 without it: EVN-6, else the version) | `Encounter.period.start` |
 //! | PV1-45 (a finished stay without it: EVN-6, else the version) | `Encounter.period.end` |
+//! | A40, A34: PID-3 (mapped as above) | [`Merge::survivor`]: the surviving patient, identity first (the Patient is read as above; no Encounter) |
+//! | A40: MRG-1, every repetition (CX-4 through `V2_IDENTIFIER_SYSTEMS`, as PID-3; the others are dropped) | [`Merge::merged`]: the merged patient's identifiers; refused when none maps (204), when MRG-1 is empty (101), or names an identifier PID-3 names (205) |
+//! | A34: MRG-1, first repetition (the patient id) | [`Merge::merged`], as for A40 |
 //!
 //! `Encounter.status` and what each event means:
 //!
@@ -32,6 +35,7 @@
 //! | A11 cancel admit | cancelled | |
 //! | A12 cancel transfer | in-progress | PV1-3 is where the patient was before the cancelled transfer |
 //! | A13 cancel discharge | in-progress | no `period.end`; [`AdtMessage::cancel_discharge`] |
+//! | A34, A40 merge | — | no Encounter; [`AdtMessage::merge`] (PV1 is not read). One PID/MRG pair per message (more: refused, 100); what the merge does is `decide::merge`'s |
 //!
 //! An Encounter is known by its visit number, so the messages of one stay are versions of one
 //! Encounter; a message that needs an Encounter and has no PV1-19 is refused rather than given an
@@ -48,7 +52,8 @@
 //! A stay is ordered by the version (EVN-2 to the second, as senders write it): two events of
 //! one stay in the same second settle as `decide::admission::supersedes` says, not by arrival.
 //!
-//! Not mapped: addresses, telecoms, next of kin, doctors (PV1-7 …), merges (A34/A40: refused).
+//! Not mapped: addresses, telecoms, next of kin, doctors (PV1-7 …), MRG-4…7 (prior account,
+//! visit and names), and merges of accounts or visits (A35, A36, A41, A42: refused).
 
 use std::fmt::{self, Write as _};
 
@@ -68,6 +73,8 @@ const PHYSICAL_TYPE: &str = "http://terminology.hl7.org/CodeSystem/location-phys
 const OUR_APPLICATION: &str = "WARDWATCH";
 /// MSH-12 of an ACK to a message whose version could not be read.
 const DEFAULT_VERSION: &str = "2.5.1";
+/// The events read, for refusals.
+const TAKES: &str = "A01 A02 A03 A04 A08 A11 A12 A13 A34 A40";
 /// Longest identifier or visit number accepted (as the identity rules).
 const MAX_IDENTIFIER: usize = 256;
 
@@ -92,10 +99,14 @@ pub enum Trigger {
     A11,
     A12,
     A13,
+    /// Merge patient information, patient id only (MRG-1's first repetition).
+    A34,
+    /// Merge patient, patient identifier list (every repetition of MRG-1).
+    A40,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 8] = [
+    pub const ALL: [Trigger; 10] = [
         Trigger::A01,
         Trigger::A02,
         Trigger::A03,
@@ -104,6 +115,8 @@ impl Trigger {
         Trigger::A11,
         Trigger::A12,
         Trigger::A13,
+        Trigger::A34,
+        Trigger::A40,
     ];
 
     /// The event code (`A01` …).
@@ -117,6 +130,8 @@ impl Trigger {
             Trigger::A11 => "A11",
             Trigger::A12 => "A12",
             Trigger::A13 => "A13",
+            Trigger::A34 => "A34",
+            Trigger::A40 => "A40",
         }
     }
 
@@ -131,6 +146,8 @@ impl Trigger {
             Trigger::A11 => "cancel admit",
             Trigger::A12 => "cancel transfer",
             Trigger::A13 => "cancel discharge",
+            Trigger::A34 => "merge patient information (patient id only)",
+            Trigger::A40 => "merge patient (patient identifier list)",
         }
     }
 
@@ -140,7 +157,12 @@ impl Trigger {
 
     /// Whether the event is about a stay, so that it cannot be read without one (PV1-19).
     fn needs_encounter(self) -> bool {
-        !matches!(self, Trigger::A04 | Trigger::A08)
+        !matches!(self, Trigger::A04 | Trigger::A08 | Trigger::A34 | Trigger::A40)
+    }
+
+    /// A merge (A34, A40): read into [`AdtMessage::merge`], never into an Encounter.
+    pub fn is_merge(self) -> bool {
+        matches!(self, Trigger::A34 | Trigger::A40)
     }
 }
 
@@ -165,11 +187,9 @@ fn unsupported_meaning(event: &str) -> Option<&'static str> {
         "A23" => "delete a visit",
         "A28" => "add person information",
         "A31" => "update person information",
-        "A34" => "merge patient information (patient id only)",
         "A35" => "merge patient information (account number only)",
         "A36" => "merge patient information (patient id and account number)",
         "A38" => "cancel pre-admit",
-        "A40" => "merge patient (patient identifier list)",
         "A41" => "merge account",
         "A42" => "merge visit",
         "A44" => "move account information",
@@ -218,8 +238,21 @@ pub struct AdtMessage {
     pub encounter: Option<Value>,
     /// An A13: the finished stay goes back to in-progress (`EncounterUpdate::cancel_discharge`).
     pub cancel_discharge: bool,
+    /// An A40 or A34: who is merged into whom. `patient` is then the survivor (PID) and
+    /// `encounter` is `None`.
+    pub merge: Option<Merge>,
     /// What the ACK needs.
     pub sender: Header,
+}
+
+/// What an A40 or A34 says: the patient known by `merged` is the patient known by `survivor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// PID-3, mapped (as the Patient's identifiers), the identity first.
+    pub survivor: Vec<Identifier>,
+    /// MRG-1, mapped through the same table (A34: its first repetition only); never one of
+    /// `survivor`.
+    pub merged: Vec<Identifier>,
 }
 
 /// MSA-1 in original acknowledgment mode.
@@ -287,6 +320,7 @@ pub mod condition {
     pub const EVENT: &str = "201";
     pub const VERSION: &str = "203";
     pub const UNKNOWN_KEY: &str = "204";
+    pub const DUPLICATE_KEY: &str = "205";
     /// Taken, but cannot be stored now: send it again.
     pub const RECORD_LOCKED: &str = "206";
     /// Read, but refused by the admission rules (the text says which).
@@ -305,7 +339,7 @@ pub mod condition {
             "202" => "Unsupported processing id",
             VERSION => "Unsupported version id",
             UNKNOWN_KEY => "Unknown key identifier",
-            "205" => "Duplicate key identifier",
+            DUPLICATE_KEY => "Duplicate key identifier",
             "206" => "Application record locked",
             _ => "Application internal error",
         }
@@ -448,7 +482,7 @@ fn map(parsed: &Message<'_>, msh: &Segment<'_>, header: &Header, settings: &Sett
         return Err(Fault::reject(
             condition::MESSAGE_TYPE,
             format!(
-                "wrong message type{} (MSH-9): the ADT feed takes ADT messages (A01 A02 A03 A04 A08 A11 A12 A13)",
+                "wrong message type{} (MSH-9): the ADT feed takes ADT messages ({TAKES})",
                 quoted(&format!("{}^{}", header.message_type, header.event), 8)
             ),
         ));
@@ -458,10 +492,10 @@ fn map(parsed: &Message<'_>, msh: &Segment<'_>, header: &Header, settings: &Sett
         let reason = match (event.is_empty(), unsupported_meaning(event)) {
             (true, _) => "MSH-9.2 (trigger event) and EVN-1 are empty: which ADT event is this?".to_owned(),
             (false, Some(meaning)) => {
-                format!("ADT^{event} ({meaning}) is not supported: Wardwatch takes A01 A02 A03 A04 A08 A11 A12 A13")
+                format!("ADT^{event} ({meaning}) is not supported: Wardwatch takes {TAKES}")
             }
             (false, None) => format!(
-                "the ADT event{} (MSH-9.2) is not supported: Wardwatch takes A01 A02 A03 A04 A08 A11 A12 A13",
+                "the ADT event{} (MSH-9.2) is not supported: Wardwatch takes {TAKES}",
                 quoted(event, 3)
             ),
         };
@@ -497,7 +531,22 @@ fn map(parsed: &Message<'_>, msh: &Segment<'_>, header: &Header, settings: &Sett
             format!("no PID segment: an {trigger} needs the patient"),
         )
     })?;
-    let (patient, identity) = patient(pid, &seps, settings.identity, version)?;
+    let (patient, identity, identifiers) = patient(pid, &seps, settings.identity, version)?;
+    if trigger.is_merge() {
+        let merged = merged_identifiers(parsed, &seps, settings.identity, trigger, &identifiers)?;
+        let mut survivor = vec![identity.clone()];
+        survivor.extend(identifiers.into_iter().filter(|i| *i != identity));
+        return Ok(AdtMessage {
+            control_id,
+            trigger,
+            version,
+            patient,
+            encounter: None,
+            cancel_discharge: false,
+            merge: Some(Merge { survivor, merged }),
+            sender: header.clone(),
+        });
+    }
     let stay = Stay {
         trigger,
         version,
@@ -512,6 +561,7 @@ fn map(parsed: &Message<'_>, msh: &Segment<'_>, header: &Header, settings: &Sett
         patient,
         encounter,
         cancel_discharge: trigger == Trigger::A13,
+        merge: None,
         sender: header.clone(),
     })
 }
@@ -554,13 +604,13 @@ fn repeats<'s>(seg: &'s Segment<'_>, field: usize) -> impl Iterator<Item = &'s R
     seg.field(field).into_iter().flat_map(|f| f.repeats())
 }
 
-/// The Patient, and the identifier it is known by.
+/// The Patient, the identifier it is known by, and every identifier it has (mapped).
 fn patient(
     pid: &Segment<'_>,
     seps: &Separators,
     rules: &IdentityRules,
     version: DateTime<Utc>,
-) -> Result<(Value, Identifier), Fault> {
+) -> Result<(Value, Identifier, Vec<Identifier>), Fault> {
     let mut identifiers: Vec<Value> = Vec::new();
     let mut raw: Vec<RawIdentifier> = Vec::new();
     // Authorities (and types) that have no system: named if nothing maps.
@@ -650,7 +700,85 @@ fn patient(
     if let Some(born) = component(pid, seps, 7, 1) {
         p.insert("birthDate".into(), json!(birth_date(&born)?));
     }
-    Ok((Value::Object(p), identity))
+    Ok((Value::Object(p), identity, rules.all(&raw)))
+}
+
+/// MRG-1 of a merge: the merged patient's identifiers, each repetition's assigning authority
+/// (and type) mapped as PID-3's are (A34: the first repetition only, the patient id). One
+/// PID/MRG pair per message; MRG-1 naming an identifier PID-3 names is refused.
+fn merged_identifiers(
+    parsed: &Message<'_>,
+    seps: &Separators,
+    rules: &IdentityRules,
+    trigger: Trigger,
+    survivor: &[Identifier],
+) -> Result<Vec<Identifier>, Fault> {
+    let what = trigger.meaning();
+    let mrg = parsed.segment("MRG").ok_or_else(|| {
+        Fault::error(
+            condition::SEGMENT_SEQUENCE,
+            format!("no MRG segment: an {trigger} ({what}) needs the merged patient's identifiers (MRG-1)"),
+        )
+    })?;
+    if parsed.segment_count("MRG") > 1 || parsed.segment_count("PID") > 1 {
+        return Err(Fault::error(
+            condition::SEGMENT_SEQUENCE,
+            format!("more than one PID/MRG pair: send one merge per {trigger} message"),
+        ));
+    }
+    let mut merged: Vec<Identifier> = Vec::new();
+    let mut unmapped: Vec<(String, String)> = Vec::new();
+    let take = if trigger == Trigger::A34 { 1 } else { usize::MAX };
+    for rep in repeats(mrg, 1).take(take) {
+        let Some(value) = part(rep, seps, 1, 1) else { continue };
+        if !usable_value(&value) {
+            return Err(Fault::error(
+                condition::DATA_TYPE,
+                format!("MRG-1: an identifier is longer than {MAX_IDENTIFIER} characters or holds control characters"),
+            ));
+        }
+        let assigner = authority(rep, seps, 4);
+        let type_code = part(rep, seps, 5, 1);
+        match rules.from_v2(&value, assigner.as_deref(), type_code.as_deref()) {
+            Some(id) if survivor.contains(&id) => {
+                return Err(Fault::error(
+                    condition::DUPLICATE_KEY,
+                    "MRG-1 names an identifier PID-3 also names: a patient cannot be merged into itself",
+                ));
+            }
+            Some(id) if !merged.contains(&id) => merged.push(id),
+            Some(_) => {}
+            None => unmapped.push((assigner.unwrap_or_default(), type_code.unwrap_or_default())),
+        }
+    }
+    if merged.is_empty() {
+        let Some((assigner, type_code)) = unmapped.first() else {
+            return Err(Fault::error(
+                condition::REQUIRED_FIELD,
+                format!(
+                    "MRG-1 (prior patient identifier list) is empty: an {trigger} ({what}) names the merged patient there"
+                ),
+            ));
+        };
+        return Err(Fault::error(
+            condition::UNKNOWN_KEY,
+            format!(
+                "MRG-1: no identifier has an assigning authority (CX-4) with a FHIR identifier system; the first is{} typed{}: \
+                 add it to V2_IDENTIFIER_SYSTEMS (AUTHORITY[^TYPE]=system), then resend",
+                if assigner.is_empty() {
+                    " without an authority".to_owned()
+                } else {
+                    quoted(assigner, 32)
+                },
+                if type_code.is_empty() {
+                    " with no type".to_owned()
+                } else {
+                    quoted(type_code, 4)
+                },
+            ),
+        ));
+    }
+    Ok(merged)
 }
 
 /// An XPN: family (FN-1), given names (2, 3), suffix (4), prefix (5), type (7).
@@ -847,6 +975,8 @@ fn encounter(
         Trigger::A08 if discharged.is_some() => "finished",
         Trigger::A08 => "in-progress",
         Trigger::A11 => "cancelled",
+        // A merge carries no stay (`map` reads it without one).
+        Trigger::A34 | Trigger::A40 => return Ok(None),
     };
     let ward = place(pv1, seps, 3, 1);
     if class_code == "IMP" && status == "in-progress" && ward.is_none() {
@@ -1377,9 +1507,9 @@ mod tests {
             both.iter().map(|m| m.trigger).collect::<Vec<_>>(),
             [Trigger::A01, Trigger::A02]
         );
-        let broken = format!("BHS|^~\\&|PAS|NGH\r{cr}{}BTS|2\r", a02.replace("ADT^A02", "ADT^A40"));
+        let broken = format!("BHS|^~\\&|PAS|NGH\r{cr}{}BTS|2\r", a02.replace("ADT^A02", "ADT^A17"));
         let r = read(broken.as_bytes(), &settings(&rules)).expect_err("a batch is refused whole");
-        assert!(r.reason.starts_with("message 2 of the batch: ADT^A40"), "{}", r.reason);
+        assert!(r.reason.starts_with("message 2 of the batch: ADT^A17"), "{}", r.reason);
         assert_eq!(r.header.map(|h| h.control_id), Some("ADT-A02-1".into()));
     }
 
@@ -1472,8 +1602,8 @@ mod tests {
     fn unsupported_events_message_types_and_versions_are_refused_by_name() {
         let base = adt("A01", "20261127101500", &[&inpatient(&[])]);
         for (event, says) in [
-            ("A40", "merge patient"),
-            ("A34", "merge patient information"),
+            ("A17", "swap patients"),
+            ("A35", "merge patient information (account number only)"),
             ("A28", "add person"),
         ] {
             let r = refused(
@@ -1493,6 +1623,90 @@ mod tests {
         assert_eq!((r.code, r.condition), (AckCode::AR, "203"));
         // No event in MSH-9: EVN-1 says which.
         assert_eq!(read_one(&base.replace("ADT^A01^ADT_A01", "ADT")).trigger, Trigger::A01);
+    }
+
+    const OLD_MRN: &str = "777777";
+
+    #[test]
+    fn an_a40_names_the_survivor_by_pid_3_and_the_merged_patient_by_every_mapped_mrg_1() {
+        let mrg = format!("MRG|{OLD_MRN}^^^RXH^MR~9999999999^^^NHS^NH~55^^^OTHER^PI~{OLD_MRN}^^^RXH^MR");
+        let m = read_one(&adt("A40", "20261127160000", &[&mrg, &inpatient(&[])]));
+        assert_eq!(m.trigger, Trigger::A40);
+        assert!(m.trigger.is_merge());
+        assert_eq!(m.encounter, None, "a merge is no stay, whatever PV1 says");
+        assert!(!m.cancel_discharge);
+        let merge = m.merge.expect("a merge");
+        let id = |system: &str, value: &str| Identifier {
+            system: system.into(),
+            value: value.into(),
+        };
+        assert_eq!(merge.survivor, [id(MRN, "123456"), id(NHS, "9434765919")]);
+        assert_eq!(
+            merge.merged,
+            [id(MRN, OLD_MRN), id(NHS, "9999999999")],
+            "an authority with no system is dropped, a repeat counted once"
+        );
+        assert_eq!(
+            m.patient["identifier"][0]["value"], "123456",
+            "the Patient is the survivor"
+        );
+    }
+
+    #[test]
+    fn an_a34_merges_by_the_patient_id_alone() {
+        let mrg = format!("MRG|{OLD_MRN}^^^RXH^MR~9999999999^^^NHS^NH");
+        let text = adt("A34", "20261127160000", &[&mrg]).replace("|P|2.5.1|", "|P|2.3|");
+        let m = read_one(&text);
+        assert_eq!(m.trigger, Trigger::A34);
+        let merge = m.merge.expect("a merge");
+        assert_eq!(merge.merged.len(), 1, "MRG-1's first repetition only");
+        assert_eq!(merge.merged[0].value, OLD_MRN);
+        assert!(
+            read_one(&adt("A01", "20261127101500", &[&inpatient(&[])]))
+                .merge
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_merge_without_a_usable_mrg_1_is_refused_with_the_field_and_no_patient_data() {
+        let cases = [
+            (adt("A40", "20261127160000", &[]), "100", "no MRG segment"),
+            (
+                adt("A40", "20261127160000", &["MRG|"]),
+                "101",
+                "MRG-1 (prior patient identifier list) is empty",
+            ),
+            (
+                adt("A40", "20261127160000", &[&format!("MRG|{OLD_MRN}^^^ELSEWHERE^MR")]),
+                "204",
+                "MRG-1: no identifier has an assigning authority",
+            ),
+            (
+                adt("A40", "20261127160000", &["MRG|123456^^^RXH^MR"]),
+                "205",
+                "MRG-1 names an identifier PID-3 also names",
+            ),
+            (
+                adt(
+                    "A40",
+                    "20261127160000",
+                    &[
+                        &format!("MRG|{OLD_MRN}^^^RXH^MR"),
+                        PID,
+                        &format!("MRG|{OLD_MRN}1^^^RXH^MR"),
+                    ],
+                ),
+                "100",
+                "more than one PID/MRG pair",
+            ),
+        ];
+        for (text, condition, says) in cases {
+            let r = refused(&text);
+            assert_eq!((r.code, r.condition), (AckCode::AE, condition), "{}", r.reason);
+            assert!(r.reason.starts_with(says), "{}", r.reason);
+            assert!(!r.reason.contains(OLD_MRN), "{}", r.reason);
+        }
     }
 
     #[test]
@@ -1650,13 +1864,13 @@ mod tests {
 
     #[test]
     fn the_ack_to_a_refused_message_carries_the_condition_and_the_escaped_reason() {
-        let r = refused(&adt("A40", "20261127101500", &[&inpatient(&[])]));
+        let r = refused(&adt("A17", "20261127101500", &[&inpatient(&[])]));
         let text = r.ack("WW-2", now());
         let parsed = er7::parse(text.trim_end_matches('\r')).expect("an ACK parses");
         let seps = parsed.separators;
         let msa = parsed.segment("MSA").expect("MSA");
         assert_eq!(component(msa, &seps, 1, 1).as_deref(), Some("AR"));
-        assert_eq!(component(msa, &seps, 2, 1).as_deref(), Some("ADT-A40-1"));
+        assert_eq!(component(msa, &seps, 2, 1).as_deref(), Some("ADT-A17-1"));
         assert!(msa.field(3).is_none(), "MSA-3 is for versions before 2.5");
         let err = parsed.segment("ERR").expect("ERR");
         assert_eq!(
@@ -1676,7 +1890,7 @@ mod tests {
             err.field(8).map(|f| er7::unescape(f.raw_value(), &seps)),
             Some(r.reason.clone())
         );
-        assert!(text.contains("ACK^A40^ACK"));
+        assert!(text.contains("ACK^A17^ACK"));
         // Separators in a reason are escaped, and anything but ASCII is written \Xhh\.
         let header = r.header.as_deref();
         let text = ack(header, AckCode::AE, Some(("207", "a|b^c é")), "WW-3", now());
@@ -1722,12 +1936,12 @@ mod tests {
 
     #[test]
     fn the_ack_uses_the_messages_own_separators() {
-        let text = adt("A40", "20261127101500", &[]).replace('|', "#").replace('^', "*");
+        let text = adt("A17", "20261127101500", &[]).replace('|', "#").replace('^', "*");
         let r = refused(&text);
         let a = r.ack("WW-7", now());
         assert!(a.starts_with("MSH#*~\\&#WARDWATCH#NGH#PAS#NGH#"), "{a}");
-        assert!(a.contains("#ACK*A40*ACK#"), "{a}");
-        assert!(a.contains("\rMSA#AR#ADT-A40-1\r"), "{a}");
+        assert!(a.contains("#ACK*A17*ACK#"), "{a}");
+        assert!(a.contains("\rMSA#AR#ADT-A17-1\r"), "{a}");
         assert!(a.contains("#201*Unsupported event code*HL70357#E#"), "{a}");
     }
 
@@ -1765,14 +1979,16 @@ mod tests {
             assert_eq!(events, named, "{name}");
             for m in &messages {
                 facts::patient(&m.patient);
+                assert_eq!(m.merge.is_some(), m.trigger.is_merge(), "{name}");
                 if let Some(e) = &m.encounter {
                     let f = facts::encounter(e).unwrap_or_else(|i| panic!("{name}: {}", i.message));
                     visits.insert(f.identifier.unwrap_or_default());
                 }
             }
         }
-        // One stay (V26001234) across A01 A02 A03 A08 A11 A12 A13, an ED visit, an HDU stay.
-        assert_eq!(visits.len(), 3, "{visits:?}");
+        // One stay (V26001234) across A01 A02 A03 A08 A11 A12 A13, an ED visit, an HDU stay,
+        // and the stay of the record merged by the A40.
+        assert_eq!(visits.len(), 4, "{visits:?}");
     }
 
     #[test]
@@ -1782,6 +1998,7 @@ mod tests {
             adt("A02", "20261127143000", &[&inpatient(&[(6, "WARD12^BAY2^B04")])]),
             adt("A03", "20261129110500", &[&inpatient(&[(45, "20261129110000")])]),
             adt("A08", "20261127101500", &[]),
+            adt("A40", "20261127160000", &["MRG|777777^^^RXH^MR~9999999999^^^NHS^NH"]),
         ];
         let alphabet: &[u8] = b"|^~\\&\r\nMSHPIDPVEN0123456789.+-XAIE\"\xe9\xc3\x0b\x1c ";
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -1795,7 +2012,7 @@ mod tests {
         let s = settings(&rules);
         let (mut read_ok, mut refused_n) = (0, 0);
         for i in 0..6_000u64 {
-            let mut bytes = bases[(i % 4) as usize].as_bytes().to_vec();
+            let mut bytes = bases[(i % 5) as usize].as_bytes().to_vec();
             for _ in 0..=(next() % 6) {
                 let at = (next() as usize) % (bytes.len() + 1);
                 let b = alphabet[(next() as usize) % alphabet.len()];
@@ -1818,6 +2035,10 @@ mod tests {
                             .expect("a read patient has an identity");
                         if let Some(e) = &m.encounter {
                             facts::encounter(e).expect("a read encounter is what admit reads");
+                        }
+                        if let Some(merge) = &m.merge {
+                            assert!(!merge.survivor.is_empty() && !merge.merged.is_empty());
+                            assert!(merge.merged.iter().all(|i| !merge.survivor.contains(i)));
                         }
                         assert!(ack(Some(&m.sender), AckCode::AA, None, "X", now()).is_ascii());
                     }

@@ -16,6 +16,10 @@ pub enum EventType {
     /// An admission that should not have been (HL7 v2 A11, an Encounter `cancelled` or
     /// `entered-in-error`): the patient leaves the ward without a discharge.
     AdmissionCancelled,
+    /// HL7 v2 A40 / A34: the patient `merged_id` is the same person as `patient_id`, whose record
+    /// now holds the merged patient's results, alerts and audit trail (and its current stay when
+    /// `patient_id` had none: `encounter_id`, `ward`). `merged_id`'s record is closed.
+    PatientMerged,
     ResultStored,
     AlertRaised,
     AlertAcknowledged,
@@ -35,6 +39,7 @@ impl EventType {
             EventType::Transferred => "transferred",
             EventType::Discharged => "discharged",
             EventType::AdmissionCancelled => "admission-cancelled",
+            EventType::PatientMerged => "patient-merged",
             EventType::ResultStored => "result-stored",
             EventType::AlertRaised => "alert-raised",
             EventType::AlertAcknowledged => "alert-acknowledged",
@@ -49,9 +54,11 @@ impl EventType {
     /// The lane that carries this type of event.
     pub fn lane(self) -> &'static str {
         match self {
-            EventType::Admitted | EventType::Transferred | EventType::Discharged | EventType::AdmissionCancelled => {
-                crate::lanes::ADMISSIONS
-            }
+            EventType::Admitted
+            | EventType::Transferred
+            | EventType::Discharged
+            | EventType::AdmissionCancelled
+            | EventType::PatientMerged => crate::lanes::ADMISSIONS,
             EventType::ResultStored => crate::lanes::LAB_RESULTED,
             EventType::AlertRaised
             | EventType::AlertAcknowledged
@@ -86,6 +93,9 @@ pub struct WardEvent {
     pub alert_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analyte: Option<String>,
+    /// `patient-merged`: the patient merged into `patient_id` (its record is closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_id: Option<String>,
 }
 
 /// A delivery that could never be processed, recorded on `<lane>-rejected` with the reason.

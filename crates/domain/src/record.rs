@@ -161,6 +161,7 @@ impl ResultEntry {
 /// again by any later load of the record until the event log shows it done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)] // a record holds a few; most are events anyway
 pub enum Action {
     /// Append to the event log, then publish on the event type's lane.
     Event { event: WardEvent },
@@ -260,9 +261,13 @@ pub struct PatientRecord {
     pub seq: u64,
     #[serde(default)]
     pub outbox: Vec<Pending>,
-    /// Set when this record (results before their patient) was joined to another.
+    /// Set when this record was joined to another: results before their patient, or a patient
+    /// merged into another (HL7 v2 A40 / A34, `decide::merge`).
     #[serde(default)]
     pub merged_into: Option<String>,
+    /// The records merged into this one (`decide::merge`): each is announced once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -293,6 +298,7 @@ impl PatientRecord {
             seq: 0,
             outbox: Vec::new(),
             merged_into: None,
+            merged_from: Vec::new(),
             updated_at: now,
         }
     }
@@ -355,6 +361,7 @@ impl PatientRecord {
             result_id: None,
             alert_id: None,
             analyte: None,
+            merged_id: None,
         };
         fill(&mut event);
         self.push(Action::Event { event })

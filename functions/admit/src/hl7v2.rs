@@ -8,14 +8,21 @@
 //! | outcome | ACK | HTTP |
 //! |---|---|---|
 //! | admitted (or nothing new: the same message again) | `AA` | 200 |
+//! | merged (A40, A34: [`crate::merge`]; or nothing new: the same merge again) | `AA` | 200 |
 //! | read, refused by its content or the admission rules (MSA-3/ERR say why) | `AE` | 422 |
-//! | not taken at all: unreadable, another message type or event (A40 …), another version | `AR` | 400 |
+//! | a merge whose surviving patient is not known (204), or whose identifiers name more than one patient (205) | `AE` | 422 |
+//! | not taken at all: unreadable, another message type or event (A17, A35 …), another version | `AR` | 400 |
 //! | the state store is unavailable: nothing written, send it again | `AE`, condition 206 | 503 |
+//!
+//! A merge re-derives the survivor's alerts with the rules table evaluate-alert uses
+//! ([`Hl7v2::with_rules`], `RULES_FILE`).
 //!
 //! A batch stops at the first message that is not accepted: the ACKs of the messages before it
 //! (admitted) and its own are sent; the ones after it are not taken and get no ACK.
 //! Behind `APP_API_TOKEN` like `/fhir`. Logs name the message control id and the event, never
 //! patient data.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -23,7 +30,8 @@ use http::{HeaderValue, Request, Response, header};
 use wardwatch_domain::adt::{self, AckCode, condition};
 use wardwatch_domain::identity::IdentityRules;
 use wardwatch_domain::ports::{EventLog, Publisher, StateStore};
-use wardwatch_runtime::{Body, Endpoint, FailureKind, full};
+use wardwatch_domain::rules::CriticalLimits;
+use wardwatch_runtime::{Body, Endpoint, Failure, FailureKind, full};
 
 use crate::Admit;
 
@@ -35,11 +43,24 @@ pub struct Hl7v2<S, L, P> {
     admit: std::sync::Arc<Admit<S, L, P>>,
     identity: IdentityRules,
     zone: chrono_tz::Tz,
+    rules: Arc<CriticalLimits>,
 }
 
 impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
     pub fn new(admit: std::sync::Arc<Admit<S, L, P>>, identity: IdentityRules, zone: chrono_tz::Tz) -> Self {
-        Self { admit, identity, zone }
+        Self {
+            admit,
+            identity,
+            zone,
+            rules: Arc::new(CriticalLimits::default()),
+        }
+    }
+
+    /// The rules table evaluate-alert uses (`RULES_FILE`): a merge re-derives the survivor's
+    /// alerts with it. Without it, the built-in table.
+    pub fn with_rules(mut self, rules: Arc<CriticalLimits>) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// The ACKs for a payload, and the HTTP status they go with.
@@ -67,7 +88,24 @@ impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
         };
         let mut acks = String::new();
         for m in &messages {
-            match self.admit.admit_adt(m, now).await {
+            // What a refusal's AE says, by table 0357, when it is not transient.
+            let written: Result<(), (Failure, &'static str)> = match &m.merge {
+                Some(merge) => self
+                    .admit
+                    .merge(m, merge, &self.rules, now)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let refused = e.condition();
+                        (Failure::from(e), refused)
+                    }),
+                None => self
+                    .admit
+                    .admit_adt(m, now)
+                    .await
+                    .map_err(|e| (Failure::from(e), condition::APPLICATION)),
+            };
+            match written {
                 Ok(()) => {
                     tracing::info!(control_id = %m.control_id, event = m.trigger.code(), "HL7 v2 ADT admitted");
                     acks.push_str(&adt::ack(
@@ -78,8 +116,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
                         now,
                     ));
                 }
-                Err(e) => {
-                    let failure = wardwatch_runtime::Failure::from(e);
+                Err((failure, refused)) => {
                     let transient = failure.kind == FailureKind::Transient;
                     tracing::warn!(control_id = %m.control_id, event = m.trigger.code(), kind = failure.kind.as_str(), "an HL7 v2 ADT message was not admitted");
                     // What the client is told: the failure's own words and the places it names
@@ -91,7 +128,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
                     let (condition, status) = if transient {
                         (condition::RECORD_LOCKED, 503)
                     } else {
-                        (condition::APPLICATION, 422)
+                        (refused, 422)
                     };
                     acks.push_str(&adt::ack(
                         Some(&m.sender),

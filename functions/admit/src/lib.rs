@@ -33,6 +33,7 @@ use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 pub mod bundle;
 pub mod capabilities;
 pub mod hl7v2;
+pub mod merge;
 pub mod rest;
 
 /// Why a request was refused. Each variant classifies itself for the runtime.

@@ -141,8 +141,8 @@ async fn a_cancelled_admission_leaves_the_board_and_what_cannot_be_taken_is_refu
         "its own event, not a discharge"
     );
 
-    // A merge is not supported: refused (AR) by name, condition 201.
-    let (status, msa, ack) = send(&host, "refused-201-a40-merge.hl7").await;
+    // A merge of accounts is not supported: refused (AR) by name, condition 201.
+    let (status, msa, ack) = send(&host, "refused-201-a35-merge-account.hl7").await;
     assert_eq!(
         (status, msa[0].0.as_str(), msa[0].1.as_str()),
         (400, "AR", "NGH-ADT-000201")

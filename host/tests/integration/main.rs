@@ -12,5 +12,6 @@ mod hl7v2;
 mod interop;
 mod lab;
 mod manifests;
+mod merge;
 mod records;
 mod services;

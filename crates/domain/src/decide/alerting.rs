@@ -837,6 +837,34 @@ pub fn decide(
     finish(Some(&before), r, now)
 }
 
+/// Re-derive the record's alerts from its whole history: every rule any kept result's analyte
+/// touches, and every rule an alert it keeps was raised by, evaluated with no result in
+/// particular (as recording RRT does). For a history that changed other than by one result
+/// arriving — another patient's results merged in (`decide::merge`). The changes are queued
+/// like any evaluation's (audit entries, events); the caller finishes the decision. Re-deriving
+/// the same history again changes nothing.
+pub fn rederive(r: &mut PatientRecord, limits: &CriticalLimits, now: DateTime<Utc>) {
+    let mut analytes: Vec<String> = r.results.iter().filter_map(|x| x.analyte.clone()).collect();
+    analytes.sort();
+    analytes.dedup();
+    let mut rules: Vec<String> = Vec::new();
+    for analyte in &analytes {
+        for rule in rules_of(r, analyte, limits) {
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+    }
+    for a in &r.alerts {
+        let kept = a.rule != AKI_RULE || limits.aki.enabled;
+        if kept && !rules.contains(&a.rule) {
+            rules.push(a.rule.clone());
+        }
+    }
+    let changes = evaluate(r, &rules, None, limits, now);
+    record_changes(r, changes, now);
+}
+
 /// Escalate every active alert whose review time has passed. Returns the alerts escalated.
 pub fn escalate(record: PatientRecord, now: DateTime<Utc>) -> (Decision, Vec<String>) {
     let before = record.clone();
