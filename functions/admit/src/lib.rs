@@ -25,6 +25,7 @@ use wardwatch_records::{Claim, Prefetched, Records, Step};
 use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 pub mod capabilities;
+pub mod feed;
 pub mod hl7v2;
 
 /// Why an admission was refused. Each variant classifies itself for the runtime.
