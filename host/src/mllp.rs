@@ -132,7 +132,12 @@ impl<S: StateStore, L: EventLog, P: Publisher> Receiver for Route<S, L, P> {
     }
 
     fn refuse_too_large(&self, head: &[u8], limit: usize, peer: SocketAddr) -> Bytes {
-        let header = adt::header(head);
+        // Whole segments only: the head ends wherever the limit fell.
+        let whole = head
+            .iter()
+            .rposition(|&b| b == b'\r' || b == b'\n')
+            .map_or(head, |end| &head[..=end]);
+        let header = adt::header(whole);
         let id = header.as_ref().map(|h| h.control_id.clone()).unwrap_or_default();
         tracing::warn!(%peer, control_id = %id, limit, "an MLLP message over the size limit was refused");
         refuse(

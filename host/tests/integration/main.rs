@@ -11,5 +11,6 @@ mod helpers;
 mod hl7v2;
 mod lab;
 mod manifests;
+mod mllp;
 mod records;
 mod services;
