@@ -15,7 +15,8 @@
 //! A batch stops at the first message that is not accepted: the ACKs of the messages before it
 //! (admitted) and its own are sent; the ones after it are not taken and get no ACK.
 //! Behind `APP_API_TOKEN` like `/fhir`. Logs name the message control id and the event, never
-//! patient data.
+//! patient data. `wardwatch up --mllp` answers each ADT message over MLLP with [`Hl7v2::receive`]
+//! too (`host/src/mllp.rs`), and the `adt-feed` lane reads ADT the same way ([`crate::feed`]).
 
 use bytes::Bytes;
 use chrono::Utc;
