@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wardwatch_adapters::launch::serve_main_with;
+use wardwatch_adapters::launch::serve_main_up;
 use wardwatch_runtime::{Backend, Config, Metrics, Secret};
 
 #[derive(Parser)]
@@ -30,6 +30,10 @@ struct Serve {
     /// RabbitMQ URL (amqp://user:pass@host:5672/%2f): queues instead of the in-process bus [env: AMQP_URL]
     #[arg(long, value_name = "URL")]
     amqp: Option<String>,
+    /// Also take HL7 v2 over MLLP/TCP on this address (e.g. 0.0.0.0:2575): ADT to admit, ORU^R01
+    /// to the lab feed, each answered with its ACK [env: MLLP_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    mllp: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -129,7 +133,15 @@ fn replay(id: Option<String>, all: bool, redis: Option<String>, amqp: Option<Str
 
 fn main() -> ExitCode {
     let metrics = Metrics::new();
-    let (Serve { listen, redis, amqp }, demo) = match Cli::parse().command {
+    let (
+        Serve {
+            listen,
+            redis,
+            amqp,
+            mllp,
+        },
+        demo,
+    ) = match Cli::parse().command {
         Command::ReplayRejected { id, all, redis, amqp } => return replay(id, all, redis, amqp),
         Command::Up(serve) => (serve, None),
         Command::Demo { serve, seed, every } => (serve, Some((seed, every.max(50)))),
@@ -142,6 +154,9 @@ fn main() -> ExitCode {
             c.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
         }
         with_urls(&mut c, redis, amqp);
+        if mllp.is_some() {
+            c.mllp_listen = mllp;
+        }
         c.validate_urls()?;
         c.check()?;
         // The demo laboratory's HL7 v2 identifiers belong to the demo hospital's MRN system.
@@ -160,30 +175,17 @@ fn main() -> ExitCode {
         }
         Ok(c)
     });
-    // Beside the server: the escalation ticker, and the demo's synthetic hospital.
-    serve_main_with(
+    // Beside the server: the demo's synthetic hospital (`up` runs the escalation ticker and the
+    // MLLP listener).
+    serve_main_up(
         "wardwatch",
         config,
         metrics,
-        wardwatch_host::INPUTS,
-        wardwatch_host::app,
-        move |wiring, addr| {
-            let ticker = wardwatch_host::ticker(wiring);
-            let rolled = wardwatch_host::roll_forward(wiring);
-            async move {
-                tokio::spawn(rolled);
-                let demo = async {
-                    if let Some((seed, every)) = demo {
-                        wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)).await;
-                    }
-                };
-                let tick = async {
-                    if let Some(t) = ticker {
-                        t.await;
-                    }
-                };
-                tokio::join!(demo, tick);
+        move |_, addr| async move {
+            if let Some((seed, every)) = demo {
+                wardwatch_host::demo::run(addr, seed, Duration::from_millis(every)).await;
             }
         },
+        |wiring, listener, shutdown| Box::pin(wardwatch_host::up(wiring, listener, shutdown)),
     )
 }

@@ -212,8 +212,7 @@ pub fn serve_main(
 }
 
 /// [`serve_main`], and once listening, `companion` runs beside the server, made from the
-/// wiring and the address, until the process stops (`wardwatch up`'s escalation ticker,
-/// `wardwatch demo`'s synthetic hospital).
+/// wiring and the address, until the process stops (`wardwatch demo`'s synthetic hospital).
 pub fn serve_main_with<F>(
     name: &'static str,
     config: Result<Config, ConfigError>,
@@ -221,6 +220,29 @@ pub fn serve_main_with<F>(
     inputs: &[&str],
     app: impl FnOnce(&Wiring) -> App,
     companion: impl FnOnce(&Wiring, std::net::SocketAddr) -> F,
+) -> ExitCode
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let inputs: Vec<String> = inputs.iter().map(|s| (*s).to_owned()).collect();
+    serve_main_up(name, config, metrics, companion, move |wiring, listener, shutdown| {
+        let app = app(wiring);
+        Box::pin(async move {
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            run(wiring, app, listener, &inputs, shutdown).await
+        })
+    })
+}
+
+/// [`serve_main_with`], with the serving itself given: `up` serves on the listener until the
+/// shutdown future (SIGTERM / Ctrl-C) resolves, then drains — [`run`] with more beside it
+/// (`wardwatch up`'s MLLP listener and escalation ticker).
+pub fn serve_main_up<F>(
+    name: &'static str,
+    config: Result<Config, ConfigError>,
+    metrics: Metrics,
+    companion: impl FnOnce(&Wiring, std::net::SocketAddr) -> F,
+    up: impl for<'w> FnOnce(&'w Wiring, TcpListener, BoxFuture<'static, ()>) -> BoxFuture<'w, std::io::Result<()>>,
 ) -> ExitCode
 where
     F: Future<Output = ()> + Send + 'static,
@@ -260,7 +282,6 @@ where
         if matches!(wiring.log, Log::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
             warn!("the event log is in process memory: set EVENTS_REDIS_URL so that readers resume across restarts and replicas");
         }
-        let app = app(&wiring);
         let listener = match TcpListener::bind(wiring.config.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -280,7 +301,7 @@ where
         if matches!(wiring.bus, Bus::Memory(_)) && !matches!(wiring.store, Store::Memory(_)) {
             warn!("durable state with the in-process bus: events between functions are lost if the process stops");
         }
-        match run(&wiring, app, listener, inputs, shutdown_signal()).await {
+        match up(&wiring, listener, Box::pin(shutdown_signal())).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!("server failed: {e}");

@@ -33,6 +33,9 @@ pub mod lanes {
     pub const ALERTS: &str = "alerts";
     /// A patient was admitted, transferred or discharged (published by admit).
     pub const ADMISSIONS: &str = "admissions";
+    /// HL7 v2 ADT (and FHIR transaction Bundles) from the hospital's PAS or interface engine,
+    /// queued for admit: the same admissions as `POST /hl7v2` and `POST /fhir`.
+    pub const ADT_FEED: &str = "adt-feed";
     /// The binding (and route, `POST /escalate`) that wakes evaluate-alert to escalate alerts past
     /// their review time: a Dapr cron binding, a Knative PingSource, or `wardwatch up`'s ticker.
     pub const ESCALATE: &str = "escalate";

@@ -153,6 +153,9 @@ pub struct Config {
     /// seconds, default 60; 0 turns the in-process ticker off, as for a deployment where a Dapr
     /// cron binding or a Knative PingSource calls `POST /escalate`).
     pub escalate_every: Option<std::time::Duration>,
+    /// Where `wardwatch up` takes HL7 v2 over MLLP (`MLLP_LISTEN`, e.g. `0.0.0.0:2575`; `--mllp`).
+    /// Unset: no MLLP listener. A message may be at most `max_body_bytes` long.
+    pub mllp_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -305,6 +308,13 @@ impl Config {
                     }
                 },
                 None => Some(std::time::Duration::from_secs(60)),
+            },
+            mllp_listen: match get("MLLP_LISTEN") {
+                Some(l) => Some(
+                    l.parse()
+                        .map_err(|_| invalid("MLLP_LISTEN", format!("`{l}` is not an address like 0.0.0.0:2575")))?,
+                ),
+                None => None,
             },
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") => false,
@@ -503,6 +513,15 @@ mod tests {
         );
         assert_eq!(config(&[("STATE_KEY_PREFIX", "none")]).expect("valid").key_prefix, "");
         assert!(config(&[("STATE_KEY_PREFIX", "a||b")]).is_err());
+    }
+
+    #[test]
+    fn the_mllp_listener_is_off_unless_mllp_listen_names_an_address() {
+        assert_eq!(config(&[]).expect("valid").mllp_listen, None);
+        let c = config(&[("MLLP_LISTEN", "127.0.0.1:2575")]).expect("valid");
+        assert_eq!(c.mllp_listen, Some(SocketAddr::from(([127, 0, 0, 1], 2575))));
+        let err = config(&[("MLLP_LISTEN", "2575")]).expect_err("no host");
+        assert!(err.to_string().starts_with("MLLP_LISTEN:"), "{err}");
     }
 
     #[test]

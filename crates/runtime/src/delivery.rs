@@ -102,6 +102,17 @@ impl Deliverer {
     }
 
     pub async fn deliver(&self, payload: Bytes, trigger: Trigger, request_id: Option<String>) -> Disposition {
+        self.deliver_told(payload, trigger, request_id).await.0
+    }
+
+    /// [`Self::deliver`], and the failure when there was one, for a trigger that answers its
+    /// sender (an MLLP ACK says why a message was refused).
+    pub async fn deliver_told(
+        &self,
+        payload: Bytes,
+        trigger: Trigger,
+        request_id: Option<String>,
+    ) -> (Disposition, Option<Failure>) {
         let request_id = request_id_or_new(request_id.as_deref());
         let event = Event {
             payload: payload.clone(),
@@ -117,11 +128,13 @@ impl Deliverer {
             },
         };
         match invoke(self.function.as_ref(), &self.metrics, event).await {
-            Ok(_) => Disposition::Done,
-            Err(f) if f.kind == FailureKind::Transient => Disposition::Retry,
+            Ok(_) => (Disposition::Done, None),
+            Err(f) if f.kind == FailureKind::Transient => (Disposition::Retry, Some(f)),
             Err(failure) => {
-                self.reject(&payload, failure.outcome(), failure.kind.as_str(), request_id, None)
-                    .await
+                let disposition = self
+                    .reject(&payload, failure.outcome(), failure.kind.as_str(), request_id, None)
+                    .await;
+                (disposition, Some(failure))
             }
         }
     }

@@ -21,6 +21,8 @@ pub enum Trigger {
     Amqp,
     /// The in-process bus of `wardwatch up`.
     Memory,
+    /// An HL7 v2 message over MLLP/TCP (`wardwatch up --mllp`).
+    Mllp,
 }
 
 impl Trigger {
@@ -31,6 +33,7 @@ impl Trigger {
             Trigger::CloudEvent => "cloudevent",
             Trigger::Amqp => "amqp",
             Trigger::Memory => "memory",
+            Trigger::Mllp => "mllp",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod function;
 pub mod http;
 pub mod metrics;
+pub mod mllp;
 pub mod telemetry;
 
 pub use config::{Backend, Config, ConfigError, Secret};

@@ -20,7 +20,8 @@
 //! A batch stops at the first message that is not accepted: the ACKs of the messages before it
 //! (admitted) and its own are sent; the ones after it are not taken and get no ACK.
 //! Behind `APP_API_TOKEN` like `/fhir`. Logs name the message control id and the event, never
-//! patient data.
+//! patient data. `wardwatch up --mllp` answers each ADT message over MLLP with [`Hl7v2::receive`]
+//! too (`host/src/mllp.rs`), and the `adt-feed` lane reads ADT the same way ([`crate::feed`]).
 
 use std::sync::Arc;
 
@@ -63,6 +64,28 @@ impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
         self
     }
 
+    /// Write what one message says: a merge ([`crate::merge`]) or an admission
+    /// ([`Admit::admit_adt`]). A refusal comes with what its AE says by table 0357 when it is
+    /// not transient. The same for every way in (`/hl7v2`, MLLP, the `adt-feed` queue).
+    pub async fn take(&self, m: &adt::AdtMessage, now: chrono::DateTime<Utc>) -> Result<(), (Failure, &'static str)> {
+        match &m.merge {
+            Some(merge) => self
+                .admit
+                .merge(m, merge, &self.rules, now)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let refused = e.condition();
+                    (Failure::from(e), refused)
+                }),
+            None => self
+                .admit
+                .admit_adt(m, now)
+                .await
+                .map_err(|e| (Failure::from(e), condition::APPLICATION)),
+        }
+    }
+
     /// The ACKs for a payload, and the HTTP status they go with.
     pub async fn receive(&self, payload: &[u8]) -> (u16, String) {
         let now = Utc::now();
@@ -88,24 +111,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Hl7v2<S, L, P> {
         };
         let mut acks = String::new();
         for m in &messages {
-            // What a refusal's AE says, by table 0357, when it is not transient.
-            let written: Result<(), (Failure, &'static str)> = match &m.merge {
-                Some(merge) => self
-                    .admit
-                    .merge(m, merge, &self.rules, now)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let refused = e.condition();
-                        (Failure::from(e), refused)
-                    }),
-                None => self
-                    .admit
-                    .admit_adt(m, now)
-                    .await
-                    .map_err(|e| (Failure::from(e), condition::APPLICATION)),
-            };
-            match written {
+            match self.take(m, now).await {
                 Ok(()) => {
                     tracing::info!(control_id = %m.control_id, event = m.trigger.code(), "HL7 v2 ADT admitted");
                     acks.push_str(&adt::ack(

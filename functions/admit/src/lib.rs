@@ -32,6 +32,7 @@ use wardwatch_runtime::{Event, Failure, FailureKind, Function, Output};
 
 pub mod bundle;
 pub mod capabilities;
+pub mod feed;
 pub mod hl7v2;
 pub mod merge;
 pub mod rest;
@@ -640,7 +641,13 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
             id: 1,
             updated: record.updated_at,
         }));
-        Ok(Some((served(resource, &record.id, version), version)))
+        let mut resource = served(resource, &record.id, version);
+        if let Some(survivor) = &record.merged_into {
+            // Merged (HL7 v2 A40/A34): this record lives on in the survivor's.
+            resource["active"] = Value::Bool(false);
+            resource["link"] = json!([{"other": {"reference": format!("Patient/{survivor}")}, "type": "replaced-by"}]);
+        }
+        Ok(Some((resource, version)))
     }
 
     /// Whose record Encounter `id` is in.

@@ -127,7 +127,13 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 let closed = self.close(&mid, &sid, now).await?;
                 // 2. The survivor takes what it held, as it was when closed.
                 let (stay, resources) = match self.moved_stay(&closed, &sid).await? {
-                    Some((state, resource)) => (Some(state.clone()), vec![(state.resource_key, resource)]),
+                    Some((state, resource)) => {
+                        // The moved stay is the survivor's now: `GET /fhir/Encounter/<id>` finds it there.
+                        let owner = serde_json::to_vec(&serde_json::json!({"patient_id": sid}))
+                            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+                        let resources = vec![(state.resource_key.clone(), resource), (keys::stay(&state.id), owner)];
+                        (Some(state), resources)
+                    }
                     None => (None, Vec::new()),
                 };
                 let input = MergeInput { stay, ..input };

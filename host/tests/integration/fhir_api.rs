@@ -698,7 +698,10 @@ async fn odd_requests_get_a_4xx_outcome_never_a_5xx() {
     })]);
     let r = api.post("/fhir", &orphan).await;
     assert_eq!(r.status, 422, "{}", r.body);
-    assert_eq!(r.body["issue"][0]["expression"][0], "Bundle.entry[0].resource.subject.reference");
+    assert_eq!(
+        r.body["issue"][0]["expression"][0],
+        "Bundle.entry[0].resource.subject.reference"
+    );
     // Paging beyond the end, and a huge _count, are fine.
     let far = api
         .get("/fhir/Encounter?status=in-progress&_offset=1000000&_count=100000")

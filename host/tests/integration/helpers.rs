@@ -137,13 +137,24 @@ pub struct Host {
 
 impl Host {
     pub async fn spawn(config: Config) -> Self {
+        Self::spawn_with(config, None).await
+    }
+
+    /// The host with its MLLP listener on an ephemeral port too, and that port's address.
+    pub async fn spawn_with_mllp(config: Config) -> (Self, std::net::SocketAddr) {
+        let mllp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = mllp.local_addr().expect("addr");
+        (Self::spawn_with(config, Some(mllp)).await, addr)
+    }
+
+    async fn spawn_with(config: Config, mllp: Option<TcpListener>) -> Self {
         let wiring = Wiring::new(config, Metrics::new()).expect("wiring");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let bus = wiring.bus.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            wardwatch_host::up(&wiring, listener, async {
+            wardwatch_host::up_with(&wiring, listener, mllp, async {
                 let _ = rx.await;
             })
             .await

@@ -13,5 +13,6 @@ mod interop;
 mod lab;
 mod manifests;
 mod merge;
+mod mllp;
 mod records;
 mod services;

@@ -156,7 +156,7 @@ fn knative_services_match_the_serving_crd_and_the_dapr_knative_facts() {
             }
         }
     }
-    assert_eq!(services, 4, "admit, ingest-lab, evaluate-alert, board");
+    assert_eq!(services, 5, "admit, admit-feed, ingest-lab, evaluate-alert, board");
 }
 
 /// The metadata names a Dapr component type documents, plus the runtime-level ones.
@@ -279,11 +279,88 @@ fn dapr_components_use_documented_metadata_and_the_names_the_code_uses() {
         .collect();
         expected.insert(lanes::rejected(lanes::LAB_FEED));
         expected.insert(lanes::rejected(lanes::LAB_RESULTED));
+        expected.insert(lanes::ADT_FEED.to_owned());
+        expected.insert(lanes::rejected(lanes::ADT_FEED));
         assert_eq!(
             names, expected,
             "{dir}: the components the code publishes to and consumes from"
         );
     }
+}
+
+/// Every input-only queue binding of the cluster is scoped to Knative Services that can consume it:
+/// never scaled to zero (facts 27-28), and checking daprd's token; and its rejected lane is
+/// scoped to the same apps.
+#[test]
+fn queue_input_bindings_are_scoped_to_services_that_never_scale_to_zero_and_check_the_token() {
+    let mut services = std::collections::BTreeMap::new();
+    for file in yaml_files("knative") {
+        for doc in yaml_docs(&file) {
+            if doc["kind"] == "Service" && doc["apiVersion"] == "serving.knative.dev/v1" {
+                let ann = doc["spec"]["template"]["metadata"]["annotations"].clone();
+                let app = ann["dapr.io/app-id"].as_str().expect("app-id").to_owned();
+                services.insert(app, doc);
+            }
+        }
+    }
+    let mut components = std::collections::BTreeMap::new();
+    for file in yaml_files("bindings") {
+        for doc in yaml_docs(&file) {
+            if doc["kind"] == "Component" {
+                components.insert(doc["metadata"]["name"].as_str().expect("name").to_owned(), doc);
+            }
+        }
+    }
+    let mut inputs = 0;
+    for (name, doc) in &components {
+        let direction = doc["spec"]["metadata"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == "direction")
+            .and_then(|m| m["value"].as_str());
+        if doc["spec"]["type"] != "bindings.rabbitmq" || direction != Some("input") {
+            continue;
+        }
+        inputs += 1;
+        let scopes: Vec<&str> = doc["scopes"]
+            .as_array()
+            .expect("scoped")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(!scopes.is_empty(), "{name}: scoped to its consumer");
+        for app in &scopes {
+            let service = services
+                .get(*app)
+                .unwrap_or_else(|| panic!("{name}: scoped to `{app}`, which is no Knative Service"));
+            let ann = &service["spec"]["template"]["metadata"]["annotations"];
+            let min: u64 = ann["autoscaling.knative.dev/min-scale"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .expect("min-scale");
+            assert!(min >= 1, "{name}: its consumer `{app}` must not scale to zero");
+            let env = service["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                env.iter().any(|e| e["name"] == "APP_API_TOKEN"),
+                "{name}: `{app}` checks daprd's token"
+            );
+        }
+        let rejected = components
+            .get(&lanes::rejected(name))
+            .unwrap_or_else(|| panic!("{name}: no rejected lane"));
+        assert_eq!(
+            rejected["scopes"], doc["scopes"],
+            "{name}: its rejected lane, for the same apps"
+        );
+    }
+    // lab-resulted is both ways (no `direction`, see its file); the knative test covers its
+    // consumer's min-scale.
+    assert_eq!(inputs, 2, "lab-feed, adt-feed");
 }
 
 /// `data` matches the JSON Schema at `schema`, and the schema refuses every one of `bad`.

@@ -160,6 +160,13 @@ async fn an_a40_merges_two_admitted_patients_into_one_on_the_board_with_the_aler
         (Some(survivor.as_str()), Some(merged.as_str()))
     );
 
+    // Over FHIR: the merged Patient is inactive and replaced by the survivor, and a search by
+    // either patient's identifier finds the survivor.
+    let fhir = host.get_json(&format!("/fhir/Patient/{merged}")).await;
+    assert_eq!(fhir["active"], false);
+    assert_eq!(fhir["link"][0]["type"], "replaced-by");
+    assert_eq!(fhir["link"][0]["other"]["reference"], format!("Patient/{survivor}"));
+
     let log = events(&host).await;
     let merges: Vec<&Value> = log.iter().filter(|e| e["type"] == "patient-merged").collect();
     assert_eq!(merges.len(), 1, "{log:#?}");

@@ -205,6 +205,8 @@ mod tests {
             source_version: Some(t(0)),
             digest: digest(id),
             resource_key: format!("encounter-{id}"),
+            version: None,
+            deleted: false,
         }
     }
 
