@@ -636,10 +636,12 @@ fn searchset(
         format!("{}/{rt}?{q}", req.base)
     };
     let mut links = vec![json!({"relation": "self", "url": link(offset)})];
-    if offset + count < total {
+    // `_count=0` asks for the total only: no page follows (a `next` to itself would never end);
+    // a client's `_offset` may be any number (no overflow).
+    if count > 0 && offset.saturating_add(count) < total {
         links.push(json!({"relation": "next", "url": link(offset + count)}));
     }
-    if offset > 0 {
+    if offset > 0 && count > 0 {
         links.push(json!({"relation": "previous", "url": link(offset.saturating_sub(count))}));
     }
     kept.clear();
