@@ -315,6 +315,37 @@ fn check_entry(resource: &Value, rt: &str, i: usize) -> Result<(), AdmitError> {
     rest::check_resource(resource, rt).map_err(|e| relocate(e, Some(i)))
 }
 
+/// Plan the kept resource of entry `i`. A PUT (`put_id`) is an update like the REST API's:
+/// `meta.lastUpdated` is the server's to set, and the update is ordered as of its arrival — so
+/// a resource read and sent back, changed or not, is neither dropped as older than what is
+/// stored nor given a new version when nothing changed.
+#[allow(clippy::too_many_arguments)]
+fn plan_entry<S: StateStore, L: EventLog, P: Publisher>(
+    admit: &Admit<S, L, P>,
+    plan: &mut Plan,
+    i: usize,
+    rt: &str,
+    mut resource: Value,
+    put_id: Option<String>,
+    full_url: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AdmitError> {
+    let stamp = put_id.is_some().then(|| {
+        crate::strip_last_updated(&mut resource);
+        now
+    });
+    if rt == "Patient" {
+        let mut p = admit.plan_patient(Some(i), resource, put_id, full_url)?;
+        p.stamp = stamp;
+        plan.patients.push(p);
+    } else {
+        let mut e = admit.plan_encounter(Some(i), resource, put_id)?;
+        e.stamp = stamp;
+        plan.encounters.push(e);
+    }
+    Ok(())
+}
+
 /// Point `subject` references at the fullUrls of matched patients to the stored patient.
 fn resolve_subject(resource: &mut Value, matched: &HashMap<String, String>) {
     if let Some(reference) = resource.pointer("/subject/reference").and_then(Value::as_str)
@@ -402,13 +433,10 @@ async fn transaction<S: StateStore, L: EventLog, P: Publisher>(
                 full_url,
                 ..
             } => {
-                if rt == "Patient" {
-                    plan.patients
-                        .push(admit.plan_patient(Some(i), resource, put_id, full_url)?);
-                } else {
+                if rt == "Encounter" {
                     resolve_subject(&mut resource, &matched);
-                    plan.encounters.push(admit.plan_encounter(Some(i), resource, put_id)?);
                 }
+                plan_entry(admit, &mut plan, i, rt, resource, put_id, full_url, req.now)?;
             }
             Action::Delete { id } => match admit.owner_of_encounter(&id).await? {
                 Some(pid) => {
@@ -539,12 +567,7 @@ async fn one<S: StateStore, L: EventLog, P: Publisher>(
                 }
             }
             let mut plan = Plan::default();
-            if rt == "Patient" {
-                plan.patients
-                    .push(admit.plan_patient(Some(i), resource, put_id, full_url)?);
-            } else {
-                plan.encounters.push(admit.plan_encounter(Some(i), resource, put_id)?);
-            }
+            plan_entry(admit, &mut plan, i, rt, resource, put_id, full_url, req.now)?;
             let mut written = admit.admit(plan, req.now).await?;
             written
                 .pop()

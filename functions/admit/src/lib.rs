@@ -214,6 +214,13 @@ pub(crate) fn strip_server_meta(resource: &mut Value) {
     }
 }
 
+/// An update's `meta.lastUpdated` is the server's to set (a client sends back what it read).
+pub(crate) fn strip_last_updated(resource: &mut Value) {
+    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("lastUpdated");
+    }
+}
+
 /// A resource as served: with its id and the server's `meta.versionId` and `meta.lastUpdated`.
 pub fn served(mut resource: Value, id: &str, version: Option<ResourceVersion>) -> Value {
     resource["id"] = Value::String(id.to_owned());

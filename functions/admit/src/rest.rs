@@ -474,9 +474,7 @@ async fn update<S: StateStore, L: EventLog, P: Publisher>(
     check_resource(&resource, rt)?;
     // `meta.lastUpdated` of an update is the server's to set (a client sends back what it read):
     // an update is ordered as of its arrival, and `If-Match` guards it against a lost update.
-    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.remove("lastUpdated");
-    }
+    crate::strip_last_updated(&mut resource);
     let expect = req.header("if-match").map(|tag| Expect {
         resource_type: if rt == "Patient" { "Patient" } else { "Encounter" },
         id: id.to_owned(),

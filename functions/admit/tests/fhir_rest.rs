@@ -81,3 +81,78 @@ async fn a_count_of_zero_answers_the_total_with_no_next_page() {
         "a next link to the same page never ends: {body}"
     );
 }
+
+fn transaction(entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+fn put_entry(url: &str, resource: Value) -> Value {
+    json!({"resource": resource, "request": {"method": "PUT", "url": url}})
+}
+
+async fn read(f: &Admit, path: &str) -> Value {
+    call(f, "GET", path, None, None)
+        .await
+        .expect("read")
+        .body
+        .expect("body")
+}
+
+#[tokio::test]
+async fn a_transaction_put_after_a_rest_put_is_applied() {
+    let f = setup();
+    call(&f, "PUT", "/fhir/Patient/p1", None, Some(&patient("M1", "Before")))
+        .await
+        .expect("stored");
+    let bundle = transaction(vec![put_entry("Patient/p1", patient("M1", "After"))]);
+    let out = call(&f, "POST", "/fhir", None, Some(&bundle)).await.expect("taken");
+    let body = out.body.expect("body");
+    assert_eq!(body["entry"][0]["response"]["etag"], "W/\"2\"", "{body}");
+    let stored = read(&f, "/fhir/Patient/p1").await;
+    assert_eq!(stored["name"][0]["family"], "After");
+}
+
+#[tokio::test]
+async fn a_resource_read_and_put_back_in_a_transaction_gets_a_new_version_only_when_changed() {
+    let f = setup();
+    call(&f, "PUT", "/fhir/Patient/p1", None, Some(&patient("M1", "Same")))
+        .await
+        .expect("stored");
+    for _ in 0..3 {
+        let as_read = read(&f, "/fhir/Patient/p1").await;
+        let bundle = transaction(vec![put_entry("Patient/p1", as_read)]);
+        call(&f, "POST", "/fhir", None, Some(&bundle)).await.expect("taken");
+    }
+    assert_eq!(read(&f, "/fhir/Patient/p1").await["meta"]["versionId"], "1");
+    // Changed after the read, `meta.lastUpdated` sent back as read: applied, not dropped as older.
+    let mut changed = read(&f, "/fhir/Patient/p1").await;
+    changed["name"][0]["family"] = json!("Changed");
+    let bundle = transaction(vec![put_entry("Patient/p1", changed)]);
+    call(&f, "POST", "/fhir", None, Some(&bundle)).await.expect("taken");
+    let stored = read(&f, "/fhir/Patient/p1").await;
+    assert_eq!(
+        (stored["name"][0]["family"].clone(), stored["meta"]["versionId"].clone()),
+        (json!("Changed"), json!("2"))
+    );
+}
+
+#[tokio::test]
+async fn the_same_update_transaction_ten_times_makes_one_version_of_each() {
+    let f = setup();
+    let stay = json!({
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-12-01T08:00:00Z"},
+        "location": [{"location": {"display": "Ward 7B"}, "status": "active", "physicalType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": "wa"}]}}]
+    });
+    let bundle = transaction(vec![
+        put_entry("Patient/p1", patient("M1", "A")),
+        put_entry("Encounter/e1", stay),
+    ]);
+    for _ in 0..10 {
+        call(&f, "POST", "/fhir", None, Some(&bundle)).await.expect("taken");
+    }
+    assert_eq!(read(&f, "/fhir/Patient/p1").await["meta"]["versionId"], "1");
+    assert_eq!(read(&f, "/fhir/Encounter/e1").await["meta"]["versionId"], "1");
+}
