@@ -156,3 +156,20 @@ async fn the_same_update_transaction_ten_times_makes_one_version_of_each() {
     assert_eq!(read(&f, "/fhir/Patient/p1").await["meta"]["versionId"], "1");
     assert_eq!(read(&f, "/fhir/Encounter/e1").await["meta"]["versionId"], "1");
 }
+
+#[tokio::test]
+async fn two_entries_of_one_transaction_that_come_to_the_same_patient_are_refused_naming_the_second() {
+    let f = setup();
+    let post =
+        |family: &str| json!({"resource": patient("M9", family), "request": {"method": "POST", "url": "Patient"}});
+    let bundle = transaction(vec![post("One"), post("Two")]);
+    let refused = call(&f, "POST", "/fhir", None, Some(&bundle))
+        .await
+        .expect_err("one patient twice");
+    assert_eq!(refused.http_status(), 422);
+    assert_eq!(refused.outcome()["issue"][0]["expression"][0], "Bundle.entry[1]");
+    let found = call(&f, "GET", "/fhir/Patient", Some(&format!("identifier={MRN}|M9")), None)
+        .await
+        .expect("searched");
+    assert_eq!(found.body.expect("body")["total"], 0, "nothing written");
+}
