@@ -731,6 +731,10 @@ async fn search_encounters<S: StateStore, L: EventLog, P: Publisher>(
         .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned());
     let wanted = |status: &str| statuses.as_ref().is_none_or(|s| s.contains(&status));
     if let Some(pid) = patient {
+        // Not a FHIR id: nobody's (and never a state key, which some stores refuse as a 5xx).
+        if !wardwatch_domain::ids::is_fhir_id(&pid) {
+            return Ok((0, Vec::new()));
+        }
         let Some(record) = admit.records().load(&pid).await? else {
             return Ok((0, Vec::new()));
         };

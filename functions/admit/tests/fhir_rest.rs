@@ -173,3 +173,30 @@ async fn two_entries_of_one_transaction_that_come_to_the_same_patient_are_refuse
         .expect("searched");
     assert_eq!(found.body.expect("body")["total"], 0, "nothing written");
 }
+
+/// Needs Redis on 127.0.0.1:6379 (the store that refuses keys with `||`).
+#[tokio::test]
+async fn a_patient_search_value_that_cannot_be_an_id_finds_nothing_on_redis_too() {
+    let url = wardwatch_runtime::Secret::new("redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("admit-test-{}", uuid_like());
+    let store = wardwatch_adapters::redis::RedisStateStore::new(&url, &prefix).expect("redis url");
+    let records = Records::new(store, MemoryEventLog::default(), MemoryBus::default(), Locks::default());
+    let f = admit::Admit::new(records, Default::default());
+    for query in ["patient=a%7C%7Cb", "subject=Patient/a%7C%7Cb", "patient="] {
+        let mut e = Event::new(Trigger::Http, "/fhir/Encounter", Vec::<u8>::new());
+        e.context.method = Some("GET".into());
+        e.context.query = Some(query.into());
+        let out = f
+            .call(e)
+            .await
+            .unwrap_or_else(|f| panic!("{query}: {} {}", f.http_status(), f.message));
+        assert_eq!(out.body.expect("body")["total"], 0, "{query}");
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{}-{:?}", std::process::id(), std::time::SystemTime::now())
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
+}
