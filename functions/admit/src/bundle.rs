@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use wardwatch_domain::identity::RawIdentifier;
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore};
 use wardwatch_domain::{Issue, decide::digest, ids, keys};
-use wardwatch_runtime::{Failure, Output};
+use wardwatch_runtime::{Failure, FailureKind, Output};
 
 use crate::rest::{self, Deleted, KEPT, Request, etag};
 use crate::{Admit, AdmitError, Plan, Written, identifier_query, relocate};
@@ -672,6 +672,19 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 Ok(_) => {
                     tracing::info!(intent = %d, "a transaction spanning several patients was rolled forward");
                     done += 1;
+                }
+                // Refused for good (what it names has changed since: an identifier another
+                // patient took, an encounter moved): no later start-up would do better, so it is
+                // dropped, not retried forever. Its patients' writes made so far stay.
+                Err(f)
+                    if matches!(
+                        f.kind,
+                        FailureKind::Invalid | FailureKind::NotFound | FailureKind::Conflict
+                    ) =>
+                {
+                    let locations: Vec<&str> = f.issues.iter().map(|i| i.location.as_str()).collect();
+                    tracing::error!(intent = %d, kind = f.kind.as_str(), ?locations, "a transaction intent is refused now and was dropped part-way");
+                    self.clear_intent(&d).await.map_err(|e| e.to_string())?;
                 }
                 Err(f) => {
                     tracing::warn!(intent = %d, kind = f.kind.as_str(), "a transaction intent could not be rolled forward yet");
