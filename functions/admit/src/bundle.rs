@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use wardwatch_domain::identity::RawIdentifier;
 use wardwatch_domain::ports::{EventLog, PortError, Publisher, StateStore};
 use wardwatch_domain::{Issue, decide::digest, ids, keys};
-use wardwatch_runtime::{Failure, Output};
+use wardwatch_runtime::{Failure, FailureKind, Output};
 
 use crate::rest::{self, Deleted, KEPT, Request, etag};
 use crate::{Admit, AdmitError, Plan, Written, identifier_query, relocate};
@@ -315,6 +315,37 @@ fn check_entry(resource: &Value, rt: &str, i: usize) -> Result<(), AdmitError> {
     rest::check_resource(resource, rt).map_err(|e| relocate(e, Some(i)))
 }
 
+/// Plan the kept resource of entry `i`. A PUT (`put_id`) is an update like the REST API's:
+/// `meta.lastUpdated` is the server's to set, and the update is ordered as of its arrival — so
+/// a resource read and sent back, changed or not, is neither dropped as older than what is
+/// stored nor given a new version when nothing changed.
+#[allow(clippy::too_many_arguments)]
+fn plan_entry<S: StateStore, L: EventLog, P: Publisher>(
+    admit: &Admit<S, L, P>,
+    plan: &mut Plan,
+    i: usize,
+    rt: &str,
+    mut resource: Value,
+    put_id: Option<String>,
+    full_url: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AdmitError> {
+    let stamp = put_id.is_some().then(|| {
+        crate::strip_last_updated(&mut resource);
+        now
+    });
+    if rt == "Patient" {
+        let mut p = admit.plan_patient(Some(i), resource, put_id, full_url)?;
+        p.stamp = stamp;
+        plan.patients.push(p);
+    } else {
+        let mut e = admit.plan_encounter(Some(i), resource, put_id)?;
+        e.stamp = stamp;
+        plan.encounters.push(e);
+    }
+    Ok(())
+}
+
 /// Point `subject` references at the fullUrls of matched patients to the stored patient.
 fn resolve_subject(resource: &mut Value, matched: &HashMap<String, String>) {
     if let Some(reference) = resource.pointer("/subject/reference").and_then(Value::as_str)
@@ -402,13 +433,10 @@ async fn transaction<S: StateStore, L: EventLog, P: Publisher>(
                 full_url,
                 ..
             } => {
-                if rt == "Patient" {
-                    plan.patients
-                        .push(admit.plan_patient(Some(i), resource, put_id, full_url)?);
-                } else {
+                if rt == "Encounter" {
                     resolve_subject(&mut resource, &matched);
-                    plan.encounters.push(admit.plan_encounter(Some(i), resource, put_id)?);
                 }
+                plan_entry(admit, &mut plan, i, rt, resource, put_id, full_url, req.now)?;
             }
             Action::Delete { id } => match admit.owner_of_encounter(&id).await? {
                 Some(pid) => {
@@ -539,12 +567,7 @@ async fn one<S: StateStore, L: EventLog, P: Publisher>(
                 }
             }
             let mut plan = Plan::default();
-            if rt == "Patient" {
-                plan.patients
-                    .push(admit.plan_patient(Some(i), resource, put_id, full_url)?);
-            } else {
-                plan.encounters.push(admit.plan_encounter(Some(i), resource, put_id)?);
-            }
+            plan_entry(admit, &mut plan, i, rt, resource, put_id, full_url, req.now)?;
             let mut written = admit.admit(plan, req.now).await?;
             written
                 .pop()
@@ -649,6 +672,19 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 Ok(_) => {
                     tracing::info!(intent = %d, "a transaction spanning several patients was rolled forward");
                     done += 1;
+                }
+                // Refused for good (what it names has changed since: an identifier another
+                // patient took, an encounter moved): no later start-up would do better, so it is
+                // dropped, not retried forever. Its patients' writes made so far stay.
+                Err(f)
+                    if matches!(
+                        f.kind,
+                        FailureKind::Invalid | FailureKind::NotFound | FailureKind::Conflict
+                    ) =>
+                {
+                    let locations: Vec<&str> = f.issues.iter().map(|i| i.location.as_str()).collect();
+                    tracing::error!(intent = %d, kind = f.kind.as_str(), ?locations, "a transaction intent is refused now and was dropped part-way");
+                    self.clear_intent(&d).await.map_err(|e| e.to_string())?;
                 }
                 Err(f) => {
                     tracing::warn!(intent = %d, kind = f.kind.as_str(), "a transaction intent could not be rolled forward yet");

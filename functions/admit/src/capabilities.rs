@@ -37,7 +37,7 @@ pub fn statement(observation_search: bool) -> Value {
             json!({"code": "create", "documentation": create}),
             json!({"code": "read"}),
             json!({"code": "vread", "documentation": "the current version only: earlier versions are not kept"}),
-            json!({"code": "update", "documentation": "PUT creates or updates with that id; If-Match: W/\"<versionId>\" answers 412 when the resource moved on. An update without meta.lastUpdated is as of its arrival; versions sent with meta.lastUpdated are ordered by it, so an older one never replaces a newer"}),
+            json!({"code": "update", "documentation": "PUT creates or updates with that id; If-Match: W/\"<versionId>\" answers 412 when the resource moved on. An update (on its own or a transaction or batch entry) is as of its arrival: its meta.lastUpdated is the server's and is ignored, so a resource read and sent back unchanged keeps its version"}),
             json!({"code": "search-type"}),
         ];
         interactions.extend(extra);

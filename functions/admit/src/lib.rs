@@ -190,6 +190,17 @@ fn unknown_patient(location: &str, subject: &str) -> AdmitError {
     ))
 }
 
+/// Two entries of one transaction that come to the same resource (the same identifier, or a
+/// conditional update naming a resource another entry writes): refused, as the spec asks, rather
+/// than one silently replacing the other.
+fn twice(resource_type: &str, id: &str, first: Option<usize>, second: Option<usize>) -> AdmitError {
+    let (first, second) = (first.unwrap_or_default(), second.unwrap_or_default());
+    AdmitError::Invalid(vec![Issue::new(
+        format!("/entry/{second}"),
+        format!("entries {first} and {second} are both {resource_type}/{id}: a transaction names each resource once"),
+    )])
+}
+
 /// Prefix an entry's issue locations with its place in the Bundle.
 pub(crate) fn relocate(e: AdmitError, entry: Option<usize>) -> AdmitError {
     let Some(i) = entry else { return e };
@@ -211,6 +222,13 @@ pub(crate) fn strip_server_meta(resource: &mut Value) {
         if meta.is_empty() {
             resource.as_object_mut().map(|r| r.remove("meta"));
         }
+    }
+}
+
+/// An update's `meta.lastUpdated` is the server's to set (a client sends back what it read).
+pub(crate) fn strip_last_updated(resource: &mut Value) {
+    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("lastUpdated");
     }
 }
 
@@ -557,6 +575,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 digest: d,
             };
             let group = groups.entry(pid.clone()).or_default();
+            if let Some((_, _, first)) = &group.patient {
+                return Err(twice("Patient", &pid, *first, plan.entry));
+            }
             group.identifiers = plan.identifiers.clone();
             group.indexed = indexed.then(|| plan.identity.clone()).flatten();
             group.prefetched = prefetched;
@@ -575,7 +596,15 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 // patient.
                 chosen.push((update.1.state.id.clone(), pid.clone()));
             }
-            groups.entry(pid).or_default().encounters.push(update);
+            let group = groups.entry(pid).or_default();
+            if let Some((_, _, first)) = group
+                .encounters
+                .iter()
+                .find(|(_, u, _)| u.state.id == update.1.state.id)
+            {
+                return Err(twice("Encounter", &update.1.state.id, *first, update.2));
+            }
+            group.encounters.push(update);
         }
         for (entry, id, pid) in deletes {
             groups.entry(pid).or_default().deletes.push((entry, id));

@@ -474,9 +474,7 @@ async fn update<S: StateStore, L: EventLog, P: Publisher>(
     check_resource(&resource, rt)?;
     // `meta.lastUpdated` of an update is the server's to set (a client sends back what it read):
     // an update is ordered as of its arrival, and `If-Match` guards it against a lost update.
-    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.remove("lastUpdated");
-    }
+    crate::strip_last_updated(&mut resource);
     let expect = req.header("if-match").map(|tag| Expect {
         resource_type: if rt == "Patient" { "Patient" } else { "Encounter" },
         id: id.to_owned(),
@@ -636,10 +634,12 @@ fn searchset(
         format!("{}/{rt}?{q}", req.base)
     };
     let mut links = vec![json!({"relation": "self", "url": link(offset)})];
-    if offset + count < total {
+    // `_count=0` asks for the total only: no page follows (a `next` to itself would never end);
+    // a client's `_offset` may be any number (no overflow).
+    if count > 0 && offset.saturating_add(count) < total {
         links.push(json!({"relation": "next", "url": link(offset + count)}));
     }
-    if offset > 0 {
+    if offset > 0 && count > 0 {
         links.push(json!({"relation": "previous", "url": link(offset.saturating_sub(count))}));
     }
     kept.clear();
@@ -731,6 +731,10 @@ async fn search_encounters<S: StateStore, L: EventLog, P: Publisher>(
         .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned());
     let wanted = |status: &str| statuses.as_ref().is_none_or(|s| s.contains(&status));
     if let Some(pid) = patient {
+        // Not a FHIR id: nobody's (and never a state key, which some stores refuse as a 5xx).
+        if !wardwatch_domain::ids::is_fhir_id(&pid) {
+            return Ok((0, Vec::new()));
+        }
         let Some(record) = admit.records().load(&pid).await? else {
             return Ok((0, Vec::new()));
         };

@@ -490,3 +490,34 @@ async fn a_transaction_of_two_patients_cut_off_part_way_is_finished_at_start_up_
         .count();
     assert_eq!(admitted, 2, "each patient announced once");
 }
+
+#[tokio::test]
+async fn an_intent_refused_for_good_at_start_up_is_dropped_not_retried_forever() {
+    let (f, store, _) = setup();
+    // A transaction left part-way whose rest now refers to nobody (as if what it named changed).
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"},
+                     "subject": {"reference": "Patient/nobody"}},
+        "request": {"method": "POST", "url": "Encounter"}
+    }]});
+    let intent = json!({"bundle": bundle, "received_at": "2026-01-01T00:00:00Z"});
+    store
+        .set(&keys::intent("abc"), intent.to_string().as_bytes(), None)
+        .await
+        .expect("set");
+    store
+        .set(keys::INTENTS, br#"{"intents":["abc"]}"#, None)
+        .await
+        .expect("set");
+    assert_eq!(f.roll_forward().await, Ok(0));
+    assert!(
+        !store.keys().iter().any(|k| k.starts_with("intent-")),
+        "dropped: {:?}",
+        store.keys()
+    );
+    let list = store.get(keys::INTENTS).await.expect("get").expect("list");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&list.data).expect("json")["intents"],
+        json!([])
+    );
+}
