@@ -36,7 +36,7 @@ use wardwatch_domain::{Issue, decide::digest, ids, keys};
 use wardwatch_runtime::{Failure, FailureKind, Output};
 
 use crate::rest::{self, Deleted, KEPT, Request, etag};
-use crate::{Admit, AdmitError, Plan, Written, identifier_query, relocate};
+use crate::{Admit, AdmitError, Expect, Plan, Written, identifier_query, relocate};
 
 /// What one entry asks for.
 enum Action {
@@ -47,6 +47,8 @@ enum Action {
         /// `request.ifNoneExist` (POST) or `PUT Patient?identifier=…`: the identifier named.
         condition: Option<RawIdentifier>,
         conditional_update: bool,
+        /// `request.ifMatch`: the version the entry was made against.
+        if_match: Option<String>,
         resource: Value,
         full_url: Option<String>,
     },
@@ -196,11 +198,19 @@ fn action_of(entry: &Value, i: usize) -> Result<Action, AdmitError> {
                     )
                 })?);
             }
+            let if_match = request
+                .and_then(|r| r.get("ifMatch"))
+                .and_then(Value::as_str)
+                .map(rest::version_of_etag);
+            if if_match.is_some() && method != "PUT" {
+                return Err(at("/request/ifMatch", "ifMatch goes with a PUT".into()));
+            }
             Ok(Action::Write {
                 rt: kept,
                 put_id,
                 condition,
                 conditional_update,
+                if_match,
                 resource: resource.clone(),
                 full_url,
             })
@@ -340,6 +350,8 @@ fn plan_entry<S: StateStore, L: EventLog, P: Publisher>(
         plan.patients.push(p);
     } else {
         let mut e = admit.plan_encounter(Some(i), resource, put_id)?;
+        // A PUT replaces the stay as it is now (as the REST update does).
+        e.cancel_discharge = stamp.is_some();
         e.stamp = stamp;
         plan.encounters.push(e);
     }
@@ -431,8 +443,12 @@ async fn transaction<S: StateStore, L: EventLog, P: Publisher>(
                 put_id,
                 mut resource,
                 full_url,
+                if_match,
                 ..
             } => {
+                if let Some(version) = if_match {
+                    plan.expect.push(expect(rt, put_id.as_deref(), version));
+                }
                 if rt == "Encounter" {
                     resolve_subject(&mut resource, &matched);
                 }
@@ -468,6 +484,16 @@ async fn transaction<S: StateStore, L: EventLog, P: Publisher>(
         answers[i] = Some(get(admit, req, &url).await);
     }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Deleted)).collect())
+}
+
+/// `request.ifMatch` of a PUT entry. A conditional update that found nobody has no id: it
+/// expects a resource that does not exist, so it fails as `If-Match` on a missing one does.
+fn expect(rt: &'static str, id: Option<&str>, version: String) -> Expect {
+    Expect {
+        resource_type: rt,
+        id: id.unwrap_or_default().to_owned(),
+        version,
+    }
 }
 
 /// A GET entry, answered like the REST API would.
@@ -555,6 +581,7 @@ async fn one<S: StateStore, L: EventLog, P: Publisher>(
             mut put_id,
             condition,
             conditional_update,
+            if_match,
             resource,
             full_url,
         } => {
@@ -567,6 +594,9 @@ async fn one<S: StateStore, L: EventLog, P: Publisher>(
                 }
             }
             let mut plan = Plan::default();
+            if let Some(version) = if_match {
+                plan.expect.push(expect(rt, put_id.as_deref(), version));
+            }
             plan_entry(admit, &mut plan, i, rt, resource, put_id, full_url, req.now)?;
             let mut written = admit.admit(plan, req.now).await?;
             written

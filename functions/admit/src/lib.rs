@@ -123,7 +123,8 @@ pub(crate) struct EncounterPlan {
     pub(crate) given_id: Option<String>,
     facts: EncounterFacts,
     resource: Value,
-    /// An explicit cancel of the discharge (HL7 v2 A13).
+    /// An explicit reopen: the cancel of a discharge (HL7 v2 A13), or an update (PUT) that
+    /// replaces the stay as it is now — it may reopen a finished or restore a deleted one.
     cancel_discharge: bool,
     stamp: Option<DateTime<Utc>>,
 }
@@ -143,7 +144,8 @@ pub(crate) struct Plan {
     pub(crate) encounters: Vec<EncounterPlan>,
     /// Encounters to delete: (entry, encounter id, whose record it is in).
     pub(crate) deletes: Vec<(Option<usize>, String, String)>,
-    pub(crate) expect: Option<Expect>,
+    /// `If-Match` / `request.ifMatch`: versions the writes expect to find.
+    pub(crate) expect: Vec<Expect>,
     /// The transaction Bundle, kept as an intent when the plan spans several patients.
     pub(crate) intent: Option<Value>,
 }
@@ -455,7 +457,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         &self,
         patient_id: &str,
         mut group: Group,
-        expect: Option<&Expect>,
+        expect: &[Expect],
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, AdmitError> {
         let mut resources = Vec::new();
@@ -485,8 +487,9 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
         let (written, claimed) = self
             .records
             .update_claiming_from(patient_id, &to_claim, group.prefetched.take(), |record| {
-                if let Some(expect) = expect {
-                    check_expected(record.as_ref(), expect)?;
+                // Inside the compare-and-set: the version checked is the one replaced.
+                for e in expect.iter().filter(|e| concerns(e, patient_id, &group)) {
+                    check_expected(record.as_ref(), e)?;
                 }
                 let before = record.clone();
                 let d = admission::decide(record, patient_id, input.clone(), now);
@@ -625,7 +628,7 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
                 .filter(|(_, _, e)| e.is_none())
                 .map(|(r, _, e)| (*e, r.clone()))
                 .collect();
-            let mut out = self.apply(&pid, group, expect.as_ref(), now).await?;
+            let mut out = self.apply(&pid, group, &expect, now).await?;
             // The bodies of resources sent on their own (the answer to a single create/update).
             for w in &mut out {
                 if w.entry.is_none() {
@@ -739,7 +742,16 @@ impl<S: StateStore, L: EventLog, P: Publisher> Admit<S, L, P> {
     }
 }
 
-/// `If-Match`: the version the client read must still be the current one.
+/// Whether an expected version is about this patient's part of the request.
+fn concerns(e: &Expect, patient_id: &str, group: &Group) -> bool {
+    match e.resource_type {
+        "Patient" => e.id == patient_id || e.id.is_empty() && group.patient.is_some(),
+        _ => group.encounters.iter().any(|(_, u, _)| u.state.id == e.id),
+    }
+}
+
+/// `If-Match`: the version the client read must still be the current one (`*`: any version,
+/// as long as the resource exists).
 fn check_expected(record: Option<&PatientRecord>, expect: &Expect) -> Result<(), AdmitError> {
     let current = record.and_then(|r| match expect.resource_type {
         "Patient" => r.known.then_some(r.patient_meta).flatten().map(|v| v.id),
@@ -751,7 +763,7 @@ fn check_expected(record: Option<&PatientRecord>, expect: &Expect) -> Result<(),
             .map(|v| v.id),
     });
     match current {
-        Some(v) if v.to_string() == expect.version => Ok(()),
+        Some(v) if v.to_string() == expect.version || expect.version == "*" => Ok(()),
         Some(v) => Err(AdmitError::PreconditionFailed(format!(
             "{}/{} is at version {v}, not {}: read it again and resend",
             expect.resource_type, expect.id, expect.version

@@ -180,7 +180,7 @@ pub fn http_date(at: DateTime<Utc>) -> String {
 }
 
 /// `W/"3"`, `"3"` or `3` → `3`.
-fn version_of_etag(tag: &str) -> String {
+pub(crate) fn version_of_etag(tag: &str) -> String {
     tag.trim().trim_start_matches("W/").trim_matches('"').to_owned()
 }
 
@@ -393,7 +393,14 @@ async fn written_output<S: StateStore, L: EventLog, P: Publisher>(
         (Some(r), true) => Some((crate::served(r.clone(), &w.id, w.version), w.version)),
         _ => match w.resource_type {
             "Patient" => admit.read_patient(&w.id).await?,
-            _ => admit.read_encounter(&w.id).await?,
+            _ => admit.read_encounter(&w.id).await.map_err(|e| match e {
+                // A resend of a deleted admission does not bring it back.
+                AdmitError::Gone(_) => AdmitError::Conflict(format!(
+                    "Encounter/{} was deleted (a mistaken admission): sending it again does not bring it back; PUT it to restore it",
+                    w.id
+                )),
+                other => other,
+            })?,
         },
     };
     let (resource, version) = current.unwrap_or((Value::Null, w.version));
@@ -481,7 +488,7 @@ async fn update<S: StateStore, L: EventLog, P: Publisher>(
         version: version_of_etag(tag),
     });
     let mut plan = Plan {
-        expect,
+        expect: expect.into_iter().collect(),
         ..Plan::default()
     };
     if rt == "Patient" {
@@ -492,6 +499,9 @@ async fn update<S: StateStore, L: EventLog, P: Publisher>(
     } else {
         let mut e = admit.plan_encounter(None, resource, Some(id.to_owned()))?;
         e.stamp = Some(req.now);
+        // An update replaces the stay as it is now: it may reopen a finished one, or restore a
+        // deleted one (a resend of a create may not).
+        e.cancel_discharge = true;
         plan.encounters.push(e);
     }
     let mut written = admit.admit(plan, req.now).await?;

@@ -200,3 +200,105 @@ fn uuid_like() -> String {
         .filter(char::is_ascii_alphanumeric)
         .collect()
 }
+
+fn encounter(id: &str, subject: &str) -> Value {
+    json!({"resourceType": "Encounter", "id": id, "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "subject": {"reference": subject},
+        "location": [{"location": {"display": "Ward 2"}, "physicalType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": "wa"}]}}]})
+}
+
+async fn call_with(
+    f: &Admit,
+    method: &str,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Result<Output, Failure> {
+    let mut e = Event::new(Trigger::Http, path, body.to_string());
+    e.context.method = Some(method.to_owned());
+    e.context.headers = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    f.call(e).await
+}
+
+#[tokio::test]
+async fn if_match_star_needs_the_resource_to_exist_and_any_version_will_do() {
+    let f = setup();
+    let missing = call_with(&f, "PUT", "/fhir/Patient/p9", &patient("M9", "A"), &[("if-match", "*")]).await;
+    assert_eq!(missing.expect_err("nothing to match").http_status(), 412);
+    call(&f, "PUT", "/fhir/Patient/p9", None, Some(&patient("M9", "A")))
+        .await
+        .expect("created");
+    let star = call_with(&f, "PUT", "/fhir/Patient/p9", &patient("M9", "B"), &[("if-match", "*")])
+        .await
+        .expect("any version");
+    assert_eq!(star.status, 200);
+}
+
+#[tokio::test]
+async fn a_bundle_put_with_a_stale_if_match_is_412_and_writes_nothing_of_the_transaction() {
+    let f = setup();
+    call(&f, "PUT", "/fhir/Patient/p1", None, Some(&patient("M1", "A")))
+        .await
+        .expect("v1");
+    call(&f, "PUT", "/fhir/Patient/p1", None, Some(&patient("M1", "B")))
+        .await
+        .expect("v2");
+    let bundle = |tag: &str, family: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MRN, "value": "M1"}], "name": [{"family": family}]},
+             "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": tag}}]})
+    };
+    let stale = call(&f, "POST", "/fhir", None, Some(&bundle("W/\"1\"", "C"))).await;
+    assert_eq!(stale.expect_err("stale").http_status(), 412);
+    let read = call(&f, "GET", "/fhir/Patient/p1", None, None).await.expect("read");
+    assert_eq!(read.body.expect("body")["name"][0]["family"], "B");
+    let fresh = call(&f, "POST", "/fhir", None, Some(&bundle("W/\"2\"", "C")))
+        .await
+        .expect("current");
+    assert_eq!(fresh.body.expect("body")["entry"][0]["response"]["etag"], "W/\"3\"");
+    // In a batch, the stale entry alone fails.
+    let mut batch = bundle("W/\"1\"", "D");
+    batch["type"] = json!("batch");
+    let out = call(&f, "POST", "/fhir", None, Some(&batch))
+        .await
+        .expect("a batch answers");
+    assert_eq!(
+        out.body.expect("body")["entry"][0]["response"]["status"],
+        "412 Precondition Failed"
+    );
+}
+
+#[tokio::test]
+async fn posting_a_deleted_admission_again_is_a_conflict_not_a_410() {
+    let f = setup();
+    call(&f, "PUT", "/fhir/Patient/p1", None, Some(&patient("M1", "A")))
+        .await
+        .expect("patient");
+    let e = encounter("e1", "Patient/p1");
+    call(&f, "POST", "/fhir/Encounter", None, Some(&e))
+        .await
+        .expect("admitted");
+    call(&f, "DELETE", "/fhir/Encounter/e1", None, None)
+        .await
+        .expect("deleted");
+    let again = call(&f, "POST", "/fhir/Encounter", None, Some(&e))
+        .await
+        .expect_err("stays deleted");
+    assert_eq!(again.http_status(), 409, "{}", again.message);
+    // A PUT restores it.
+    let put = call(&f, "PUT", "/fhir/Encounter/e1", None, Some(&e))
+        .await
+        .expect("restored");
+    assert!(matches!(put.status, 200 | 201));
+    assert_eq!(
+        call(&f, "GET", "/fhir/Encounter/e1", None, None)
+            .await
+            .expect("read")
+            .status,
+        200
+    );
+}
