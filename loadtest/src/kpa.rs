@@ -22,7 +22,9 @@
 //! - `min-scale`/`max-scale` bound the count (max 0 = unlimited);
 //! - scale to zero: when the count asked for is 0, the last pod goes only after the revision has
 //!   been active for a stable window and then after the scale-to-zero grace period (30 s, an
-//!   upper bound: the time the activator was already in the data path counts towards it). The
+//!   upper bound: the time the activator was already in the data path counts towards it) — the
+//!   order of these steps is from knative/serving `pkg/reconciler/autoscaling/kpa/scaler.go`
+//!   (handleScaleToZero), read for this model; the doc gives only the outline. The
 //!   activator is in the path while the excess burst capacity `floor(ready × target − target-
 //!   burst-capacity − panic concurrency)` is negative (target-burst-capacity 211 by default,
 //!   −1 = always, 0 = only from zero).
@@ -40,6 +42,8 @@
 //!   the next tick.
 
 use std::fmt;
+
+pub mod chart;
 
 /// The autoscaler's settings. [`Settings::default`] holds Knative's documented defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,14 +205,7 @@ pub struct Decider {
 impl Decider {
     /// One tick at second `now`: `stable` and `panic` are the window averages, `ready_pods` the
     /// pods ready now. Returns the count asked for.
-    pub fn scale(
-        &mut self,
-        settings: &Settings,
-        now: u32,
-        stable: f64,
-        panic: f64,
-        ready_pods: u32,
-    ) -> u32 {
+    pub fn scale(&mut self, settings: &Settings, now: u32, stable: f64, panic: f64, ready_pods: u32) -> u32 {
         let ready = f64::from(ready_pods.max(1));
         let max_up = (settings.max_scale_up_rate * ready).ceil();
         // The revision receives traffic (Knative's `Reachable`).
@@ -279,9 +276,7 @@ fn average(values: &[f64], from: usize, to: usize) -> f64 {
 pub fn replay(settings: &Settings, concurrency: &[f64]) -> Result<Vec<Step>, SettingsError> {
     settings.validate()?;
     if let Some(bad) = concurrency.iter().find(|c| !(c.is_finite() && **c >= 0.0)) {
-        return Err(SettingsError(format!(
-            "concurrency must be a number ≥ 0, not {bad}"
-        )));
+        return Err(SettingsError(format!("concurrency must be a number ≥ 0, not {bad}")));
     }
     let stable_window = settings.stable_window as usize;
     let panic_window = settings.panic_window() as usize;
@@ -305,7 +300,7 @@ pub fn replay(settings: &Settings, concurrency: &[f64]) -> Result<Vec<Step>, Set
     for (i, &c) in concurrency.iter().enumerate() {
         let now = i as u32;
         let ready_now = |pods: &[u32]| pods.iter().filter(|&&r| r <= now).count() as u32;
-        if now % settings.tick == 0 {
+        if now.is_multiple_of(settings.tick) {
             let ready = ready_now(&pods);
             let stable = average(concurrency, (i + 1).saturating_sub(stable_window), i);
             let panic = average(concurrency, (i + 1).saturating_sub(panic_window), i);
@@ -317,8 +312,7 @@ pub fn replay(settings: &Settings, concurrency: &[f64]) -> Result<Vec<Step>, Set
             } else if settings.target_burst_capacity == 0.0 {
                 0.0
             } else {
-                (f64::from(ready) * settings.total_value() - settings.target_burst_capacity - panic)
-                    .floor()
+                (f64::from(ready) * settings.total_value() - settings.target_burst_capacity - panic).floor()
             };
             if ebc < 0.0 || pods.is_empty() {
                 proxy_since.get_or_insert(now);

@@ -38,11 +38,27 @@ fn defaults_are_the_documented_ones() {
 #[test]
 fn target_is_target_times_utilisation() {
     assert!(close(Settings::default().target_value(), 70.0));
-    let cc = Settings { container_concurrency: 10, ..Settings::default() };
-    assert!(close(cc.target_value(), 7.0), "containerConcurrency 10 < target 100 wins");
-    let small = Settings { target: 10.0, container_concurrency: 50, ..Settings::default() };
-    assert!(close(small.target_value(), 7.0), "target 10 < containerConcurrency 50 wins");
-    let tiny = Settings { target: 0.001, ..Settings::default() };
+    let cc = Settings {
+        container_concurrency: 10,
+        ..Settings::default()
+    };
+    assert!(
+        close(cc.target_value(), 7.0),
+        "containerConcurrency 10 < target 100 wins"
+    );
+    let small = Settings {
+        target: 10.0,
+        container_concurrency: 50,
+        ..Settings::default()
+    };
+    assert!(
+        close(small.target_value(), 7.0),
+        "target 10 < containerConcurrency 50 wins"
+    );
+    let tiny = Settings {
+        target: 0.001,
+        ..Settings::default()
+    };
     assert!(close(tiny.target_value(), 0.01), "floored at 0.01");
 }
 
@@ -59,7 +75,11 @@ fn stable_average_over_target_gives_desired() {
 // the way (threshold 1000 %) so that only the stable average decides.
 #[test]
 fn replay_averages_over_the_stable_window() {
-    let s = Settings { panic_threshold_percentage: 1000.0, min_scale: 1, ..Settings::default() };
+    let s = Settings {
+        panic_threshold_percentage: 1000.0,
+        min_scale: 1,
+        ..Settings::default()
+    };
     // Idle for 100 s, then 140 in flight: the 60-s average at second t ≥ 100 is
     // 140 × (t − 99) / 60, over 70 (a second pod) only from t = 130 (31 × 140 / 60 = 72.3).
     let mut timeline = vec![0.0; 100];
@@ -117,7 +137,10 @@ fn crossing_again_extends_the_panic() {
 // §7.3: clamp into [.., ceil(maxScaleUpRate × ready)].
 #[test]
 fn scale_up_is_bounded_by_max_scale_up_rate() {
-    let s = Settings { max_scale_up_rate: 2.0, ..Settings::default() };
+    let s = Settings {
+        max_scale_up_rate: 2.0,
+        ..Settings::default()
+    };
     assert_eq!(Decider::default().scale(&s, 0, 700.0, 700.0, 1), 2);
     assert_eq!(Decider::default().scale(&s, 0, 700.0, 700.0, 3), 6);
     assert_eq!(Decider::default().scale(&s, 0, 700.0, 700.0, 0), 2, "ready = max(1, 0)");
@@ -134,7 +157,10 @@ fn scale_down_is_bounded_by_max_scale_down_rate() {
 // §7.3: raise to activation-scale if > 0 desired.
 #[test]
 fn activation_scale_raises_a_nonzero_count() {
-    let s = Settings { activation_scale: 3, ..Settings::default() };
+    let s = Settings {
+        activation_scale: 3,
+        ..Settings::default()
+    };
     assert_eq!(Decider::default().scale(&s, 0, 10.0, 10.0, 1), 3);
     assert_eq!(Decider::default().scale(&s, 0, 0.0, 0.0, 1), 0);
 }
@@ -142,7 +168,10 @@ fn activation_scale_raises_a_nonzero_count() {
 // §7.3: scale-down-delay keeps the max desired count seen within the delay window.
 #[test]
 fn scale_down_delay_keeps_the_max_of_the_window() {
-    let s = Settings { scale_down_delay: 10, ..Settings::default() };
+    let s = Settings {
+        scale_down_delay: 10,
+        ..Settings::default()
+    };
     let mut d = Decider::default();
     assert_eq!(d.scale(&s, 0, 350.0, 350.0, 5), 5);
     for t in [2, 4, 6, 8] {
@@ -156,7 +185,10 @@ fn scale_down_delay_keeps_the_max_of_the_window() {
 // activator was not in the path before: target-burst-capacity 0).
 #[test]
 fn scale_to_zero_after_a_stable_window_of_zero_and_the_grace() {
-    let s = Settings { target_burst_capacity: 0.0, ..Settings::default() };
+    let s = Settings {
+        target_burst_capacity: 0.0,
+        ..Settings::default()
+    };
     // Last request at second 19; window [20, 79] is all zero at the tick of second 80.
     let steps = replay(&s, &busy_then_idle(20, 35.0, 200)).expect("replay");
     assert!(steps[..110].iter().all(|st| st.desired == 1 && st.ready == 1));
@@ -176,7 +208,10 @@ fn scale_to_zero_is_at_once_when_the_activator_was_in_the_path() {
 // §7.2: enable-scale-to-zero false keeps one pod.
 #[test]
 fn no_scale_to_zero_when_disabled() {
-    let s = Settings { enable_scale_to_zero: false, ..Settings::default() };
+    let s = Settings {
+        enable_scale_to_zero: false,
+        ..Settings::default()
+    };
     let steps = replay(&s, &busy_then_idle(20, 35.0, 200)).expect("replay");
     assert!(steps.iter().all(|st| st.desired == 1));
 }
@@ -184,7 +219,10 @@ fn no_scale_to_zero_when_disabled() {
 // §7.2: min-scale floor (and fact 28: min-scale 1 keeps a binding consumer up).
 #[test]
 fn min_scale_is_a_floor() {
-    let s = Settings { min_scale: 2, ..Settings::default() };
+    let s = Settings {
+        min_scale: 2,
+        ..Settings::default()
+    };
     let steps = replay(&s, &busy_then_idle(20, 35.0, 200)).expect("replay");
     assert!(steps.iter().all(|st| st.desired == 2));
 }
@@ -192,7 +230,10 @@ fn min_scale_is_a_floor() {
 // §7.2: max-scale caps the count.
 #[test]
 fn max_scale_is_a_cap() {
-    let s = Settings { max_scale: 3, ..Settings::default() };
+    let s = Settings {
+        max_scale: 3,
+        ..Settings::default()
+    };
     let steps = replay(&s, &vec![1000.0; 120]).expect("replay");
     assert!(steps.iter().all(|st| st.desired <= 3));
     assert_eq!(steps[119].desired, 3);
@@ -203,15 +244,21 @@ fn max_scale_is_a_cap() {
 // §7.2 initial-scale: the replay starts with initial-scale pods ready.
 #[test]
 fn the_replay_starts_at_initial_scale() {
-    let s = Settings { initial_scale: 3, ..Settings::default() };
-    let steps = replay(&s, &vec![150.0; 10]).expect("replay");
+    let s = Settings {
+        initial_scale: 3,
+        ..Settings::default()
+    };
+    let steps = replay(&s, &[150.0; 10]).expect("replay");
     assert!(steps.iter().all(|st| st.desired == 3 && st.ready == 3));
 }
 
 // Model assumption (module docs): a pod asked for is ready pod_start seconds later.
 #[test]
 fn pods_are_ready_after_the_start_latency() {
-    let s = Settings { pod_start: 5, ..Settings::default() };
+    let s = Settings {
+        pod_start: 5,
+        ..Settings::default()
+    };
     let mut timeline = vec![0.0; 10];
     timeline.extend(vec![700.0; 20]);
     let steps = replay(&s, &timeline).expect("replay");
@@ -226,11 +273,27 @@ fn pods_are_ready_after_the_start_latency() {
 #[test]
 fn settings_out_of_range_are_refused() {
     let bad = [
-        Settings { stable_window: 5, ..Settings::default() },
-        Settings { panic_threshold_percentage: 100.0, ..Settings::default() },
-        Settings { utilisation: 0.0, ..Settings::default() },
-        Settings { min_scale: 4, max_scale: 3, ..Settings::default() },
-        Settings { target: f64::NAN, ..Settings::default() },
+        Settings {
+            stable_window: 5,
+            ..Settings::default()
+        },
+        Settings {
+            panic_threshold_percentage: 100.0,
+            ..Settings::default()
+        },
+        Settings {
+            utilisation: 0.0,
+            ..Settings::default()
+        },
+        Settings {
+            min_scale: 4,
+            max_scale: 3,
+            ..Settings::default()
+        },
+        Settings {
+            target: f64::NAN,
+            ..Settings::default()
+        },
     ];
     for s in bad {
         assert!(replay(&s, &[1.0]).is_err(), "{s:?}");
@@ -248,7 +311,10 @@ fn timeline_csv_is_read_by_column_name() {
     assert_eq!(parse_timeline(observed).expect("parse").concurrency, vec![3.0, 5.0]);
     // A replay's own output reads back.
     let steps = replay(&Settings::default(), &[1.0, 2.0]).expect("replay");
-    assert_eq!(parse_timeline(&steps_csv(&steps)).expect("parse").concurrency, vec![1.0, 2.0]);
+    assert_eq!(
+        parse_timeline(&steps_csv(&steps)).expect("parse").concurrency,
+        vec![1.0, 2.0]
+    );
 }
 
 #[test]
@@ -265,4 +331,19 @@ fn bad_timeline_csv_names_the_line() {
         let err = parse_timeline(text).expect_err(text);
         assert!(err.contains(wanted), "{text:?}: {err}");
     }
+}
+
+// §7.3 scale to zero, as knative/serving `pkg/reconciler/autoscaling/kpa/scaler.go`
+// handleScaleToZero does it (read for this model; the doc only says "when stable concurrency
+// reaches 0"): an active revision keeps 1 pod until it has been active for a stable window, then
+// turns inactive, and the last pod goes once it has been inactive for the grace period.
+#[test]
+fn an_idle_new_revision_keeps_a_pod_for_a_stable_window_then_the_grace() {
+    let s = Settings {
+        target_burst_capacity: 0.0,
+        ..Settings::default()
+    };
+    let steps = replay(&s, &[0.0; 150]).expect("replay");
+    assert!(steps[..90].iter().all(|st| st.desired == 1));
+    assert!(steps[90..].iter().all(|st| st.desired == 0));
 }
