@@ -124,20 +124,33 @@ pub fn svg(title: &str, table: &Table) -> String {
         escape(title)
     );
 
-    // Panic seconds, shaded over both panels.
+    // Panic seconds, shaded over both panels: one band per run of panic rows, from its first
+    // second to the first second out of panic (or the end).
     if let Some(panic) = table.column("panic") {
-        let step = sx(1.0) - sx(0.0);
+        let mut start: Option<f64> = None;
+        let mut bands = Vec::new();
         for (x, p) in xs.iter().zip(panic) {
-            if *p >= 0.5 {
-                let _ = writeln!(
-                    out,
-                    r##"<rect x="{:.1}" y="{}" width="{:.2}" height="{}" fill="#fde0dd"/>"##,
-                    sx(*x),
-                    PANELS[0].0,
-                    step.max(0.5),
-                    PANELS[1].1 - PANELS[0].0
-                );
+            match (start, *p >= 0.5) {
+                (None, true) => start = Some(*x),
+                (Some(s), false) => {
+                    bands.push((s, *x));
+                    start = None;
+                }
+                _ => {}
             }
+        }
+        if let Some(s) = start {
+            bands.push((s, x_max));
+        }
+        for (from, to) in bands {
+            let _ = writeln!(
+                out,
+                r##"<rect x="{:.1}" y="{}" width="{:.2}" height="{}" fill="#fde0dd"/>"##,
+                sx(from),
+                PANELS[0].0,
+                (sx(to) - sx(from)).max(1.0),
+                PANELS[1].1 - PANELS[0].0
+            );
         }
         let _ = writeln!(
             out,
