@@ -26,7 +26,8 @@
 #
 # Arguments are passed to `kpa replay` (e.g. --pod-start 4). Without arguments the replay uses
 # the revision's own autoscaling annotations and containerConcurrency; Knative's cluster-wide
-# config-autoscaler values are not read — pass them if you changed them.
+# config-autoscaler values are not read — pass them if you changed them — nor are the legacy
+# camelCase annotation keys (minScale, …).
 #
 # Writes into OUT:
 #   samples.csv   unix,desired,actual,ready[,stable_concurrency,panic_concurrency]
@@ -72,6 +73,10 @@ seconds() { # a Go duration such as 90s, 2m or 1m30s → seconds; empty if not u
     m=${BASH_REMATCH[2]:-0}; s=${BASH_REMATCH[4]:-0}
     echo $((m * 60 + s))
 }
+metric=$(annotation metric)
+if [[ -n $metric && $metric != concurrency ]]; then
+    echo "knative-observe: warning: metric $metric; kpa replay models concurrency only" >&2
+fi
 replay_args=("$@")
 if [[ $# -eq 0 ]]; then
     for key in target min-scale max-scale initial-scale activation-scale \
