@@ -347,3 +347,16 @@ fn an_idle_new_revision_keeps_a_pod_for_a_stable_window_then_the_grace() {
     assert!(steps[..90].iter().all(|st| st.desired == 1));
     assert!(steps[90..].iter().all(|st| st.desired == 0));
 }
+
+// §7.3 scale from zero: requests at zero pods (buffered by the activator, which reports them)
+// make the deployment go 0 → N; the replay asks at the next tick and the pod is ready
+// pod_start seconds later.
+#[test]
+fn scale_from_zero_asks_for_a_pod_and_waits_for_it() {
+    let mut timeline = busy_then_idle(20, 35.0, 200);
+    timeline.extend(vec![5.0; 10]);
+    let steps = replay(&Settings::default(), &timeline).expect("replay");
+    assert_eq!((steps[219].desired, steps[219].ready), (0, 0));
+    assert_eq!((steps[220].desired, steps[220].ready), (1, 0));
+    assert_eq!((steps[222].desired, steps[222].ready), (1, 1));
+}
