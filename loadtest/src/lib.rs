@@ -5,6 +5,8 @@
 //! The admissions that wrk sends are built by `loadtest/admissions.lua` in the same shape as
 //! [`admission_bundle`].
 
+pub mod kpa;
+
 use serde_json::{Value, json};
 
 /// The hospital number's system, as in `schemas/examples/admission-bundle.json`.
