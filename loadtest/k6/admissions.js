@@ -4,7 +4,7 @@
 //   k6 run loadtest/k6/admissions.js
 //
 // Env: BASE_URL (http://127.0.0.1:8080), RATE admissions/s (500), DURATION (30s), VUS
-// pre-allocated VUs (50), MAX_VUS (400), TAG (run tag; default from the start time — use a new
+// pre-allocated VUs (100), MAX_VUS (400), TAG (run tag; default from the start time — use a new
 // one for each run against the same server), P95_MS (25), P99_MS (50), SUMMARY (JSON path,
 // default target/k6/admissions-summary.json).
 import http from 'k6/http';
@@ -23,7 +23,7 @@ export const options = {
       rate: RATE,
       timeUnit: '1s',
       duration: __ENV.DURATION || '30s',
-      preAllocatedVUs: Number(__ENV.VUS || 50),
+      preAllocatedVUs: Number(__ENV.VUS || 100),
       maxVUs: Number(__ENV.MAX_VUS || 400),
     },
   },
