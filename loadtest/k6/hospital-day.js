@@ -33,6 +33,9 @@ const RATE = Number(__ENV.RATE || 200);
 const BOARD_RATE = Number(__ENV.BOARD_RATE || 10);
 const CRITICAL_PCT = Number(__ENV.CRITICAL_PCT || 20);
 const MAX_VUS = Number(__ENV.MAX_VUS || 300);
+const BOARD_MAX_VUS = 50;
+// VU ids are numbered across both scenarios: at most MAX_VUS + BOARD_MAX_VUS of them.
+const VU_SPAN = MAX_VUS + BOARD_MAX_VUS;
 const P95 = Number(__ENV.P95_MS || 50);
 const P99 = Number(__ENV.P99_MS || 100);
 const BOARD_P99 = Number(__ENV.BOARD_P99_MS || 500);
@@ -56,7 +59,7 @@ export const options = {
       timeUnit: '1s',
       duration: DURATION,
       preAllocatedVUs: 5,
-      maxVUs: 50,
+      maxVUs: BOARD_MAX_VUS,
     },
   },
   thresholds: {
@@ -92,8 +95,8 @@ function post(path, body, headers, kind) {
 }
 
 function admit(tag) {
-  // Unique across VUs while VU ids stay <= MAX_VUS; consecutive admissions spread over wards.
-  const g = admitted * MAX_VUS + (exec.vu.idInTest - 1);
+  // Unique across VUs (ids are 1..VU_SPAN); consecutive admissions spread over wards.
+  const g = admitted * VU_SPAN + (exec.vu.idInTest - 1);
   admitted += 1;
   const r = post('/fhir', admissionBundle(tag, g), FHIR_HEADERS, 'admit');
   if (r.status === 200) inside.push({ g, ward: wardOf(g), bed: bedOf(g) });
