@@ -245,3 +245,49 @@ pub async fn alerts_for(host: &Host, mrn: &str, limit: Duration) -> Option<Vec<V
     })
     .await
 }
+
+/// A message of the HL7 v2 ADT corpus (`functions/admit/tests/corpus/adt/<name>`).
+pub fn adt_corpus(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../functions/admit/tests/corpus/adt")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The first message of the ORU^R01 corpus whose file name starts with `prefix`.
+pub fn oru_corpus(prefix: &str) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/ingest-lab/tests/corpus/oru");
+    let name = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .find(|n| n.starts_with(prefix) && n.ends_with(".hl7"))
+        .expect("corpus file");
+    std::fs::read(dir.join(name)).expect("message")
+}
+
+/// Where the patient with hospital number `mrn` is on the board: (ward, bed), or none.
+pub async fn placed(host: &Host, mrn: &str) -> Option<(String, String)> {
+    let inpatients = host.get_json("/api/inpatients").await;
+    inpatients
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["mrn"] == mrn)
+        .map(|p| {
+            (
+                p["ward"].as_str().unwrap_or_default().to_owned(),
+                p["bed"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// How many `admitted` events the event log holds (its first 1,000).
+pub async fn admitted_events(host: &Host) -> usize {
+    let page = host.get_json("/api/events?after=0&limit=1000").await;
+    page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "admitted")
+        .count()
+}

@@ -2,28 +2,19 @@
 //! `functions/admit/tests/corpus/adt` admit, transfer, discharge and cancel one stay, as the
 //! board's API shows, each answered with its ACK.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::helpers::{Host, config};
+use crate::helpers::{Host, admitted_events, adt_corpus, config, placed};
 
 /// How the corpus's hospital names its identifiers.
 const V2: &str = "RXH^MR=https://fhir.northgate.example/Id/mrn,NHS^NH=https://fhir.nhs.uk/Id/nhs-number";
-
-fn corpus(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/admit/tests/corpus/adt")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// POST the payload; the HTTP status and the ACK's MSA segments (code, acknowledged id).
 async fn send(host: &Host, name: &str) -> (u16, Vec<(String, String)>, String) {
     let r = reqwest::Client::new()
         .post(host.url("/hl7v2"))
         .header("content-type", "x-application/hl7-v2+er7")
-        .body(corpus(name))
+        .body(adt_corpus(name))
         .send()
         .await
         .expect("request");
@@ -47,32 +38,6 @@ async fn send(host: &Host, name: &str) -> (u16, Vec<(String, String)>, String) {
     (status, msa, text)
 }
 
-/// Where the corpus patient (MRN 123456) is on the board: (ward, bed), or none.
-async fn placed(host: &Host) -> Option<(String, String)> {
-    let inpatients = host.get_json("/api/inpatients").await;
-    inpatients
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["mrn"] == "123456")
-        .map(|p| {
-            (
-                p["ward"].as_str().unwrap_or_default().to_owned(),
-                p["bed"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-}
-
-async fn admitted_events(host: &Host) -> usize {
-    let page = host.get_json("/api/events?after=0&limit=1000").await;
-    page["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["type"] == "admitted")
-        .count()
-}
-
 #[tokio::test]
 async fn adt_admit_transfer_discharge_and_cancel_discharge_show_on_the_board_each_acknowledged() {
     let host = Host::spawn(config(&[("V2_IDENTIFIER_SYSTEMS", V2), ("ESCALATE_EVERY", "0")])).await;
@@ -84,7 +49,7 @@ async fn adt_admit_transfer_discharge_and_cancel_discharge_show_on_the_board_eac
         ack.starts_with("MSH|^~\\&|WARDWATCH|NGH|PAS|NGH|"),
         "sender and receiver swapped: {ack}"
     );
-    assert_eq!(placed(&host).await, Some(("WARD12".into(), "B04".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD12".into(), "B04".into())));
     // The same message again: accepted, nothing new.
     let (status, msa, _) = send(&host, "01-a01-admit-inpatient-v251.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
@@ -92,16 +57,16 @@ async fn adt_admit_transfer_discharge_and_cancel_discharge_show_on_the_board_eac
 
     let (status, msa, _) = send(&host, "02-a02-transfer-v251.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
-    assert_eq!(placed(&host).await, Some(("WARD7".into(), "B02".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD7".into(), "B02".into())));
 
     let (status, msa, _) = send(&host, "03-a03-discharge-v251.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
-    assert_eq!(placed(&host).await, None, "discharged");
+    assert_eq!(placed(&host, "123456").await, None, "discharged");
 
     let (status, msa, _) = send(&host, "08-a13-cancel-discharge-mllp-crlf.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
     assert_eq!(
-        placed(&host).await,
+        placed(&host, "123456").await,
         Some(("WARD7".into(), "B02".into())),
         "the discharge is cancelled"
     );
@@ -124,10 +89,14 @@ async fn adt_admit_transfer_discharge_and_cancel_discharge_show_on_the_board_eac
 async fn a_cancelled_admission_leaves_the_board_and_what_cannot_be_taken_is_refused_with_its_condition() {
     let host = Host::spawn(config(&[("V2_IDENTIFIER_SYSTEMS", V2), ("ESCALATE_EVERY", "0")])).await;
     assert_eq!(send(&host, "01-a01-admit-inpatient-v251.hl7").await.0, 200);
-    assert!(placed(&host).await.is_some());
+    assert!(placed(&host, "123456").await.is_some());
     let (status, msa, _) = send(&host, "06-a11-cancel-admit.hl7").await;
     assert_eq!((status, msa[0].0.as_str()), (200, "AA"));
-    assert_eq!(placed(&host).await, None, "a cancelled admission is no inpatient");
+    assert_eq!(
+        placed(&host, "123456").await,
+        None,
+        "a cancelled admission is no inpatient"
+    );
     let page = host.get_json("/api/events?after=0&limit=1000").await;
     let kinds: Vec<&str> = page["events"]
         .as_array()

@@ -2,24 +2,13 @@
 //! correction, a cancellation; a message that cannot be stored kept, listed and replayed with
 //! the real `wardwatch replay-rejected` once its cause is fixed.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use wardwatch_domain::ids;
 
-use crate::helpers::{Host, REDIS, VHost, clean_up, config, eventually, require_redis, unique};
+use crate::helpers::{Host, REDIS, VHost, clean_up, config, eventually, oru_corpus, require_redis, unique};
 use crate::services::{direct_host_with, get_one, publish};
-
-fn corpus(prefix: &str) -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../functions/ingest-lab/tests/corpus/oru");
-    let name = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .find(|n| n.starts_with(prefix) && n.ends_with(".hl7"))
-        .expect("corpus file");
-    std::fs::read(dir.join(name)).expect("message")
-}
 
 const RXH: &str = "urn:example:rxh";
 
@@ -35,7 +24,7 @@ async fn events_of(host: &Host, patient_id: &str) -> Vec<Value> {
 #[tokio::test]
 async fn through_rabbitmq_a_feed_sent_three_times_stores_each_result_once_and_corrections_and_cancellations_apply() {
     let (vhost, prefix, host) = direct_host_with(&[("V2_IDENTIFIER_SYSTEMS", &format!("RXH^MR={RXH}"))]).await;
-    let feed = [corpus("13-"), corpus("14-"), corpus("15-")];
+    let feed = [oru_corpus("13-"), oru_corpus("14-"), oru_corpus("15-")];
     for _ in 0..3 {
         for message in &feed {
             publish(&vhost.url(), "lab-feed", message).await;
@@ -98,7 +87,7 @@ async fn a_message_that_cannot_be_stored_is_kept_listed_without_patient_data_and
     ];
     // No V2_IDENTIFIER_SYSTEMS: RXH identifiers have no FHIR system yet.
     let host = Host::spawn(config(&base)).await;
-    let message = corpus("01-");
+    let message = oru_corpus("01-");
     publish(&vhost.url(), "lab-feed", &message).await;
     let listed = eventually(Duration::from_secs(20), || async {
         let l = host.get_json("/api/rejected").await;
@@ -173,7 +162,7 @@ async fn results_are_read_back_over_fhir_newest_first_with_the_canonical_value_a
         }
     };
     // An HL7 v2 U&E (SI units) and, later, a FHIR creatinine in mg/dL for the same patient.
-    post(corpus("13-")).await;
+    post(oru_corpus("13-")).await;
     let creatinine = serde_json::json!({"resourceType": "Observation", "status": "final",
         "identifier": [{"system": "urn:lab", "value": "c-1"}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
@@ -301,7 +290,7 @@ async fn an_embedded_up_replays_a_kept_delivery_over_http_and_an_unknown_handle_
     // No V2_IDENTIFIER_SYSTEMS: refused and kept.
     let r = reqwest::Client::new()
         .post(host.url("/lab-feed"))
-        .body(corpus("01-"))
+        .body(oru_corpus("01-"))
         .send()
         .await
         .expect("post");

@@ -2,23 +2,15 @@
 //! patients become one on the board — the merged one's results and alert on the survivor — and
 //! the same merge again changes nothing, as the event log shows.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Host, alerts_for, config, eventually};
+use crate::helpers::{Host, adt_corpus, alerts_for, config, eventually};
 
 /// How the corpus's hospital names its identifiers.
 const V2: &str = "RXH^MR=https://fhir.northgate.example/Id/mrn,NHS^NH=https://fhir.nhs.uk/Id/nhs-number";
 const ER7: &str = "x-application/hl7-v2+er7";
-
-fn corpus(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/admit/tests/corpus/adt")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 async fn post(host: &Host, path: &str, body: Vec<u8>) -> (u16, String) {
     let r = reqwest::Client::new()
@@ -33,7 +25,7 @@ async fn post(host: &Host, path: &str, body: Vec<u8>) -> (u16, String) {
 
 /// POST a corpus message to `/hl7v2`: the HTTP status, MSA-1 and the whole ACK.
 async fn send(host: &Host, name: &str) -> (u16, String, String) {
-    let (status, ack) = post(host, "/hl7v2", corpus(name)).await;
+    let (status, ack) = post(host, "/hl7v2", adt_corpus(name)).await;
     let code = ack
         .split('\r')
         .find(|s| s.starts_with("MSA|"))

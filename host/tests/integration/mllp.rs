@@ -2,37 +2,19 @@
 //! connections; and HL7 v2 ADT through the real RabbitMQ's `adt-feed` queue.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Host, clean_up, config, eventually};
+use crate::helpers::{Host, admitted_events, adt_corpus, clean_up, config, eventually, oru_corpus, placed};
 use crate::services::{direct_host_with, publish};
 
 /// How the ADT corpus's hospital names its identifiers.
 const V2: &str = "RXH^MR=https://fhir.northgate.example/Id/mrn,NHS^NH=https://fhir.nhs.uk/Id/nhs-number";
 /// How the lab corpus's identifiers are mapped (as in the lab tests).
 const RXH: &str = "urn:example:rxh";
-
-fn adt(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/admit/tests/corpus/adt")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn oru(prefix: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/ingest-lab/tests/corpus/oru");
-    let name = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .find(|n| n.starts_with(prefix) && n.ends_with(".hl7"))
-        .expect("corpus file");
-    std::fs::read(dir.join(name)).expect("message")
-}
 
 /// `message` in MLLP framing (a corpus file already framed is sent as it is).
 fn framed(message: &[u8]) -> Vec<u8> {
@@ -99,59 +81,33 @@ fn msa(ack: &str) -> (String, String) {
     (f[1].to_owned(), f.get(2).copied().unwrap_or_default().to_owned())
 }
 
-/// Where the ADT corpus patient (MRN 123456) is on the board: (ward, bed), or none.
-async fn placed(host: &Host) -> Option<(String, String)> {
-    let inpatients = host.get_json("/api/inpatients").await;
-    inpatients
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["mrn"] == "123456")
-        .map(|p| {
-            (
-                p["ward"].as_str().unwrap_or_default().to_owned(),
-                p["bed"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-}
-
-async fn admitted_events(host: &Host) -> usize {
-    let page = host.get_json("/api/events?after=0&limit=1000").await;
-    page["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["type"] == "admitted")
-        .count()
-}
-
 #[tokio::test]
 async fn over_mllp_adt_admits_transfers_and_discharges_one_stay_each_acknowledged_when_written() {
     let (host, addr) = Host::spawn_with_mllp(config(&[("V2_IDENTIFIER_SYSTEMS", V2), ("ESCALATE_EVERY", "0")])).await;
     let mut mllp = Client::connect(addr).await;
 
-    mllp.send(&adt("01-a01-admit-inpatient-v251.hl7")).await;
+    mllp.send(&adt_corpus("01-a01-admit-inpatient-v251.hl7")).await;
     let ack = mllp.ack().await.expect("an ACK");
     assert_eq!(msa(&ack), ("AA".into(), "NGH-ADT-000101".into()), "{ack}");
     assert!(ack.starts_with("MSH|^~\\&|WARDWATCH|NGH|PAS|NGH|"), "{ack}");
     // Written before the ACK: no waiting.
-    assert_eq!(placed(&host).await, Some(("WARD12".into(), "B04".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD12".into(), "B04".into())));
 
-    mllp.send(&adt("02-a02-transfer-v251.hl7")).await;
+    mllp.send(&adt_corpus("02-a02-transfer-v251.hl7")).await;
     assert_eq!(msa(&mllp.ack().await.expect("ACK")).0, "AA");
-    assert_eq!(placed(&host).await, Some(("WARD7".into(), "B02".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD7".into(), "B02".into())));
 
-    mllp.send(&adt("03-a03-discharge-v251.hl7")).await;
+    mllp.send(&adt_corpus("03-a03-discharge-v251.hl7")).await;
     assert_eq!(msa(&mllp.ack().await.expect("ACK")).0, "AA");
-    assert_eq!(placed(&host).await, None, "discharged");
+    assert_eq!(placed(&host, "123456").await, None, "discharged");
 
     // A corpus file that is already framed, with CRLF segment ends.
-    mllp.send(&adt("08-a13-cancel-discharge-mllp-crlf.hl7")).await;
+    mllp.send(&adt_corpus("08-a13-cancel-discharge-mllp-crlf.hl7")).await;
     assert_eq!(
         msa(&mllp.ack().await.expect("ACK")),
         ("AA".into(), "NGH-ADT-000108".into())
     );
-    assert_eq!(placed(&host).await, Some(("WARD7".into(), "B02".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD7".into(), "B02".into())));
     let inpatients = host.get_json("/api/inpatients").await;
     let mine = inpatients
         .as_array()
@@ -170,21 +126,21 @@ async fn over_mllp_adt_admits_transfers_and_discharges_one_stay_each_acknowledge
 async fn two_messages_in_one_write_get_two_acks_in_order_and_many_connections_are_served_at_once() {
     let (host, addr) = Host::spawn_with_mllp(config(&[("V2_IDENTIFIER_SYSTEMS", V2), ("ESCALATE_EVERY", "0")])).await;
     let mut mllp = Client::connect(addr).await;
-    let mut both = framed(&adt("01-a01-admit-inpatient-v251.hl7"));
-    both.extend_from_slice(&framed(&adt("02-a02-transfer-v251.hl7")));
+    let mut both = framed(&adt_corpus("01-a01-admit-inpatient-v251.hl7"));
+    both.extend_from_slice(&framed(&adt_corpus("02-a02-transfer-v251.hl7")));
     mllp.write(&both).await;
     let first = mllp.ack().await.expect("first ACK");
     let second = mllp.ack().await.expect("second ACK");
     assert_eq!(msa(&first), ("AA".into(), "NGH-ADT-000101".into()));
     assert_eq!(msa(&second), ("AA".into(), "NGH-ADT-000102".into()));
-    assert_eq!(placed(&host).await, Some(("WARD7".into(), "B02".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD7".into(), "B02".into())));
 
     // Eight senders at once, each with the other patient's admission: all accepted, one stay.
     let senders: Vec<_> = (0..8)
         .map(|_| {
             tokio::spawn(async move {
                 let mut c = Client::connect(addr).await;
-                c.send(&adt("09-a01-latin1-escapes.hl7")).await;
+                c.send(&adt_corpus("09-a01-latin1-escapes.hl7")).await;
                 c.ack().await.expect("ACK")
             })
         })
@@ -205,7 +161,7 @@ async fn an_oru_over_mllp_is_stored_when_its_aa_arrives_and_a_refused_one_is_kep
     ]))
     .await;
     let mut mllp = Client::connect(addr).await;
-    mllp.send(&oru("13-")).await;
+    mllp.send(&oru_corpus("13-")).await;
     let ack = mllp.ack().await.expect("ACK");
     assert_eq!(msa(&ack), ("AA".into(), "PL260305-000612".into()), "{ack}");
     assert!(ack.contains("|ACK^R01^ACK|"), "{ack}");
@@ -221,7 +177,7 @@ async fn an_oru_over_mllp_is_stored_when_its_aa_arrives_and_a_refused_one_is_kep
     // lab-feed delivery.
     let (host, addr) = Host::spawn_with_mllp(config(&[("ESCALATE_EVERY", "0")])).await;
     let mut mllp = Client::connect(addr).await;
-    mllp.send(&oru("01-")).await;
+    mllp.send(&oru_corpus("01-")).await;
     let ack = mllp.ack().await.expect("ACK");
     let (code, _) = msa(&ack);
     assert_eq!(code, "AE", "{ack}");
@@ -246,11 +202,11 @@ async fn with_the_state_store_unavailable_nothing_is_acknowledged_as_taken_the_s
     ]))
     .await;
     let mut mllp = Client::connect(addr).await;
-    mllp.send(&oru("13-")).await;
+    mllp.send(&oru_corpus("13-")).await;
     let ack = mllp.ack().await.expect("ACK");
     assert_eq!(msa(&ack), ("AE".into(), "PL260305-000612".into()), "{ack}");
     assert!(ack.contains("206"), "record locked: send it again: {ack}");
-    mllp.send(&adt("01-a01-admit-inpatient-v251.hl7")).await;
+    mllp.send(&adt_corpus("01-a01-admit-inpatient-v251.hl7")).await;
     let ack = mllp.ack().await.expect("ACK");
     assert_eq!(msa(&ack), ("AE".into(), "NGH-ADT-000101".into()), "{ack}");
     assert!(ack.contains("206"), "{ack}");
@@ -279,12 +235,12 @@ async fn garbage_other_types_and_an_oversized_frame_are_refused_and_the_listener
     assert!(ack.contains("ORM^O01") || ack.contains("ORM\\S\\O01"), "{ack}");
     assert!(ack.contains("200"), "{ack}");
     // The same connection still admits.
-    mllp.send(&adt("01-a01-admit-inpatient-v251.hl7")).await;
+    mllp.send(&adt_corpus("01-a01-admit-inpatient-v251.hl7")).await;
     assert_eq!(msa(&mllp.ack().await.expect("ACK")).0, "AA");
 
     // Over the limit: an AR naming the message (its MSH is in the first bytes), then the
     // connection is closed, and nothing of it is admitted.
-    let mut big = adt("02-a02-transfer-v251.hl7");
+    let mut big = adt_corpus("02-a02-transfer-v251.hl7");
     big.extend(std::iter::repeat_n(b'Z', 4096));
     let mut oversized = Client::connect(addr).await;
     oversized.send(&big).await;
@@ -293,30 +249,35 @@ async fn garbage_other_types_and_an_oversized_frame_are_refused_and_the_listener
     assert!(ack.contains("2048"), "says the limit: {ack}");
     assert_eq!(oversized.ack().await, None, "closed");
     assert_eq!(
-        placed(&host).await,
+        placed(&host, "123456").await,
         Some(("WARD12".into(), "B04".into())),
         "not transferred"
     );
 
     // The listener serves the next connection.
     let mut next = Client::connect(addr).await;
-    next.send(&adt("02-a02-transfer-v251.hl7")).await;
+    next.send(&adt_corpus("02-a02-transfer-v251.hl7")).await;
     assert_eq!(msa(&next.ack().await.expect("ACK")).0, "AA");
-    assert_eq!(placed(&host).await, Some(("WARD7".into(), "B02".into())));
+    assert_eq!(placed(&host, "123456").await, Some(("WARD7".into(), "B02".into())));
     host.stop().await;
 }
 
 #[tokio::test]
 async fn through_rabbitmq_adt_on_the_adt_feed_queue_admits_and_a_refused_message_is_kept() {
     let (vhost, prefix, host) = direct_host_with(&[("V2_IDENTIFIER_SYSTEMS", V2), ("ESCALATE_EVERY", "0")]).await;
-    publish(&vhost.url(), "adt-feed", &adt("01-a01-admit-inpatient-v251.hl7")).await;
-    let place = eventually(Duration::from_secs(20), || placed(&host))
+    publish(&vhost.url(), "adt-feed", &adt_corpus("01-a01-admit-inpatient-v251.hl7")).await;
+    let place = eventually(Duration::from_secs(20), || placed(&host, "123456"))
         .await
         .expect("admitted from the queue");
     assert_eq!(place, ("WARD12".into(), "B04".into()));
 
     // An event admit does not take (A35, merge account): kept on the rejected lane with its reason, and listed.
-    publish(&vhost.url(), "adt-feed", &adt("refused-201-a35-merge-account.hl7")).await;
+    publish(
+        &vhost.url(),
+        "adt-feed",
+        &adt_corpus("refused-201-a35-merge-account.hl7"),
+    )
+    .await;
     let listed = eventually(Duration::from_secs(20), || async {
         let l = host.get_json("/api/rejected").await;
         l["rejected"].as_array().filter(|a| !a.is_empty()).cloned()
