@@ -604,6 +604,57 @@ fn repeats<'s>(seg: &'s Segment<'_>, field: usize) -> impl Iterator<Item = &'s R
     seg.field(field).into_iter().flat_map(|f| f.repeats())
 }
 
+/// One CX repetition of an identifier list (PID-3, MRG-1): its value, assigning authority
+/// (CX-4) and type (CX-5), and the identifier the identity table maps it to. `None` for an empty
+/// repetition; refused when the value cannot be an identifier.
+struct Cx {
+    mapped: Option<Identifier>,
+    assigner: Option<String>,
+    type_code: Option<String>,
+}
+
+fn cx(rep: &Repeat<'_>, seps: &Separators, rules: &IdentityRules, field: &str) -> Result<Option<Cx>, Fault> {
+    let Some(value) = part(rep, seps, 1, 1) else {
+        return Ok(None);
+    };
+    if !usable_value(&value) {
+        return Err(Fault::error(
+            condition::DATA_TYPE,
+            format!("{field}: an identifier is longer than {MAX_IDENTIFIER} characters or holds control characters"),
+        ));
+    }
+    let assigner = authority(rep, seps, 4);
+    let type_code = part(rep, seps, 5, 1);
+    let mapped = rules.from_v2(&value, assigner.as_deref(), type_code.as_deref());
+    Ok(Some(Cx {
+        mapped,
+        assigner,
+        type_code,
+    }))
+}
+
+/// The refusal of an identifier list none of whose repetitions maps: names the first one's
+/// authority and type (never its value), and what to configure.
+fn unmapped_fault(field: &str, assigner: &str, type_code: &str, also: &str) -> Fault {
+    Fault::error(
+        condition::UNKNOWN_KEY,
+        format!(
+            "{field}: no identifier has an assigning authority (CX-4) with a FHIR identifier system; the first is{} typed{}: \
+             add it to V2_IDENTIFIER_SYSTEMS (AUTHORITY[^TYPE]=system){also}, then resend",
+            if assigner.is_empty() {
+                " without an authority".to_owned()
+            } else {
+                quoted(assigner, 32)
+            },
+            if type_code.is_empty() {
+                " with no type".to_owned()
+            } else {
+                quoted(type_code, 4)
+            },
+        ),
+    )
+}
+
 /// The Patient, the identifier it is known by, and every identifier it has (mapped).
 fn patient(
     pid: &Segment<'_>,
@@ -616,16 +667,15 @@ fn patient(
     // Authorities (and types) that have no system: named if nothing maps.
     let mut unmapped: Vec<(String, String)> = Vec::new();
     for rep in repeats(pid, 3) {
-        let Some(value) = part(rep, seps, 1, 1) else { continue };
-        if !usable_value(&value) {
-            return Err(Fault::error(
-                condition::DATA_TYPE,
-                format!("PID-3: an identifier is longer than {MAX_IDENTIFIER} characters or holds control characters"),
-            ));
-        }
-        let assigner = authority(rep, seps, 4);
-        let type_code = part(rep, seps, 5, 1);
-        let Some(id) = rules.from_v2(&value, assigner.as_deref(), type_code.as_deref()) else {
+        let Some(Cx {
+            mapped,
+            assigner,
+            type_code,
+        }) = cx(rep, seps, rules, "PID-3")?
+        else {
+            continue;
+        };
+        let Some(id) = mapped else {
             unmapped.push((assigner.unwrap_or_default(), type_code.unwrap_or_default()));
             continue;
         };
@@ -658,23 +708,11 @@ fn patient(
                 "PID-3 (patient identifier list) is empty: a patient is known by an identifier",
             ));
         };
-        return Err(Fault::error(
-            condition::UNKNOWN_KEY,
-            format!(
-                "PID-3: no identifier has an assigning authority (CX-4) with a FHIR identifier system; the first is{} typed{}: \
-                 add it to V2_IDENTIFIER_SYSTEMS (AUTHORITY[^TYPE]=system), or set MRN_SYSTEMS for identifiers typed MR \
-                 without an authority, then resend",
-                if assigner.is_empty() {
-                    " without an authority".to_owned()
-                } else {
-                    quoted(assigner, 32)
-                },
-                if type_code.is_empty() {
-                    " with no type".to_owned()
-                } else {
-                    quoted(type_code, 4)
-                },
-            ),
+        return Err(unmapped_fault(
+            "PID-3",
+            assigner,
+            type_code,
+            ", or set MRN_SYSTEMS for identifiers typed MR without an authority",
         ));
     }
     let identity = rules
@@ -730,16 +768,15 @@ fn merged_identifiers(
     let mut unmapped: Vec<(String, String)> = Vec::new();
     let take = if trigger == Trigger::A34 { 1 } else { usize::MAX };
     for rep in repeats(mrg, 1).take(take) {
-        let Some(value) = part(rep, seps, 1, 1) else { continue };
-        if !usable_value(&value) {
-            return Err(Fault::error(
-                condition::DATA_TYPE,
-                format!("MRG-1: an identifier is longer than {MAX_IDENTIFIER} characters or holds control characters"),
-            ));
-        }
-        let assigner = authority(rep, seps, 4);
-        let type_code = part(rep, seps, 5, 1);
-        match rules.from_v2(&value, assigner.as_deref(), type_code.as_deref()) {
+        let Some(Cx {
+            mapped,
+            assigner,
+            type_code,
+        }) = cx(rep, seps, rules, "MRG-1")?
+        else {
+            continue;
+        };
+        match mapped {
             Some(id) if survivor.contains(&id) => {
                 return Err(Fault::error(
                     condition::DUPLICATE_KEY,
@@ -760,23 +797,7 @@ fn merged_identifiers(
                 ),
             ));
         };
-        return Err(Fault::error(
-            condition::UNKNOWN_KEY,
-            format!(
-                "MRG-1: no identifier has an assigning authority (CX-4) with a FHIR identifier system; the first is{} typed{}: \
-                 add it to V2_IDENTIFIER_SYSTEMS (AUTHORITY[^TYPE]=system), then resend",
-                if assigner.is_empty() {
-                    " without an authority".to_owned()
-                } else {
-                    quoted(assigner, 32)
-                },
-                if type_code.is_empty() {
-                    " with no type".to_owned()
-                } else {
-                    quoted(type_code, 4)
-                },
-            ),
-        ));
+        return Err(unmapped_fault("MRG-1", assigner, type_code, ""));
     }
     Ok(merged)
 }
