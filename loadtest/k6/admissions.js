@@ -7,10 +7,7 @@
 // pre-allocated VUs (100), MAX_VUS (400), TAG (run tag; default from the start time — use a new
 // one for each run against the same server), P95_MS (25), P99_MS (50), SUMMARY (JSON path,
 // default target/k6/admissions-summary.json).
-import http from 'k6/http';
-import { check } from 'k6';
-import exec from 'k6/execution';
-import { BASE, FHIR_HEADERS, admissionBundle, runTag, summarize, TREND_STATS } from './lib.js';
+import { admitNew, setupRun, summarize, TREND_STATS } from './lib.js';
 
 const RATE = Number(__ENV.RATE || 500);
 const P95 = Number(__ENV.P95_MS || 25);
@@ -36,15 +33,11 @@ export const options = {
 };
 
 export function setup() {
-  const r = http.get(`${BASE}/healthz`);
-  if (r.status !== 200) throw new Error(`no Wardwatch at ${BASE} (GET /healthz: ${r.status} ${r.error})`);
-  return { tag: runTag() };
+  return setupRun();
 }
 
 export default function (data) {
-  const g = exec.scenario.iterationInTest;
-  const r = http.post(`${BASE}/fhir`, admissionBundle(data.tag, g), { headers: FHIR_HEADERS });
-  check(r, { 'admission 200': (res) => res.status === 200 });
+  admitNew(data);
 }
 
 export function handleSummary(data) {

@@ -25,7 +25,7 @@ import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
 import {
-  BASE, FHIR_HEADERS, admissionBundle, potassium, mrnOf, wardOf, bedOf, runTag, summarize,
+  BASE, FHIR_HEADERS, admissionBundle, potassium, mrnOf, wardOf, bedOf, setupRun, summarize,
   TREND_STATS, WARDS, BEDS, pad,
 } from './lib.js';
 
@@ -78,9 +78,7 @@ export const options = {
 };
 
 export function setup() {
-  const r = http.get(`${BASE}/healthz`);
-  if (r.status !== 200) throw new Error(`no Wardwatch at ${BASE} (GET /healthz: ${r.status} ${r.error})`);
-  return { tag: runTag() };
+  return setupRun();
 }
 
 // Per VU (each VU has its own copy of module state): the patients it admitted and still has in.

@@ -4,6 +4,10 @@
 // "<tag>-<g>", Encounter identifier "<tag>-S<g>", ward "Ward {g mod 200 + 1}" ("Ward 001" …
 // "Ward 200") and bed "Bed {floor(g / 200) mod 30 + 1}" ("Bed 01" … "Bed 30").
 
+import http from 'k6/http';
+import { check } from 'k6';
+import exec from 'k6/execution';
+
 export const BASE = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
 export const WARDS = 200;
 export const BEDS = 30;
@@ -159,4 +163,18 @@ export function summarize(script, data) {
   const out = { stdout: `\n${lines.join('\n')}\n\n` };
   out[path] = JSON.stringify(data, null, 2);
   return out;
+}
+
+// setup() of every script: the server must answer, and the run gets its tag.
+export function setupRun() {
+  const r = http.get(`${BASE}/healthz`);
+  if (r.status !== 200) throw new Error(`no Wardwatch at ${BASE} (GET /healthz: ${r.status} ${r.error})`);
+  return { tag: runTag() };
+}
+
+// One admission of a new patient: iteration g of the test admits MRN "<tag>-<g>".
+export function admitNew(data) {
+  const g = exec.scenario.iterationInTest;
+  const r = http.post(`${BASE}/fhir`, admissionBundle(data.tag, g), { headers: FHIR_HEADERS });
+  check(r, { 'admission 200': (res) => res.status === 200 });
 }

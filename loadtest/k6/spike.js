@@ -8,10 +8,7 @@
 // loose bound — the spike is for errors and recovery, not latency. Env: BASE_URL, BASE_RATE,
 // PEAK, PEAK_FOR (10s), VUS (100), MAX_VUS (1000), TAG, P99_MS, SUMMARY (default
 // target/k6/spike-summary.json).
-import http from 'k6/http';
-import { check } from 'k6';
-import exec from 'k6/execution';
-import { BASE, FHIR_HEADERS, admissionBundle, runTag, summarize, TREND_STATS } from './lib.js';
+import { admitNew, setupRun, summarize, TREND_STATS } from './lib.js';
 
 const BASE_RATE = Number(__ENV.BASE_RATE || 50);
 const PEAK = Number(__ENV.PEAK || 1500);
@@ -43,15 +40,11 @@ export const options = {
 };
 
 export function setup() {
-  const r = http.get(`${BASE}/healthz`);
-  if (r.status !== 200) throw new Error(`no Wardwatch at ${BASE} (GET /healthz: ${r.status} ${r.error})`);
-  return { tag: runTag() };
+  return setupRun();
 }
 
 export default function (data) {
-  const g = exec.scenario.iterationInTest;
-  const r = http.post(`${BASE}/fhir`, admissionBundle(data.tag, g), { headers: FHIR_HEADERS });
-  check(r, { 'admission 200': (res) => res.status === 200 });
+  admitNew(data);
 }
 
 export function handleSummary(data) {
