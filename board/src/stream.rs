@@ -2,10 +2,12 @@
 //!
 //! A stream starts after the id in `Last-Event-ID` (a browser's reconnect), else after `?after=`
 //! (the id the page's state is current to), else at the newest event. It replays what the log
-//! holds after that id, then follows it: one poller per process watches the log's newest id
-//! and wakes every stream, and each stream reads the log itself from its own position — so a
-//! stream never skips an event, whichever board replica serves it, and a reconnect to another
-//! replica or after a restart (Redis mode) carries on where it stopped.
+//! holds after that id, then follows it: one watcher per process waits on the log for a new
+//! event (`EventLog::newest_after`: Redis `XREAD BLOCK`, in memory a notification, so an event
+//! reaches the streams as it is appended, not at the next poll) and wakes every stream, and each
+//! stream reads the log itself from its own position — so a stream never skips an event,
+//! whichever board replica serves it, and a reconnect to another replica or after a restart
+//! (Redis mode) carries on where it stopped.
 //!
 //! - every event: `id: <log id>` and `data: <the event as JSON>` (the default `message` type);
 //! - `event: heartbeat` every [`HEARTBEAT`], so a page can tell a quiet ward from a dead link;
@@ -29,8 +31,10 @@ use wardwatch_runtime::Body;
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
-/// How often the poller asks the log for its newest id.
-const POLL: Duration = Duration::from_millis(200);
+/// The longest one wait on the log for a new event lasts (then it is asked again).
+const WAIT: Duration = Duration::from_secs(2);
+/// The pause before asking again a log that could not be read.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// How many events one read takes.
 const PAGE: usize = 200;
 /// What a browser waits before reconnecting.
@@ -65,20 +69,25 @@ impl<L: EventLog + Clone> Feed<L> {
                 let log = self.log.clone();
                 let mut closing = self.closing.subscribe();
                 tokio::spawn(async move {
+                    let mut seen: Option<String> = None;
                     while !*closing.borrow() {
-                        if let Ok(id) = log.newest().await {
-                            tx.send_if_modified(|current| {
-                                if *current == id {
-                                    false
-                                } else {
-                                    *current = id;
-                                    true
-                                }
-                            });
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(POLL) => {}
+                        // Waits in the log for the next append (no polling delay between an
+                        // event and the streams that carry it); a failing log is retried after
+                        // a pause.
+                        let next = tokio::select! {
+                            next = log.newest_after(seen.as_deref(), WAIT) => next,
                             _ = closing.changed() => return,
+                        };
+                        match next {
+                            Ok(id) if id != seen => {
+                                seen.clone_from(&id);
+                                tx.send_replace(id);
+                            }
+                            Ok(_) => {}
+                            Err(_) => tokio::select! {
+                                () = tokio::time::sleep(RETRY_AFTER) => {}
+                                _ = closing.changed() => return,
+                            },
                         }
                     }
                 });

@@ -105,6 +105,12 @@ impl EventLog for Log {
             Log::Redis(l) => l.newest().await,
         }
     }
+    async fn newest_after(&self, seen: Option<&str>, wait: std::time::Duration) -> Result<Option<String>, PortError> {
+        match self {
+            Log::Memory(l) => l.newest_after(seen, wait).await,
+            Log::Redis(l) => l.newest_after(seen, wait).await,
+        }
+    }
     async fn ping(&self) -> Result<(), PortError> {
         match self {
             Log::Memory(l) => EventLog::ping(l).await,

@@ -198,6 +198,17 @@ impl EventLog for MemoryEventLog {
         Ok(self.lock().ring.back().map(|(id, _)| id.to_string()))
     }
 
+    async fn newest_after(&self, seen: Option<&str>, wait: Duration) -> Result<Option<String>, PortError> {
+        // Registered before looking, so an append in between still wakes us.
+        let appended = self.0.appended.notified();
+        let now = self.newest().await?;
+        if now.as_deref() != seen || wait.is_zero() {
+            return Ok(now);
+        }
+        let _ = tokio::time::timeout(wait, appended).await;
+        self.newest().await
+    }
+
     async fn ping(&self) -> Result<(), PortError> {
         Ok(())
     }

@@ -51,6 +51,9 @@ pub struct RedisEventLog {
     conn: redis::aio::ConnectionManager,
     /// For the relay's blocking reads only: a blocked command holds up its connection.
     waiting: redis::aio::ConnectionManager,
+    /// For the board's blocking wait on the stream's newest id ([`EventLog::newest_after`]):
+    /// its own, so the relay's waits never delay it. Connects on first use.
+    following: redis::aio::ConnectionManager,
     stream: String,
     lanes: String,
     max_len: usize,
@@ -154,9 +157,11 @@ impl RedisEventLog {
     pub fn new(url: &Secret, stream: &str, max_len: usize) -> Result<Self, String> {
         let conn = crate::redis::connect(url, "EVENTS_REDIS_URL", Duration::from_secs(2))?;
         let waiting = crate::redis::connect(url, "EVENTS_REDIS_URL", MAX_WAIT + Duration::from_secs(2))?;
+        let following = crate::redis::connect(url, "EVENTS_REDIS_URL", MAX_WAIT + Duration::from_secs(2))?;
         Ok(Self {
             conn,
             waiting,
+            following,
             stream: stream.to_owned(),
             lanes: format!("{stream}:lanes"),
             max_len: max_len.max(1),
@@ -367,6 +372,28 @@ impl EventLog for RedisEventLog {
             .await
             .map_err(|e| classify(&e))?;
         Ok(newest.into_iter().next().map(|(id, _)| id))
+    }
+
+    async fn newest_after(&self, seen: Option<&str>, wait: Duration) -> Result<Option<String>, PortError> {
+        let wait = wait.min(MAX_WAIT);
+        if !wait.is_zero() {
+            // Returns at once when the stream holds an entry after `seen`, else blocks until one
+            // is added (`XADD`) or `wait` has passed (nil). What it read is not needed: the
+            // newest id is read next either way.
+            let mut conn = self.following.clone();
+            let _: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg((wait.as_millis() as u64).max(1))
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(seen.unwrap_or("0-0"))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        self.newest().await
     }
 
     async fn ping(&self) -> Result<(), PortError> {

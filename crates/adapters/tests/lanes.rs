@@ -274,3 +274,60 @@ async fn in_memory_the_lane_outbox_is_bounded_too_and_a_stopping_relay_publishes
     assert_eq!(seen(&[&bus]).len(), 3);
     log.append("p1.0", 4, &event("p1", 4)).await.expect("room again");
 }
+
+/// What `newest_after` must do for the board's event stream, for either log: answer at once when
+/// the log is already past `seen`, wake on an append (well before its wait runs out), and answer
+/// `seen` again when nothing was appended within the wait.
+async fn newest_after_wakes_on_an_append(log: impl EventLog + Clone) {
+    let first = log.append("p-wake", 1, &event("p-wake", 1)).await.expect("append");
+    let first = match first {
+        wardwatch_domain::ports::Appended::New(id) => id,
+        other => panic!("a first append is new, not {other:?}"),
+    };
+    assert_eq!(
+        log.newest_after(None, Duration::from_secs(5)).await.expect("read"),
+        Some(first.clone()),
+        "a log past `seen` answers at once"
+    );
+    assert_eq!(
+        log.newest_after(Some(&first), Duration::from_millis(50))
+            .await
+            .expect("read"),
+        Some(first.clone()),
+        "nothing appended: the same id after the wait"
+    );
+    let writer = log.clone();
+    let append = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.append("p-wake", 2, &event("p-wake", 2)).await.expect("append")
+    });
+    // The wait is far longer than the append takes to come: an answer well before it runs out
+    // means the append woke the reader (not the clock).
+    let started = std::time::Instant::now();
+    let woken = log
+        .newest_after(Some(&first), Duration::from_secs(5))
+        .await
+        .expect("read");
+    let waited = started.elapsed();
+    let second = match append.await.expect("task") {
+        wardwatch_domain::ports::Appended::New(id) => id,
+        other => panic!("a second append is new, not {other:?}"),
+    };
+    assert_eq!(woken, Some(second));
+    assert!(
+        waited < Duration::from_secs(4),
+        "woken by the append, not the wait's end ({waited:?})"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_waiting_on_the_redis_log_is_woken_by_an_append() {
+    let stream = Stream::new().await;
+    newest_after_wakes_on_an_append(stream.log(1_000)).await;
+    stream.clean_up().await;
+}
+
+#[tokio::test]
+async fn a_reader_waiting_on_the_memory_log_is_woken_by_an_append() {
+    newest_after_wakes_on_an_append(MemoryEventLog::default()).await;
+}

@@ -210,6 +210,14 @@ pub trait EventLog: Send + Sync + 'static {
     fn read(&self, after: Option<EventId>, limit: usize) -> impl Future<Output = Result<LogPage, PortError>> + Send;
     /// The newest id, without reading events.
     fn newest(&self) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    /// The newest id once it is not `seen`: at once when it already is not, else as soon as an
+    /// event is appended, or after `wait` (then the newest as it is, perhaps still `seen`). How a
+    /// reader follows the log without polling it.
+    fn newest_after(
+        &self,
+        seen: Option<&str>,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
