@@ -4,7 +4,10 @@
 #      (32 connections, a new patient per request, 200 wards x 30 beds);
 #   2. embedded `wardwatch up`: admissions/s at the start vs after 50,000 admissions;
 #   3. lab pipeline: N Observations waiting on lab-feed drained by ingest-lab + evaluate-alert
-#      vs raw RabbitMQ publish (confirms) + consume (manual ack) of the same payloads.
+#      vs raw RabbitMQ publish (confirms) + consume (manual ack) of the same payloads;
+#   4. lab→alert: `labfeed` sends results at a fixed rate through `wardwatch up --redis --amqp`
+#      and times each critical one to its alert on the board's event stream, beside the
+#      broker's own two-hop publish → consume latency at the same rate.
 # Prints a summary table and writes the raw results as JSON to target/bench/<run>/results.json
 # (and target/bench/latest.json). Only 127.0.0.1 is contacted. See loadtest/README.md.
 #
@@ -12,7 +15,8 @@
 # CONNECTIONS (32), THREADS (wrk threads, 2), EMBED_WINDOW (s, 10), EMBED_TARGET (50000),
 # EMBED_FILL_MAX (s, longest allowed to reach EMBED_TARGET, 5400), EMBED_FILL_CONNECTIONS (1), LAB_N (20000),
 # LAB_PATIENTS (300), LAB_TIMEOUT (s, 900), LAB_FORMAT (fhir: FHIR Observations, or hl7: HL7 v2
-# ORU^R01 messages), PARTS (admissions,embedded,lab).
+# ORU^R01 messages), FEED_RATE (results/s, 1000), FEED_DURATION (s, 30), FEED_SEED (1),
+# PARTS (admissions,embedded,lab,labfeed).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,7 +36,10 @@ LAB_TIMEOUT=${LAB_TIMEOUT:-900}
 LAB_FORMAT=${LAB_FORMAT:-fhir}
 # The benchmark's HL7 v2 patients (PID-3 authority WWBENCH) are the admitted MRNs.
 export V2_IDENTIFIER_SYSTEMS="WWBENCH^MR=https://fhir.example-hospital.nhs.uk/Id/mrn"
-PARTS=${PARTS:-admissions,embedded,lab}
+FEED_RATE=${FEED_RATE:-1000}
+FEED_DURATION=${FEED_DURATION:-30}
+FEED_SEED=${FEED_SEED:-1}
+PARTS=${PARTS:-admissions,embedded,lab,labfeed}
 
 REDIS_URL=redis://127.0.0.1:6379
 AMQP_BASE=amqp://guest:guest@127.0.0.1:5672
@@ -49,7 +56,7 @@ command -v wrk >/dev/null || die "wrk is not installed. Install it with: apt-get
 command -v jq >/dev/null || die "jq is not installed. Install it with: apt-get update && apt-get install -y jq"
 command -v curl >/dev/null || die "curl is not installed. Install it with: apt-get update && apt-get install -y curl"
 command -v cargo >/dev/null || die "cargo is not on PATH"
-if part admissions || part lab; then
+if part admissions || part lab || part labfeed; then
     command -v redis-cli >/dev/null || die "redis-cli is not installed (it comes with redis-server: apt-get install -y redis-server)"
     [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]] ||
         die "Redis is not answering on 127.0.0.1:6379. Start it with:
@@ -66,6 +73,7 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directo
 WARDWATCH=$TARGET_DIR/release/wardwatch
 CEILING=$TARGET_DIR/release/ceiling
 LABBENCH=$TARGET_DIR/release/labbench
+LABFEED=$TARGET_DIR/release/labfeed
 
 # --- this run's names, and clean-up of everything it creates ---------------------------------
 HEX=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
@@ -213,6 +221,7 @@ META=$(jq -n --arg run "$RUN" --arg commit "$(git rev-parse HEAD 2>/dev/null || 
 ADMISSIONS=null
 EMBEDDED=null
 LAB=null
+FEED=null
 
 # --- 1. admissions vs the HTTP ceiling --------------------------------------------------------
 if part admissions; then
@@ -336,10 +345,28 @@ if part lab; then
     note "    drain $(jq -r .wardwatch.drain_per_s <<<"$LAB")/s, ratio $(jq -r .ratio_vs_publish_and_consume <<<"$LAB") of raw publish+consume"
 fi
 
+# --- 4. lab→alert latency at a fixed rate ------------------------------------------------------
+if part labfeed; then
+    new_vhost feed
+    FVH=$VHOST
+    note "4. labfeed: $FEED_RATE results/s for ${FEED_DURATION}s (seed $FEED_SEED) through wardwatch up --redis --amqp; lab→alert on the board's event stream, the broker's two hops at the same rate first"
+    start_wardwatch labfeed "STATE_KEY_PREFIX=${PREFIX}feed" -- --redis "$REDIS_URL" --amqp "$AMQP_BASE/$FVH"
+    LOAD_BEFORE=$(loadavg)
+    FEED_RC=0
+    FEEDJSON=$("$LABFEED" --base "$WW_BASE" --amqp "$AMQP_BASE/$FVH" --rate "$FEED_RATE" --duration "$FEED_DURATION" \
+        --seed "$FEED_SEED" --out "$OUT/labfeed") || FEED_RC=$?
+    [[ -n $FEEDJSON ]] || die "labfeed failed (exit $FEED_RC)"
+    FAILJSON=$(failures_json "$WW_BASE")
+    stop_pid "$WW_PID"
+    FEED=$(jq -n --argjson feed "$FEEDJSON" --arg load "$LOAD_BEFORE" --arg vhost "$FVH" --argjson failures "$FAILJSON" \
+        '$feed + {loadavg_before: $load, vhost: $vhost, failures_by_kind: $failures}')
+    note "    lab→alert p99 $(jq -r .lab_to_alert_ms.p99 <<<"$FEED") ms (p50 $(jq -r .lab_to_alert_ms.p50 <<<"$FEED")), alerts $(jq -r '"\(.alerts.seen)/\(.alerts.expected)"' <<<"$FEED"); broker two hops p99 $(jq -r .broker_two_hops.p99 <<<"$FEED") ms"
+fi
+
 # --- results ------------------------------------------------------------------------------
 RESULTS=$(jq -n --argjson meta "$META" --argjson admissions "$ADMISSIONS" --argjson embedded "$EMBEDDED" \
-    --argjson lab "$LAB" --arg load "$(loadavg)" \
-    '{meta: ($meta + {loadavg_at_end: $load}), admissions: $admissions, embedded: $embedded, lab: $lab}')
+    --argjson lab "$LAB" --argjson feed "$FEED" --arg load "$(loadavg)" \
+    '{meta: ($meta + {loadavg_at_end: $load}), admissions: $admissions, embedded: $embedded, lab: $lab, labfeed: $feed}')
 echo "$RESULTS" >"$OUT/results.json"
 cp "$OUT/results.json" "$ROOT/target/bench/latest.json"
 
@@ -366,10 +393,17 @@ jq -r '
         "\(.wardwatch.drain_per_s)/s (failures \(.wardwatch.failures_total), alerts \(.wardwatch.alerts_active | f)/\(.wardwatch.alerts_expected))";
         "raw publish+consume \(.raw.publish_and_consume_per_s)/s (publish \(.raw.publish_per_s)/s, consume \(.raw.consume_per_s)/s)";
         "\(.ratio_vs_publish_and_consume) (vs consume only: \(.ratio_vs_consume))")),
+  (.labfeed | select(. != null) |
+    row("lab→alert at \(.rate)/s for \(.duration_s) s (\(.results) results, \(.hl7_v2) HL7 v2), send → alert-raised on the event stream";
+        "p50 \(.lab_to_alert_ms.p50) ms, p99 \(.lab_to_alert_ms.p99) ms, max \(.lab_to_alert_ms.max) ms; alerts \(.alerts.seen)/\(.alerts.expected) (exact: \(.alerts.exact)); stored \(.stored_per_s)/s";
+        "broker alone, two hops: p50 \(.broker_two_hops.p50 | f) ms, p99 \(.broker_two_hops.p99 | f) ms";
+        "-")),
   "",
   (.embedded | select(. != null and (.target_reached | not)) |
     "NOTE: the embedded fill stopped at \(.after.admitted_before) admissions (target \(.target)) after \(.fill_s) s (EMBED_FILL_MAX)."),
   (.lab | select(. != null and (.checks_passed | not)) |
-    "NOTE: lab checks failed (incomplete, failures or missing alerts): see lab.wardwatch in the JSON.")
+    "NOTE: lab checks failed (incomplete, failures or missing alerts): see lab.wardwatch in the JSON."),
+  (.labfeed | select(. != null and (.alerts.exact | not)) |
+    "NOTE: labfeed saw \(.alerts.seen) of \(.alerts.expected) alerts (\(.alerts.duplicates) duplicates, \(.alerts.unexpected) unexpected): see labfeed in the JSON.")
 ' <<<"$RESULTS"
 echo "raw results: $OUT/results.json (also target/bench/latest.json); logs and wrk output in $OUT/"

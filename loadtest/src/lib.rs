@@ -5,6 +5,9 @@
 //! The admissions that wrk sends are built by `loadtest/admissions.lua` in the same shape as
 //! [`admission_bundle`].
 
+pub mod amqp;
+pub mod client;
+pub mod feed;
 pub mod kpa;
 
 use serde_json::{Value, json};
@@ -114,7 +117,7 @@ fn mix(i: u64) -> u64 {
 }
 
 /// A FHIR dateTime `secs` seconds after 2026-11-01T00:00:00Z (wrapping after 28 days).
-fn date_time(secs: u64) -> String {
+pub fn date_time(secs: u64) -> String {
     let secs = secs % (28 * 86_400);
     let (day, rest) = (secs / 86_400 + 1, secs % 86_400);
     format!(

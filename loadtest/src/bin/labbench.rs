@@ -14,28 +14,18 @@
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use http::Method;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use serde_json::{Value, json};
-use wardwatch_loadtest::{
-    admission_bundle, alerting_patients, critical_count, lab_mrn, observation, oru, parse_metrics, sum, ward_and_bed,
-};
+use wardwatch_loadtest::amqp::{check, confirm_channel, connect, consume_channel, durable, publish};
+use wardwatch_loadtest::client::{admit, http_call, http_client};
+use wardwatch_loadtest::{alerting_patients, critical_count, observation, oru, parse_metrics, sum};
 
 /// The queue ingest-lab consumes (README, "Routes").
 const LAB_FEED: &str = "lab-feed";
@@ -131,60 +121,10 @@ enum Command {
     },
 }
 
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-fn http_client() -> Http {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn http_call(
-    client: &Http,
-    method: Method,
-    url: &str,
-    body: Option<Vec<u8>>,
-) -> Result<(StatusCode, Bytes), String> {
-    let mut builder = Request::builder().method(method).uri(url);
-    if body.is_some() {
-        builder = builder.header("content-type", "application/fhir+json");
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad request for {url}: {e}"))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
-        .await
-        .map_err(|_| format!("{url}: no answer within 30 s"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: reading the body: {e}"))?
-        .to_bytes();
-    Ok((status, body))
-}
-
-async fn confirm_channel(url: &str) -> Result<(Connection, Channel), String> {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(|e| format!("cannot connect to RabbitMQ: {e}"))?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| format!("cannot open a channel: {e}"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| format!("confirm.select failed: {e}"))?;
+async fn confirm_channel_to(url: &str) -> Result<(Connection, Channel), String> {
+    let conn = connect(url).await?;
+    let channel = confirm_channel(&conn).await?;
     Ok((conn, channel))
-}
-
-/// Durable, as Wardwatch declares its queues (runtime::amqp::queue_declare_options).
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
 }
 
 fn payloads(p: &Payloads) -> Vec<(String, Vec<u8>)> {
@@ -198,16 +138,6 @@ fn payloads(p: &Payloads) -> Vec<(String, Vec<u8>)> {
             }
         })
         .collect()
-}
-
-fn check(confirmation: Result<Confirmation, lapin::Error>, queue: &str) -> Result<(), String> {
-    match confirmation {
-        Ok(Confirmation::Ack(None)) => Ok(()),
-        Ok(Confirmation::Ack(Some(_))) => Err(format!("a message to `{queue}` was not routed")),
-        Ok(Confirmation::Nack(_)) => Err(format!("the broker refused a message to `{queue}`")),
-        Ok(Confirmation::NotRequested) => Err("publisher confirms are off".into()),
-        Err(e) => Err(format!("publish to `{queue}` failed: {e}")),
-    }
 }
 
 /// Publish every payload to `queue` (persistent, mandatory) with at most `window` confirms
@@ -227,23 +157,7 @@ async fn publish_all(
         {
             check(confirm.await, queue)?;
         }
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(id.as_str().into());
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .map_err(|e| format!("publish to `{queue}` failed: {e}"))?;
+        let confirm = publish(channel, queue, id, "application/json", body).await?;
         pending.push_back(confirm);
     }
     while let Some(confirm) = pending.pop_front() {
@@ -265,21 +179,14 @@ async fn raw(amqp: &str, p: &Payloads, queue: Option<String>, window: usize, pre
     let queue = queue.unwrap_or_else(|| format!("bench-raw-{}", p.tag));
     let messages = payloads(p);
     let bytes: usize = messages.iter().map(|(_, b)| b.len()).sum();
-    let (conn, channel) = confirm_channel(amqp).await?;
+    let (conn, channel) = confirm_channel_to(amqp).await?;
     channel
         .queue_declare(queue.as_str().into(), durable(), FieldTable::default())
         .await
         .map_err(|e| format!("cannot declare `{queue}`: {e}"))?;
     let published = publish_all(&channel, &queue, &messages, window).await?;
 
-    let consumer_channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| format!("cannot open a channel: {e}"))?;
-    consumer_channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| format!("basic.qos failed: {e}"))?;
+    let consumer_channel = consume_channel(&conn, prefetch).await?;
     let start = Instant::now();
     let mut consumer = consumer_channel
         .basic_consume(
@@ -327,43 +234,9 @@ async fn raw(amqp: &str, p: &Payloads, queue: Option<String>, window: usize, pre
     }))
 }
 
-async fn admit(base: &str, patients: u64, tag: &str, concurrency: u64) -> Result<Value, String> {
-    let client = http_client();
-    let url = format!("{}/fhir", base.trim_end_matches('/'));
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, url, next, tag) = (client.clone(), url.clone(), next.clone(), tag.to_owned());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= patients {
-                    return Ok::<(), String>(());
-                }
-                let (ward, bed) = ward_and_bed(i);
-                let mrn = lab_mrn(&tag, i);
-                let bundle = admission_bundle(&mrn, &format!("{mrn}-S"), &ward, &bed, i);
-                let (status, body) =
-                    http_call(&client, Method::POST, &url, Some(bundle.to_string().into_bytes())).await?;
-                if !status.is_success() {
-                    return Err(format!(
-                        "admitting {mrn} answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| format!("an admitting task failed: {e}"))??;
-    }
-    Ok(json!({"patients": patients, "seconds": start.elapsed().as_secs_f64()}))
-}
-
 async fn feed(amqp: &str, p: &Payloads, window: usize) -> Result<Value, String> {
     let messages = payloads(p);
-    let (conn, channel) = confirm_channel(amqp).await?;
+    let (conn, channel) = confirm_channel_to(amqp).await?;
     channel
         .queue_declare(LAB_FEED.into(), durable(), FieldTable::default())
         .await
