@@ -22,7 +22,8 @@ for tool in node npm jq taskset cargo; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 
-cargo build --release -q -p wardwatch-loadtest --bin validaterate
+# The same packages as bench-state.sh builds: the same features, so the same build is reused.
+cargo build --release -q -p wardwatch -p wardwatch-loadtest
 [[ -d loadtest/ajv/node_modules/ajv ]] || npm ci --prefix loadtest/ajv --no-audit --no-fund --silent
 
 mkdir -p target/bench

@@ -3,7 +3,8 @@
 //! wardwatch-fhir`, here built like the functions — the parse at `opt-level = 3`, the validator
 //! at 1). Inputs: the Patient and the Encounter of `schemas/examples/admission-bundle.json`, the
 //! Observation of `schemas/examples/potassium-critical.json`, and that transaction Bundle.
-//! Each with its ceiling, `serde_json::from_slice` alone of the same bytes.
+//! Each with its ceiling, `serde_json::from_slice` alone of the same bytes. mimalloc is the
+//! allocator, as in the functions.
 //!
 //! Prints one JSON object (the shape `loadtest/ajv/bench.js` prints); loadtest/validate-vs-ajv.sh
 //! runs both and prints the table (BENCHMARKS.md, "Parse + validate").
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{Value, json};
 
+/// As in every Wardwatch process (`crates/adapters/src/launch.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../../../crates/fhir/benches/flows/mod.rs"]
 mod flows;
 
@@ -27,6 +32,9 @@ struct Args {
     /// Seconds measured per figure (after a warm-up of a quarter of that).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Only this input (patient, encounter, observation, transaction), e.g. under a profiler.
+    #[arg(long)]
+    input: Option<String>,
 }
 
 /// Calls per second of `f`, over `seconds` after a warm-up of a quarter of that.
@@ -86,6 +94,9 @@ fn run(args: &Args) -> Result<Value, String> {
     ];
     let mut figures = serde_json::Map::new();
     for (name, bytes, check) in inputs {
+        if args.input.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
         check(bytes).map_err(|e| format!("{name} is not valid: {e}"))?;
         figures.insert(
             name.into(),
