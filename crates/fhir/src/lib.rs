@@ -2,7 +2,10 @@
 //!
 //! Two checks, both needed:
 //! - structural validation against the official R4 JSON Schema (`schemas/fhir/fhir.schema.json`,
-//!   compiled once per resource type on first use), which reports every violation with its path;
+//!   compiled once per resource type on first use), which reports every violation with its path.
+//!   The types Wardwatch validates ([`PRUNED_TYPES`]) are compiled from a schema pruned at build
+//!   time (`build.rs`) to the definitions they reach — a few per cent of the whole, so compiling
+//!   one takes milliseconds, not a tenth of a second; any other type from the full schema;
 //! - typed deserialization with `fhir-model`, which catches what the schema cannot
 //!   (choice types, primitive formats the schema leaves loose).
 //!
@@ -17,6 +20,23 @@ use serde_json::Value;
 
 /// The official FHIR R4 JSON Schema (4.0.1), as published at hl7.org/fhir/R4/fhir.schema.json.
 const SCHEMA: &str = include_str!("../../../schemas/fhir/fhir.schema.json");
+
+/// `RESOURCE_TYPES` and `PRUNED`, written by `build.rs` from [`SCHEMA`].
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/generated.rs"));
+}
+
+/// The resource types validated against a schema pruned at build time (`build.rs`): those the
+/// functions validate, and the OperationOutcomes Wardwatch sends. Others use the full schema.
+pub const PRUNED_TYPES: [&str; generated::PRUNED.len()] = {
+    let mut names = [""; generated::PRUNED.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = generated::PRUNED[i].0;
+        i += 1;
+    }
+    names
+};
 
 pub use wardwatch_domain::Issue;
 
@@ -44,41 +64,63 @@ fn schema_root() -> &'static Value {
 }
 
 fn validator(resource_type: &str) -> Result<&'static jsonschema::Validator, Issue> {
+    // The pruned types (those of every request) without a lock: one cell each.
+    static PRUNED: [OnceLock<Result<jsonschema::Validator, Issue>>; generated::PRUNED.len()] =
+        [const { OnceLock::new() }; generated::PRUNED.len()];
+    if let Ok(i) = generated::PRUNED.binary_search_by(|(name, _)| (*name).cmp(resource_type)) {
+        return PRUNED[i]
+            .get_or_init(|| compile_pruned(resource_type, generated::PRUNED[i].1))
+            .as_ref()
+            .map_err(Clone::clone);
+    }
     static CACHE: OnceLock<Mutex<HashMap<String, &'static jsonschema::Validator>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(v) = map.get(resource_type) {
         return Ok(v);
     }
-    let root = schema_root();
-    if !is_resource_type(resource_type) {
-        return Err(Issue {
-            location: "/resourceType".into(),
-            message: format!("`{resource_type}` is not a FHIR R4 resource type"),
-        });
-    }
-    let mut schema = root.clone();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.insert("$ref".into(), Value::String(format!("#/definitions/{resource_type}")));
-    }
-    let compiled = jsonschema::draft6::new(&schema).map_err(|e| Issue {
-        location: String::new(),
-        message: format!("the FHIR schema for {resource_type} could not be compiled: {e}"),
-    })?;
+    let compiled = compile_full(resource_type)?;
     // Leaked on purpose: one validator per resource type for the life of the process.
     let leaked: &'static jsonschema::Validator = Box::leak(Box::new(compiled));
     map.insert(resource_type.to_owned(), leaked);
     Ok(leaked)
 }
 
-/// Whether `name` is a FHIR R4 resource type (cheap: no validator is compiled).
+fn not_a_type(resource_type: &str) -> Issue {
+    Issue {
+        location: "/resourceType".into(),
+        message: format!("`{resource_type}` is not a FHIR R4 resource type"),
+    }
+}
+
+fn not_compiled(resource_type: &str, e: impl std::fmt::Display) -> Issue {
+    Issue {
+        location: String::new(),
+        message: format!("the FHIR schema for {resource_type} could not be compiled: {e}"),
+    }
+}
+
+/// From the schema `build.rs` pruned for `resource_type`.
+fn compile_pruned(resource_type: &str, text: &str) -> Result<jsonschema::Validator, Issue> {
+    let schema: Value = serde_json::from_str(text).map_err(|e| not_compiled(resource_type, e))?;
+    jsonschema::draft6::new(&schema).map_err(|e| not_compiled(resource_type, e))
+}
+
+/// From the full R4 schema (parsed once, on the first use of a type that is not pruned).
+fn compile_full(resource_type: &str) -> Result<jsonschema::Validator, Issue> {
+    if !is_resource_type(resource_type) {
+        return Err(not_a_type(resource_type));
+    }
+    let mut schema = schema_root().clone();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("$ref".into(), Value::String(format!("#/definitions/{resource_type}")));
+    }
+    jsonschema::draft6::new(&schema).map_err(|e| not_compiled(resource_type, e))
+}
+
+/// Whether `name` is a FHIR R4 resource type (cheap: a list made at build time).
 pub fn is_resource_type(name: &str) -> bool {
-    schema_root()
-        .get("definitions")
-        .and_then(|d| d.get(name))
-        .and_then(|d| d.get("properties"))
-        .and_then(|p| p.get("resourceType"))
-        .is_some()
+    generated::RESOURCE_TYPES.binary_search(&name).is_ok()
 }
 
 /// Compile the schema validators for `resource_types` now rather than on the first request
@@ -149,14 +191,20 @@ fn validate_at_depth(resource: &Value, depth: usize) -> Result<(), Vec<Issue>> {
 /// One resource against its type's schema (at most 20 issues), then typed parsing.
 fn schema_and_typed(resource_type: &str, resource: &Value) -> Result<(), Vec<Issue>> {
     let validator = validator(resource_type).map_err(|i| vec![i])?;
-    let issues: Vec<Issue> = validator
-        .iter_errors(resource)
-        .take(20)
-        .map(|e| Issue {
-            location: e.instance_path().to_string(),
-            message: e.to_string(),
-        })
-        .collect();
+    // Most resources are valid: a yes/no pass first, which stops at the first violation and
+    // allocates nothing; the errors (the same as without it) only for those that fail.
+    let issues: Vec<Issue> = if validator.is_valid(resource) {
+        Vec::new()
+    } else {
+        validator
+            .iter_errors(resource)
+            .take(20)
+            .map(|e| Issue {
+                location: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect()
+    };
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -270,6 +318,90 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    /// Every example in the repository (the official R4 ones and Wardwatch's own), each Bundle
+    /// entry's resource on its own too, and a few broken copies of each.
+    fn examples_and_broken_copies() -> Vec<(String, Value)> {
+        let mut found = Vec::new();
+        for dir in ["schemas/fhir/examples", "schemas/examples"] {
+            let dir = format!("{}/../../{dir}", env!("CARGO_MANIFEST_DIR"));
+            for entry in std::fs::read_dir(&dir).expect("examples dir") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).expect("example file");
+                let value: Value = serde_json::from_str(&text).expect("example json");
+                let name = path.file_name().expect("name").to_string_lossy().into_owned();
+                for (i, e) in value["entry"].as_array().into_iter().flatten().enumerate() {
+                    if e["resource"].is_object() {
+                        found.push((format!("{name} entry {i}"), e["resource"].clone()));
+                    }
+                }
+                found.push((name, value));
+            }
+        }
+        let mut broken = Vec::new();
+        for (name, value) in &found {
+            let mut v = value.clone();
+            v["gender"] = Value::String("sometimes".into());
+            v["status"] = serde_json::json!(7);
+            v["unknownElement"] = Value::Bool(true);
+            broken.push((format!("{name}, broken"), v));
+            let mut v = value.clone();
+            v["meta"] = serde_json::json!({"lastUpdated": "yesterday", "tag": [{"code": 1}]});
+            v["identifier"] = serde_json::json!([{"system": 3, "period": {"start": "2024-13-45"}}]);
+            v["subject"] = serde_json::json!({"reference": ""});
+            broken.push((format!("{name}, broken meta"), v));
+        }
+        found.extend(broken);
+        found
+    }
+
+    fn issues(validator: &jsonschema::Validator, value: &Value) -> Vec<(String, String)> {
+        validator
+            .iter_errors(value)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_pruned_schema_judges_every_example_as_the_full_schema_does() {
+        let examples = examples_and_broken_copies();
+        assert!(examples.len() > 100, "{}", examples.len());
+        for (rt, text) in generated::PRUNED {
+            let pruned = compile_pruned(rt, text).expect("the pruned schema compiles");
+            let full = compile_full(rt).expect("the full schema compiles");
+            let (mut valid, mut invalid) = (0, 0);
+            for (name, value) in &examples {
+                let found = issues(&pruned, value);
+                assert_eq!(found, issues(&full, value), "{name} as a {rt}");
+                if found.is_empty() { valid += 1 } else { invalid += 1 }
+            }
+            // Each type's own examples pass, the rest fail: both paths are compared.
+            assert!(valid >= 1 && invalid >= 1, "{rt}: {valid} valid, {invalid} not");
+        }
+    }
+
+    #[test]
+    fn the_pruned_schemas_are_a_small_part_of_the_full_one() {
+        for (rt, text) in generated::PRUNED {
+            assert!(text.len() * 20 < SCHEMA.len(), "{rt}: {} bytes", text.len());
+        }
+    }
+
+    #[test]
+    fn the_resource_type_list_is_the_schemas() {
+        let defs = schema_root()["definitions"].as_object().expect("definitions");
+        let from_schema: Vec<&str> = defs
+            .iter()
+            .filter(|(_, d)| d.get("properties").and_then(|p| p.get("resourceType")).is_some())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(generated::RESOURCE_TYPES, from_schema.as_slice());
+        assert!(is_resource_type("Patient") && is_resource_type("VisionPrescription"));
+        assert!(!is_resource_type("Pateint") && !is_resource_type("HumanName") && !is_resource_type(""));
+        for rt in PRUNED_TYPES {
+            assert!(is_resource_type(rt), "{rt}");
+        }
     }
 
     #[test]

@@ -262,15 +262,11 @@ pub(crate) async fn process<S: StateStore, L: EventLog, P: Publisher>(
         )]));
     }
     wardwatch_fhir::validate_bundle_shell(&bundle).map_err(AdmitError::Invalid)?;
-    let entries: Vec<Value> = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let entries: &[Value] = bundle.get("entry").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     let answers = if kind == "transaction" {
-        transaction(admit, req, &bundle, &entries).await?
+        transaction(admit, req, &bundle, entries).await?
     } else {
-        batch(admit, req, &entries).await
+        batch(admit, req, entries).await
     };
     let response: Vec<Value> = answers.into_iter().map(|a| response_entry(req, a)).collect();
     Ok(Output::ok(json!({
