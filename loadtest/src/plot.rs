@@ -163,11 +163,7 @@ fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
     }
     let lo = if from_zero { lo.min(0.0) } else { lo };
     let hi = if from_zero { hi + (hi - lo) * 0.08 } else { hi };
-    if hi - lo < 1e-9 {
-        (lo, lo + 1.0)
-    } else {
-        (lo, hi)
-    }
+    if hi - lo < 1e-9 { (lo, lo + 1.0) } else { (lo, hi) }
 }
 
 /// An axis label: no trailing zeros, thousands without decimals.
