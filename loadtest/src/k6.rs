@@ -5,7 +5,8 @@
 //! in Unix seconds by default (`K6_CSV_TIME_FORMAT=unix`; `unix_milli`, `unix_micro` and
 //! `unix_nano` are read too, told apart by their size). One request gives one `http_reqs` row
 //! (value 1), one `http_req_failed` row (1 when it failed: a status ≥ 400 or no answer) and one
-//! `http_req_duration` row (ms). Other metrics are ignored.
+//! `http_req_duration` row (ms; 0 for a request that got no answer). Other metrics are ignored.
+//! With Unix seconds, the first and last seconds of a run are partial.
 
 use std::io::Read;
 
@@ -243,7 +244,7 @@ mod tests {
         let s = aggregate(&samples);
         assert_eq!((s[0].requests, s[0].failed, s[0].p50_ms), (1, 0, 1.25));
         assert_eq!((s[1].requests, s[1].failed), (1, 1));
-        assert!(s[1].p50_ms.is_nan(), "no answer, no duration sample here");
+        assert!(s[1].p50_ms.is_nan(), "this second has no duration sample");
         let err = read_samples("a,b\n1,2\n".as_bytes()).expect_err("not k6");
         assert!(err.contains("metric_name"), "{err}");
     }
