@@ -133,11 +133,11 @@ if part k6; then
                 "$ROOT/loadtest/k6/$script.js" >"$OUT/k6/$name.txt" 2>&1 || rc=$?
             stop_pid "$WW_PID"
             if [[ $mode == redis ]]; then
-                rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || note "could not delete vhost $VHOST"
+                drop_vhost "$VHOST"
                 unlink_prefix "${PREFIX}k6$n"
             fi
             "$TOOLS/chart" k6 --csv "$OUT/k6/$name.csv" --out "$OUT/k6/$name-series.csv" --chart "$OUT/k6/$name.png" \
-                --title "k6 $script.js, $mode: latency and requests per second (run $RUN)" ||
+                --title "k6 $script.js, $mode: latency and requests/s per second" ||
                 note "k6: the chart of $name failed"
             gzip -f "$OUT/k6/$name.csv" # k6's raw output: one row per sample, large
             RESULT=$(jq -n --arg name "$name" --arg script "$script" --arg mode "$mode" --argjson rc "$rc" --arg load "$load" \
@@ -241,7 +241,7 @@ jq -r '
     (.admissions | select(. != null) |
       "| admissions/s (`wardwatch up --redis --amqp`) | \(.wardwatch.rps | f) (p99 \(.wardwatch.latency_ms.p99 | f) ms, non-2xx \(.wardwatch.non2xx)) | bare hyper \(.ceiling.rps | f) req/s | \(.ratio) |",
       (.redis | select(. != null) |
-        "| Redis commands/s while admitting (\(.wardwatch.commands_per_admission) per admission) | \(.wardwatch.commands_per_s) | redis-benchmark SET \(.ceiling.set.redis_commands_per_s) commands/s | \(.ratio_commands_vs_set) |",
+        "| Redis commands/s while admitting (\(.wardwatch.commands_per_admission) per admission, inside scripts included) | \(.wardwatch.commands_per_s) | redis-benchmark EVALSHA of Dapr'"'"'s set script: \(.ceiling.evalsha_dapr_set.redis_commands_per_s) commands/s; SET: \(.ceiling.set.redis_commands_per_s) | \(.ratio_commands_vs_evalsha) (\(.ratio_commands_vs_set) of SET) |",
         "| Redis script calls/s while admitting (\(.wardwatch.script_calls_per_admission) per admission) | \(.wardwatch.script_calls_per_s) | redis-benchmark EVALSHA of Dapr'"'"'s set script \(.ceiling.evalsha_dapr_set.rps)/s | \(.ratio_script_calls_vs_evalsha) |")),
     (.embedded | select(. != null) |
       "| embedded admissions/s after \(.after.admitted_before) | \(.after.rps | f) | \(.start.rps | f) at the start | \(.ratio) |"),

@@ -241,10 +241,11 @@ if part admissions; then
     REDIS=$(jq -n --argjson ww "$REDIS_WW" --argjson set "$RB_SET" --argjson get "$RB_GET" --argjson eval "$RB_EVAL" \
         '{wardwatch: $ww, ceiling: {set: $set, get: $get, evalsha_dapr_set: $eval},
           ratio_commands_vs_set: (($ww.commands_per_s / $set.redis_commands_per_s) * 10000 | round / 10000),
+          ratio_commands_vs_evalsha: (($ww.commands_per_s / $eval.redis_commands_per_s) * 10000 | round / 10000),
           ratio_script_calls_vs_evalsha: (($ww.script_calls_per_s / $eval.rps) * 10000 | round / 10000)}')
     if [[ -s $OUT/admissions-series.csv ]]; then
         "$CHART" line --csv "$OUT/admissions-series.csv" --x second --y admissions_per_s --y2 redis_commands_per_s \
-            --title "wardwatch up --redis --amqp: admissions/s and Redis commands/s, $CONNECTIONS connections (run $RUN)" \
+            --title "wardwatch up --redis --amqp, $CONNECTIONS connections: admissions/s and Redis commands/s" \
             --ylabel "admissions/s" --y2label "Redis commands/s" --out "$OUT/admissions-throughput.png" ||
             note "    the chart of $OUT/admissions-series.csv failed"
     fi
@@ -373,7 +374,7 @@ jq -r '
     row("Redis commands/s while admitting (INFO, script-inner commands included; \(.wardwatch.commands_per_admission) per admission, \(.wardwatch.script_calls_per_admission) script calls)";
         "\(.wardwatch.commands_per_s)/s (\(.wardwatch.script_calls_per_s) script calls/s; other clients before: \(.wardwatch.background_commands_per_s_before)/s)";
         "redis-benchmark -c \(.ceiling.set.clients): SET \(.ceiling.set.rps)/s, GET \(.ceiling.get.rps)/s, EVALSHA Dapr set \(.ceiling.evalsha_dapr_set.rps)/s (\(.ceiling.evalsha_dapr_set.redis_commands_per_s) commands/s)";
-        "\(.ratio_commands_vs_set) of SET; script calls \(.ratio_script_calls_vs_evalsha) of EVALSHA")),
+        "commands \(.ratio_commands_vs_evalsha) of EVALSHA'"'"'s (\(.ratio_commands_vs_set) of SET'"'"'s); script calls \(.ratio_script_calls_vs_evalsha) of EVALSHA'"'"'s")),
   (.embedded | select(. != null) |
     row("embedded admissions/s: after \(.after.admitted_before) vs start";
         "\(.after.rps) req/s (p99 \(.after.latency_ms.p99) ms, non-2xx \(.after.non2xx))";

@@ -51,6 +51,14 @@ new_vhost() {
         die "rabbitmqctl set_permissions -p $VHOST failed"
 }
 
+# drop_vhost <vhost>: deletes a virtual host made by new_vhost before the end of the run.
+drop_vhost() {
+    local keep=() v
+    rabbitmqctl -q delete_vhost "$1" >/dev/null 2>&1 || echo "$(basename "$0" .sh): could not delete vhost $1" >&2
+    for v in "${VHOSTS[@]}"; do [[ $v == "$1" ]] || keep+=("$v"); done
+    VHOSTS=("${keep[@]}")
+}
+
 forget_pid() {
     local keep=() p
     for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done

@@ -6,7 +6,9 @@
 //! `unix_nano` are read too, told apart by their size). One request gives one `http_reqs` row
 //! (value 1), one `http_req_failed` row (1 when it failed: a status ≥ 400 or no answer) and one
 //! `http_req_duration` row (ms; 0 for a request that got no answer). Other metrics are ignored.
-//! With Unix seconds, the first and last seconds of a run are partial.
+//! With Unix seconds, the first and last seconds of a run are partial. Requests made in
+//! `setup()` or `teardown()` (group `::setup`, `::teardown`: the scripts' server check) are left
+//! out, so that the seconds count from the load's first request.
 
 use std::io::Read;
 
@@ -119,10 +121,14 @@ pub fn read_samples(reader: impl Read) -> Result<Vec<(f64, Sample)>, String> {
             .ok_or_else(|| format!("no `{name}` column: is this k6's --out csv output?"))
     };
     let (metric, time, value) = (column("metric_name")?, column("timestamp")?, column("metric_value")?);
+    let group = headers.iter().position(|h| h == "group");
     let mut samples = Vec::new();
     for (row, record) in csv.records().enumerate() {
         let record = record.map_err(|e| e.to_string())?;
         let field = |i: usize| record.get(i).unwrap_or_default();
+        if matches!(group.map(field), Some("::setup" | "::teardown")) {
+            continue;
+        }
         let number = || {
             field(value)
                 .trim()
@@ -232,6 +238,8 @@ mod tests {
     #[test]
     fn k6_csv_is_read_with_quoted_fields_and_other_metrics_skipped() {
         let text = "metric_name,timestamp,metric_value,check,error,error_code,expected_response,group,method,name,proto,scenario,service,status,subproto,tls_version,url,extra_tags,metadata\n\
+            http_reqs,1764769990,1.000000,,,,true,::setup,GET,http://127.0.0.1:8080/healthz,HTTP/1.1,,,200,,,http://127.0.0.1:8080/healthz,,\n\
+            http_req_duration,1764769990,0.400000,,,,true,::setup,GET,http://127.0.0.1:8080/healthz,HTTP/1.1,,,200,,,http://127.0.0.1:8080/healthz,,\n\
             http_reqs,1764770000,1.000000,,,,true,,POST,http://127.0.0.1:8080/fhir,HTTP/1.1,default,,200,,,http://127.0.0.1:8080/fhir,,\n\
             http_req_duration,1764770000,1.250000,,,,true,,POST,http://127.0.0.1:8080/fhir,HTTP/1.1,default,,200,,,http://127.0.0.1:8080/fhir,,\n\
             http_req_failed,1764770000,0.000000,,,,true,,POST,http://127.0.0.1:8080/fhir,HTTP/1.1,default,,200,,,http://127.0.0.1:8080/fhir,,\n\
@@ -240,7 +248,7 @@ mod tests {
             vus,1764770001,3.000000,,,,,,,,,,,,,,,,\n\
             checks,1764770001,1.000000,admission 200,,,,,,,,default,,,,,,,\n";
         let samples = read_samples(text.as_bytes()).expect("read");
-        assert_eq!(samples.len(), 5, "vus and checks skipped");
+        assert_eq!(samples.len(), 5, "setup's request, vus and checks skipped");
         let s = aggregate(&samples);
         assert_eq!((s[0].requests, s[0].failed, s[0].p50_ms), (1, 0, 1.25));
         assert_eq!((s[1].requests, s[1].failed), (1, 1));

@@ -153,16 +153,16 @@ pub struct Chart {
 }
 
 /// The smallest and largest finite values, padded into a range plotters can draw: from 0 when
-/// all are positive, a little headroom above the largest, at least 1 wide.
-fn range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
+/// all are positive, `headroom` (a fraction of the span) above the largest, at least 1 wide.
+fn range(values: impl Iterator<Item = f64>, headroom: f64) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if lo > hi {
         return (0.0, 1.0);
     }
-    let lo = if from_zero { lo.min(0.0) } else { lo };
-    let hi = if from_zero { hi + (hi - lo) * 0.08 } else { hi };
+    let lo = lo.min(0.0);
+    let hi = hi + (hi - lo) * headroom;
     if hi - lo < 1e-9 { (lo, lo + 1.0) } else { (lo, hi) }
 }
 
@@ -198,13 +198,15 @@ type DrawResult = Result<(), DrawingAreaErrorKind<<BitMapBackend<'static> as Dra
 
 fn draw(chart: &Chart, root: &DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResult {
     root.fill(&WHITE)?;
-    let body = root.titled(&chart.title, (FAMILY, 20))?;
+    // DejaVu Sans averages about 0.55 em a character: a long title gets a smaller font.
+    let fit = f64::from(root.dim_in_pixel().0.saturating_sub(20)) / (0.55 * chart.title.chars().count().max(1) as f64);
+    let body = root.titled(&chart.title, (FAMILY, fit.clamp(10.0, 20.0)))?;
     let all_x = chart
         .panels
         .iter()
         .flat_map(|p| p.left.iter().chain(&p.right))
         .flat_map(|s| s.points.iter().map(|(x, _)| *x));
-    let (x0, x1) = range(all_x, false);
+    let (x0, x1) = range(all_x, 0.0);
     let areas = body.split_evenly((chart.panels.len().max(1), 1));
     let mut colour = 0;
     for (i, (panel, area)) in chart.panels.iter().zip(&areas).enumerate() {
@@ -215,7 +217,7 @@ fn draw(chart: &Chart, root: &DrawingArea<BitMapBackend<'_>, Shift>) -> DrawResu
                     .flat_map(|s| s.points.iter().map(|(_, y)| *y))
                     .collect::<Vec<_>>()
                     .into_iter(),
-                true,
+                0.08,
             )
         };
         let (y0, y1) = y_of(&panel.left);
@@ -370,9 +372,10 @@ mod tests {
 
     #[test]
     fn ranges_start_at_zero_and_are_never_empty() {
-        assert_eq!(range([f64::NAN].into_iter(), true), (0.0, 1.0));
-        assert_eq!(range([5.0, 5.0].into_iter(), false), (5.0, 6.0));
-        let (lo, hi) = range([2.0, 10.0].into_iter(), true);
+        assert_eq!(range([f64::NAN].into_iter(), 0.0), (0.0, 1.0));
+        assert_eq!(range([0.0, 0.0].into_iter(), 0.0), (0.0, 1.0));
+        assert_eq!(range([-2.0, 5.0].into_iter(), 0.0), (-2.0, 5.0));
+        let (lo, hi) = range([2.0, 10.0].into_iter(), 0.08);
         assert!(lo == 0.0 && hi > 10.0);
         assert_eq!(tick_label(1500.0), "1500");
         assert_eq!(tick_label(0.25), "0.25");
