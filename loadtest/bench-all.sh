@@ -253,16 +253,17 @@ jq -r '
     "| run | requests | req/s | failed | dropped | p50 | p95 | p99 | max (ms) | thresholds | load before |", "|---|---|---|---|---|---|---|---|---|---|---|",
     (.[] | "| \(.name) | \(.requests | f) | \(.rps | f) | \(.failed) | \(.dropped_iterations) | \(.latency_ms.p50 | f) | \(.latency_ms.p95 | f) | \(.latency_ms.p99 | f) | \(.latency_ms.max | f) | \(if .thresholds_passed then "passed" else "FAILED (k6 exit \(.k6_exit))" end) | \(.loadavg_before) |"),
     "", (.[] | "![\(.name)](\(.chart))"), ""),
-  (.coldstart | select(. != null and (.failed | not)) | "## Cold start", "", "See coldstart/table.md.", ""),
+  (.coldstart | select(. != null and (.failed | not)) | "## Cold start (medians of \(.runs) starts)", "", "See coldstart/table.md.", ""),
   (.kpa | select(. != null) | "## KPA replay", "", "```", .summary, "```", "", "![kpa replay](kpa/replay.png)", ""),
   (.fhir | select(. != null and type == "array") | "## FHIR parse + validate (criterion)", "",
     "| benchmark | time (estimate) | range |", "|---|---|---|", (.[] | "| \(.name) | \(.estimate) | \(.low) – \(.high) |"), ""),
   (.labfeed | select(. != null) | "## Lab feed", "", (if .missing then "Not run: \(.missing) is missing." else "See labfeed/." end), "")
 ' <<<"$SUMMARY" >"$OUT/summary.md"
 
-# coldstart's own table, inline.
+# coldstart's own table, inline (after a blank line).
 if [[ -s $OUT/coldstart/table.md ]]; then
-    sed -i "/^See coldstart\/table.md.$/r $OUT/coldstart/table.md" "$OUT/summary.md"
+    { echo; cat "$OUT/coldstart/table.md"; } >"$OUT/coldstart/table-inline.md"
+    sed -i "/^See coldstart\/table.md.$/r $OUT/coldstart/table-inline.md" "$OUT/summary.md"
 fi
 cat "$OUT/summary.md"
 echo "all results: $OUT/ (summary.md, summary.json, the PNG charts and each part's raw output)"

@@ -116,6 +116,14 @@ redis_commandstats() {
         jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add // {}'
 }
 
+# The commands/s Redis ran for other clients over 3 s (the two INFO calls taken off).
+background_commands_per_s() {
+    local c0
+    c0=$(redis_commands)
+    sleep 3
+    echo $((($(redis_commands) - c0 - 2) / 3))
+}
+
 # sample_rates <base> <seconds> <csv>: once a second for <seconds>, the admissions/s (Wardwatch's
 # /metrics) and Redis commands/s (INFO total_commands_processed) over the second just past.
 sample_rates() {
@@ -195,10 +203,9 @@ if part admissions; then
     note "1b. wardwatch up --redis --amqp (fresh vhost, STATE_KEY_PREFIX=$PREFIX), same load"
     new_vhost adm
     VH=$VHOST
-    # Redis is shared: what other clients run in the window is counted too; measured here first.
-    BG0=$(redis_commands)
-    sleep 3
-    BG_PER_S=$((($(redis_commands) - BG0 - 1) / 3))
+    # Redis is shared: what other clients run in the window is counted too. Their rate is
+    # measured for 3 s before Wardwatch starts and after it stops (reported, not subtracted).
+    BG_BEFORE=$(background_commands_per_s)
     LOAD_BEFORE=$(loadavg)
     start_wardwatch admissions "STATE_KEY_PREFIX=$PREFIX" -- --redis "$REDIS_URL" --amqp "$AMQP_BASE/$VH"
     wrk_run admissions-warmup "$WW_BASE/fhir" "$WARMUP" "${TAG}aw" >/dev/null
@@ -218,13 +225,14 @@ if part admissions; then
     FAILS=$(($(metric "$WW_BASE" wardwatch_failures_total 'function="admit"') - FAILS_BEFORE))
     FAILJSON=$(failures_json "$WW_BASE")
     stop_pid "$WW_PID"
+    BG_AFTER=$(background_commands_per_s)
     REDIS_WW=$(jq -n --argjson c0 "$RC0" --argjson c1 "$RC1" --argjson s0 "$RS0" --argjson s1 "$RS1" \
-        --argjson adm "$ADM" --argjson admitted $((AFTER - BEFORE)) --argjson bg "$BG_PER_S" \
-        '($c1 - $c0) as $n | ($n - $bg * $adm.duration_s) as $own |
+        --argjson adm "$ADM" --argjson admitted $((AFTER - BEFORE)) --argjson bg0 "$BG_BEFORE" --argjson bg1 "$BG_AFTER" \
+        '($c1 - $c0) as $n |
          ([$s1 | to_entries[] | {key, value: (.value - ($s0[.key] // 0))} | select(.value > 0)] | from_entries) as $by |
          {commands_in_window: $n, commands_per_s: (($n / $adm.duration_s) | round),
-          background_commands_per_s_before: $bg,
-          commands_per_admission: (if $admitted > 0 then (($own / $admitted) * 100 | round) / 100 else null end),
+          other_clients_commands_per_s: {before: $bg0, after: $bg1},
+          commands_per_admission: (if $admitted > 0 then (($n / $admitted) * 100 | round) / 100 else null end),
           script_calls_per_admission: (if $admitted > 0 then (((($by.evalsha // 0) + ($by.eval // 0)) / $admitted) * 100 | round) / 100 else null end),
           script_calls_per_s: (((($by.evalsha // 0) + ($by.eval // 0)) / $adm.duration_s) | round),
           calls_per_admission_by_command: (if $admitted > 0 then ($by | map_values((. / $admitted) * 100 | round / 100)) else null end)}')
@@ -372,7 +380,7 @@ jq -r '
         (.ratio | f))),
   (.admissions.redis | select(. != null) |
     row("Redis commands/s while admitting (INFO, script-inner commands included; \(.wardwatch.commands_per_admission) per admission, \(.wardwatch.script_calls_per_admission) script calls)";
-        "\(.wardwatch.commands_per_s)/s (\(.wardwatch.script_calls_per_s) script calls/s; other clients before: \(.wardwatch.background_commands_per_s_before)/s)";
+        "\(.wardwatch.commands_per_s)/s (\(.wardwatch.script_calls_per_s) script calls/s; other clients \(.wardwatch.other_clients_commands_per_s.before)/s before, \(.wardwatch.other_clients_commands_per_s.after)/s after)";
         "redis-benchmark -c \(.ceiling.set.clients): SET \(.ceiling.set.rps)/s, GET \(.ceiling.get.rps)/s, EVALSHA Dapr set \(.ceiling.evalsha_dapr_set.rps)/s (\(.ceiling.evalsha_dapr_set.redis_commands_per_s) commands/s)";
         "commands \(.ratio_commands_vs_evalsha) of EVALSHA'"'"'s (\(.ratio_commands_vs_set) of SET'"'"'s); script calls \(.ratio_script_calls_vs_evalsha) of EVALSHA'"'"'s")),
   (.embedded | select(. != null) |
