@@ -8,6 +8,9 @@
 #   4. lab→alert: `labfeed` sends results at a fixed rate through `wardwatch up --redis --amqp`
 #      and times each critical one to its alert on the board's event stream, beside the
 #      broker's own two-hop publish → consume latency at the same rate.
+# With part 1 also: Redis commands/s while Wardwatch admits (INFO stats and commandstats) vs
+# redis-benchmark with as many clients (SET, GET, EVALSHA of Dapr's state-store set script), and
+# admissions/s and Redis commands/s sampled every second of the window, charted as a PNG.
 # Prints a summary table and writes the raw results as JSON to target/bench/<run>/results.json
 # (and target/bench/latest.json). Only 127.0.0.1 is contacted. See loadtest/README.md.
 #
@@ -16,7 +19,10 @@
 # EMBED_FILL_MAX (s, longest allowed to reach EMBED_TARGET, 5400), EMBED_FILL_CONNECTIONS (1), LAB_N (20000),
 # LAB_PATIENTS (300), LAB_TIMEOUT (s, 900), LAB_FORMAT (fhir: FHIR Observations, or hl7: HL7 v2
 # ORU^R01 messages), FEED_RATE (results/s, 1000), FEED_DURATION (s, 30), FEED_SEED (1),
-# PARTS (admissions,embedded,lab,labfeed).
+# PARTS (admissions,embedded,lab,labfeed), REDIS_BENCH_N (requests of each
+# redis-benchmark test, 200000), REDIS_BENCH_KEYS (their key space, 20000), WARDWATCH_BIN (a
+# release `wardwatch` already built: skip building it), BENCH_OUT (the run's directory instead of
+# target/bench/<run>).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,21 +46,23 @@ FEED_RATE=${FEED_RATE:-1000}
 FEED_DURATION=${FEED_DURATION:-30}
 FEED_SEED=${FEED_SEED:-1}
 PARTS=${PARTS:-admissions,embedded,lab,labfeed}
+REDIS_BENCH_N=${REDIS_BENCH_N:-200000}
+REDIS_BENCH_KEYS=${REDIS_BENCH_KEYS:-20000}
 
 REDIS_URL=redis://127.0.0.1:6379
 AMQP_BASE=amqp://guest:guest@127.0.0.1:5672
 
-die() {
-    echo "bench-state: $*" >&2
-    exit 1
-}
-note() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 # --- what the run needs ---------------------------------------------------------------------
 command -v wrk >/dev/null || die "wrk is not installed. Install it with: apt-get update && apt-get install -y wrk"
 command -v jq >/dev/null || die "jq is not installed. Install it with: apt-get update && apt-get install -y jq"
 command -v curl >/dev/null || die "curl is not installed. Install it with: apt-get update && apt-get install -y curl"
+if part admissions; then
+    command -v redis-benchmark >/dev/null || die "redis-benchmark is not installed (it comes with redis-server: apt-get install -y redis-server, or redis-tools)"
+fi
 command -v cargo >/dev/null || die "cargo is not on PATH"
 if part admissions || part lab || part labfeed; then
     command -v redis-cli >/dev/null || die "redis-cli is not installed (it comes with redis-server: apt-get install -y redis-server)"
@@ -67,10 +75,18 @@ if part admissions || part lab || part labfeed; then
 fi
 
 # --- build ----------------------------------------------------------------------------------
-note "building (release): wardwatch, wardwatch-loadtest"
-cargo build --release --quiet -p wardwatch -p wardwatch-loadtest || die "the release build failed"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-WARDWATCH=$TARGET_DIR/release/wardwatch
+if [[ -n ${WARDWATCH_BIN:-} ]]; then
+    [[ -x $WARDWATCH_BIN ]] || die "WARDWATCH_BIN=$WARDWATCH_BIN is not an executable"
+    note "building (release): wardwatch-loadtest (wardwatch: $WARDWATCH_BIN)"
+    cargo build --release --quiet -p wardwatch-loadtest || die "the release build failed"
+    WARDWATCH=$WARDWATCH_BIN
+else
+    note "building (release): wardwatch, wardwatch-loadtest"
+    cargo build --release --quiet -p wardwatch -p wardwatch-loadtest || die "the release build failed"
+    WARDWATCH=$TARGET_DIR/release/wardwatch
+fi
+CHART=$TARGET_DIR/release/chart
 CEILING=$TARGET_DIR/release/ceiling
 LABBENCH=$TARGET_DIR/release/labbench
 LABFEED=$TARGET_DIR/release/labfeed
@@ -80,100 +96,10 @@ HEX=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 RUN=$(date -u +%Y%m%dT%H%M%SZ)-$HEX
 TAG=b$HEX                  # MRNs, Encounter and result identifiers
 PREFIX=bench$HEX           # Redis key prefix (STATE_KEY_PREFIX); keys are <prefix>||<key>
-OUT=$ROOT/target/bench/$RUN
+OUT=${BENCH_OUT:-$ROOT/target/bench/$RUN}
 mkdir -p "$OUT"
-VHOSTS=()
-PIDS=()
-
-cleanup() {
-    local pid v n
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-    for v in "${VHOSTS[@]}"; do
-        rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || echo "bench-state: could not delete vhost $v" >&2
-    done
-    VHOSTS=()
-    if command -v redis-cli >/dev/null && [[ $(redis-cli -h 127.0.0.1 ping 2>/dev/null) == PONG ]]; then
-        redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX*" | xargs -r -d '\n' -n 500 redis-cli -h 127.0.0.1 unlink >/dev/null
-        n=$(redis-cli -h 127.0.0.1 --scan --pattern "$PREFIX*" | wc -l)
-        [[ $n == 0 ]] || echo "bench-state: $n Redis keys matching $PREFIX* are left" >&2
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# new_vhost <suffix>: a fresh RabbitMQ virtual host for guest, named in VHOST (and deleted at exit).
-new_vhost() {
-    VHOST=ww-bench-$HEX-$1
-    rabbitmqctl -q add_vhost "$VHOST" >/dev/null || die "rabbitmqctl add_vhost $VHOST failed"
-    VHOSTS+=("$VHOST")
-    rabbitmqctl -q set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null ||
-        die "rabbitmqctl set_permissions -p $VHOST failed"
-}
-
-forget_pid() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-# Stop a process this script started: SIGTERM (graceful drain), SIGKILL after 30 s.
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
-# Wait for "listening on http://127.0.0.1:<port>" in a log; prints the base URL.
-wait_listening() {
-    local log=$1 pid=$2 i url
-    for i in $(seq 600); do
-        url=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null | head -1 | sed 's/^listening on //') || true
-        if [[ -n $url ]]; then
-            echo "$url"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || die "the process logging to $log exited: $(tail -5 "$log")"
-        sleep 0.1
-    done
-    die "nothing listening after 60 s; see $log"
-}
-
-# start_wardwatch <name> [KEY=VALUE ...] -- [wardwatch up args]: sets WW_PID and WW_BASE.
-start_wardwatch() {
-    local name=$1
-    shift
-    local envs=()
-    while [[ $1 != -- ]]; do
-        envs+=("$1")
-        shift
-    done
-    shift
-    env -u REDIS_URL -u AMQP_URL -u STATE_BACKEND -u BUS_BACKEND -u DAPR_HTTP_PORT -u LISTEN -u PORT \
-        -u STATE_KEY_PREFIX -u APP_API_TOKEN NO_COLOR=1 "${envs[@]}" \
-        "$WARDWATCH" up --listen 127.0.0.1:0 "$@" >"$OUT/$name.log" 2>&1 &
-    WW_PID=$!
-    PIDS+=("$WW_PID")
-    WW_BASE=$(wait_listening "$OUT/$name.log" "$WW_PID")
-    # Ready = every backend answers.
-    local i
-    for i in $(seq 300); do
-        curl -sf "$WW_BASE/readyz" >/dev/null && return 0
-        sleep 0.1
-    done
-    die "$name: $WW_BASE/readyz did not turn 200 in 30 s; see $OUT/$name.log"
-}
 
 # wrk_run <name> <url> <seconds> <tag>: runs the admissions load; prints its WRKJSON object.
 wrk_run() {
@@ -184,19 +110,67 @@ wrk_run() {
     grep '^WRKJSON ' "$OUT/$name.wrk.txt" | sed 's/^WRKJSON //' || die "no WRKJSON line in $OUT/$name.wrk.txt"
 }
 
-# Sum of a metric's samples whose label set contains <labels> (a substring like function="admit").
-metric() {
-    local base=$1 name=$2 labels=${3:-}
-    curl -sf "$base/metrics" | awk -v n="$name" -v l="$labels" '
-        (index($1, n "{") == 1 || $1 == n) && index($1, l) { s += $NF } END { printf "%d\n", s }'
-}
-admitted() { echo $(($(metric "$1" wardwatch_requests_total 'function="admit"') - $(metric "$1" wardwatch_failures_total 'function="admit"'))); }
 failures_json() {
     curl -sf "$1/metrics" | awk '/^wardwatch_failures_total\{/ { print }' |
         sed -E 's/^wardwatch_failures_total\{function="([^"]*)",kind="([^"]*)"\} ([0-9.e+]+)$/{"function":"\1","kind":"\2","count":\3}/' |
         jq -s .
 }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# Redis's own counters: every command it ran, those inside Lua scripts included.
+redis_commands() { redis-cli -h 127.0.0.1 info stats | tr -d '\r' | awk -F: '$1 == "total_commands_processed" { print $2 }'; }
+# INFO commandstats as {"command": calls, ...}.
+redis_commandstats() {
+    redis-cli -h 127.0.0.1 info commandstats | tr -d '\r' | sed -nE 's/^cmdstat_([^:]+):calls=([0-9]+),.*/\1 \2/p' |
+        jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add // {}'
+}
+
+# The commands/s Redis ran for other clients over 3 s (the two INFO calls taken off).
+background_commands_per_s() {
+    local c0
+    c0=$(redis_commands)
+    sleep 3
+    echo $((($(redis_commands) - c0 - 2) / 3))
+}
+
+# sample_rates <base> <seconds> <csv>: once a second for <seconds>, the admissions/s (Wardwatch's
+# /metrics) and Redis commands/s (INFO total_commands_processed) over the second just past.
+sample_rates() {
+    local base=$1 secs=$2 csv=$3 t0 t pt pa pc a c i
+    echo "second,admissions_per_s,redis_commands_per_s" >"$csv"
+    t0=$(date +%s.%N)
+    pt=$t0
+    pa=$(admitted "$base")
+    pc=$(redis_commands)
+    for ((i = 1; i <= secs; i++)); do
+        sleep "$(awk -v t0="$t0" -v i="$i" -v now="$(date +%s.%N)" 'BEGIN { d = t0 + i - now; print (d > 0 ? d : 0) }')"
+        t=$(date +%s.%N)
+        a=$(admitted "$base") || return 0
+        c=$(redis_commands) || return 0
+        awk -v t="$t" -v t0="$t0" -v pt="$pt" -v a="$a" -v pa="$pa" -v c="$c" -v pc="$pc" \
+            'BEGIN { d = t - pt; printf "%.2f,%.1f,%.1f\n", t - t0, (a - pa) / d, (c - pc) / d }' >>"$csv"
+        pt=$t
+        pa=$a
+        pc=$c
+    done
+}
+
+# redis_bench <name> <command...>: redis-benchmark with the admissions' client count, on keys of
+# this run (__rand_int__ is replaced in [0, REDIS_BENCH_KEYS)); prints its figures as JSON, with
+# the commands Redis counted meanwhile per second (a script's inner commands included).
+redis_bench() {
+    local name=$1 c0 c1 line
+    shift
+    c0=$(redis_commands)
+    line=$(redis-benchmark -h 127.0.0.1 -p 6379 -c "$CONNECTIONS" -n "$REDIS_BENCH_N" -r "$REDIS_BENCH_KEYS" --csv "$@" 2>"$OUT/redis-benchmark-$name.err" |
+        tee "$OUT/redis-benchmark-$name.csv" | tail -1)
+    c1=$(redis_commands)
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    jq -Rn --arg line "$line" --arg name "$name" --argjson n "$REDIS_BENCH_N" --argjson commands $((c1 - c0)) --argjson clients "$CONNECTIONS" \
+        '($line | split("\",\"") | map(gsub("\""; ""))) as $f | ($f[1] | tonumber) as $rps |
+         {name: $name, requests: $n, clients: $clients, rps: $rps, p50_ms: ($f[4] | tonumber), p99_ms: ($f[6] | tonumber),
+          redis_commands_per_s: (if $rps > 0 then ($commands / ($n / $rps)) | round else null end)}' ||
+        die "redis-benchmark $name failed: $(tail -3 "$OUT/redis-benchmark-$name.err")"
+}
 # A TCP port nothing listens on.
 free_port() {
     local p
@@ -238,23 +212,70 @@ if part admissions; then
     note "1b. wardwatch up --redis --amqp (fresh vhost, STATE_KEY_PREFIX=$PREFIX), same load"
     new_vhost adm
     VH=$VHOST
+    # Redis is shared: what other clients run in the window is counted too. Their rate is
+    # measured for 3 s before Wardwatch starts and after it stops (reported, not subtracted).
+    BG_BEFORE=$(background_commands_per_s)
     LOAD_BEFORE=$(loadavg)
     start_wardwatch admissions "STATE_KEY_PREFIX=$PREFIX" -- --redis "$REDIS_URL" --amqp "$AMQP_BASE/$VH"
     wrk_run admissions-warmup "$WW_BASE/fhir" "$WARMUP" "${TAG}aw" >/dev/null
     BEFORE=$(admitted "$WW_BASE")
     FAILS_BEFORE=$(metric "$WW_BASE" wardwatch_failures_total 'function="admit"')
+    RC0=$(redis_commands)
+    RS0=$(redis_commandstats)
+    sample_rates "$WW_BASE" "$DURATION" "$OUT/admissions-series.csv" &
+    SAMPLER=$!
+    PIDS+=("$SAMPLER")
     ADM=$(wrk_run admissions "$WW_BASE/fhir" "$DURATION" "${TAG}a")
+    RC1=$(redis_commands)
+    RS1=$(redis_commandstats)
+    wait "$SAMPLER" 2>/dev/null || true
+    forget_pid "$SAMPLER"
     AFTER=$(admitted "$WW_BASE")
     FAILS=$(($(metric "$WW_BASE" wardwatch_failures_total 'function="admit"') - FAILS_BEFORE))
     FAILJSON=$(failures_json "$WW_BASE")
     stop_pid "$WW_PID"
+    BG_AFTER=$(background_commands_per_s)
+    REDIS_WW=$(jq -n --argjson c0 "$RC0" --argjson c1 "$RC1" --argjson s0 "$RS0" --argjson s1 "$RS1" \
+        --argjson adm "$ADM" --argjson admitted $((AFTER - BEFORE)) --argjson bg0 "$BG_BEFORE" --argjson bg1 "$BG_AFTER" \
+        '($c1 - $c0) as $n |
+         ([$s1 | to_entries[] | {key, value: (.value - ($s0[.key] // 0))} | select(.value > 0)] | from_entries) as $by |
+         {commands_in_window: $n, commands_per_s: (($n / $adm.duration_s) | round),
+          other_clients_commands_per_s: {before: $bg0, after: $bg1},
+          commands_per_admission: (if $admitted > 0 then (($n / $admitted) * 100 | round) / 100 else null end),
+          script_calls_per_admission: (if $admitted > 0 then (((($by.evalsha // 0) + ($by.eval // 0)) / $admitted) * 100 | round) / 100 else null end),
+          script_calls_per_s: (((($by.evalsha // 0) + ($by.eval // 0)) / $adm.duration_s) | round),
+          calls_per_admission_by_command: (if $admitted > 0 then ($by | map_values((. / $admitted) * 100 | round / 100)) else null end)}')
+    note "1c. Redis ceiling: redis-benchmark -c $CONNECTIONS -n $REDIS_BENCH_N on keys ${PREFIX}rb:* (SET, GET, EVALSHA of Dapr's set script)"
+    RB_VALUE=$(head -c 100 /dev/zero | tr '\0' v)
+    RB_DATA=$(head -c 512 /dev/zero | tr '\0' d)
+    # Dapr's state-store set script, exactly as crates/adapters/src/redis.rs holds it.
+    DAPR_SET=$(awk '/^const SET_SCRIPT: &str = r#"$/ { f = 1; next } f && /^end"#;$/ { print "end"; exit } f' "$ROOT/crates/adapters/src/redis.rs")
+    [[ -n $DAPR_SET ]] || die "SET_SCRIPT not found in crates/adapters/src/redis.rs"
+    DAPR_SHA=$(redis-cli -h 127.0.0.1 script load "$DAPR_SET") || die "SCRIPT LOAD failed"
+    RB_SET=$(redis_bench set SET "${PREFIX}rb:s:__rand_int__" "$RB_VALUE")
+    RB_GET=$(redis_bench get GET "${PREFIX}rb:s:__rand_int__")
+    RB_EVAL=$(redis_bench evalsha-dapr-set EVALSHA "$DAPR_SHA" 1 "${PREFIX}rb:h:__rand_int__" 0 "$RB_DATA" 1)
+    REDIS=$(jq -n --argjson ww "$REDIS_WW" --argjson set "$RB_SET" --argjson get "$RB_GET" --argjson eval "$RB_EVAL" \
+        '{wardwatch: $ww, ceiling: {set: $set, get: $get, evalsha_dapr_set: $eval},
+          ratio_commands_vs_set: (($ww.commands_per_s / $set.redis_commands_per_s) * 10000 | round / 10000),
+          ratio_commands_vs_evalsha: (($ww.commands_per_s / $eval.redis_commands_per_s) * 10000 | round / 10000),
+          ratio_script_calls_vs_evalsha: (($ww.script_calls_per_s / $eval.rps) * 10000 | round / 10000)}')
+    if [[ -s $OUT/admissions-series.csv ]]; then
+        "$CHART" line --csv "$OUT/admissions-series.csv" --x second --y admissions_per_s --y2 redis_commands_per_s \
+            --title "wardwatch up --redis --amqp, $CONNECTIONS connections: admissions/s and Redis commands/s" \
+            --ylabel "admissions/s" --y2label "Redis commands/s" --out "$OUT/admissions-throughput.png" ||
+            note "    the chart of $OUT/admissions-series.csv failed"
+    fi
     ADMISSIONS=$(jq -n --argjson ceiling "$CEIL" --argjson wardwatch "$ADM" --argjson admitted $((AFTER - BEFORE)) \
         --argjson failed "$FAILS" --argjson failures "$FAILJSON" --arg load "$LOAD_BEFORE" --arg vhost "$VH" \
+        --argjson redis "$REDIS" \
         '{ceiling: $ceiling, wardwatch: ($wardwatch + {admitted_in_window: $admitted,
             admit_failures_in_window: $failed, failures_by_kind_whole_process: $failures}),
-          loadavg_before: $load, vhost: $vhost,
+          loadavg_before: $load, vhost: $vhost, redis: $redis,
+          series_csv: "admissions-series.csv", chart: "admissions-throughput.png",
           ratio: (if $ceiling.rps > 0 then (($wardwatch.rps / $ceiling.rps) * 10000 | round) / 10000 else null end)}')
     note "    $(jq -r '"\(.wardwatch.rps) admissions/s, p99 \(.wardwatch.latency_ms.p99) ms, non-2xx \(.wardwatch.non2xx), ratio \(.ratio)"' <<<"$ADMISSIONS")"
+    note "    Redis: $(jq -r '"\(.redis.wardwatch.commands_per_s) commands/s (\(.redis.wardwatch.commands_per_admission) per admission), redis-benchmark SET \(.redis.ceiling.set.rps)/s, EVALSHA \(.redis.ceiling.evalsha_dapr_set.rps)/s"' <<<"$ADMISSIONS")"
 fi
 
 # --- 2. embedded: at the start vs after EMBED_TARGET admissions -------------------------------
@@ -358,6 +379,9 @@ if part labfeed; then
     [[ -n $FEEDJSON ]] || die "labfeed failed (exit $FEED_RC)"
     FAILJSON=$(failures_json "$WW_BASE")
     stop_pid "$WW_PID"
+    "$CHART" line --csv "$OUT/labfeed/series.csv" --x second --y alert_p50_ms,alert_p99_ms --ylabel "lab→alert (ms)" \
+        --y2 sent,stored_seen --y2label "results/s" --title "lab→alert at $FEED_RATE/s" --out "$OUT/labfeed/lab-to-alert.png" ||
+        note "    the lab→alert chart could not be drawn"
     FEED=$(jq -n --argjson feed "$FEEDJSON" --arg load "$LOAD_BEFORE" --arg vhost "$FVH" --argjson failures "$FAILJSON" \
         '$feed + {loadavg_before: $load, vhost: $vhost, failures_by_kind: $failures}')
     note "    lab→alert p99 $(jq -r .lab_to_alert_ms.p99 <<<"$FEED") ms (p50 $(jq -r .lab_to_alert_ms.p50 <<<"$FEED")), alerts $(jq -r '"\(.alerts.seen)/\(.alerts.expected)"' <<<"$FEED"); broker two hops p99 $(jq -r .broker_two_hops.p99 <<<"$FEED") ms"
@@ -368,6 +392,7 @@ RESULTS=$(jq -n --argjson meta "$META" --argjson admissions "$ADMISSIONS" --argj
     --argjson lab "$LAB" --argjson feed "$FEED" --arg load "$(loadavg)" \
     '{meta: ($meta + {loadavg_at_end: $load}), admissions: $admissions, embedded: $embedded, lab: $lab, labfeed: $feed}')
 echo "$RESULTS" >"$OUT/results.json"
+mkdir -p "$ROOT/target/bench"
 cp "$OUT/results.json" "$ROOT/target/bench/latest.json"
 
 jq -r '
@@ -383,6 +408,11 @@ jq -r '
         "\(.wardwatch.rps) req/s (p50 \(.wardwatch.latency_ms.p50) ms, p99 \(.wardwatch.latency_ms.p99) ms, non-2xx \(.wardwatch.non2xx), socket errors \(.wardwatch.errors | add))";
         "\(.ceiling.rps) req/s (p99 \(.ceiling.latency_ms.p99) ms, non-2xx \(.ceiling.non2xx))";
         (.ratio | f))),
+  (.admissions.redis | select(. != null) |
+    row("Redis commands/s while admitting (INFO, script-inner commands included; \(.wardwatch.commands_per_admission) per admission, \(.wardwatch.script_calls_per_admission) script calls)";
+        "\(.wardwatch.commands_per_s)/s (\(.wardwatch.script_calls_per_s) script calls/s; other clients \(.wardwatch.other_clients_commands_per_s.before)/s before, \(.wardwatch.other_clients_commands_per_s.after)/s after)";
+        "redis-benchmark -c \(.ceiling.set.clients): SET \(.ceiling.set.rps)/s, GET \(.ceiling.get.rps)/s, EVALSHA Dapr set \(.ceiling.evalsha_dapr_set.rps)/s (\(.ceiling.evalsha_dapr_set.redis_commands_per_s) commands/s)";
+        "commands \(.ratio_commands_vs_evalsha) of EVALSHA'"'"'s (\(.ratio_commands_vs_set) of SET'"'"'s); script calls \(.ratio_script_calls_vs_evalsha) of EVALSHA'"'"'s")),
   (.embedded | select(. != null) |
     row("embedded admissions/s: after \(.after.admitted_before) vs start";
         "\(.after.rps) req/s (p99 \(.after.latency_ms.p99) ms, non-2xx \(.after.non2xx))";

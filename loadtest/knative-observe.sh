@@ -34,9 +34,9 @@
 #   k6.csv        k6's own CSV output (the vus metric is the concurrency)
 #   observed.csv  second,concurrency,desired,actual,ready[,…] — concurrency = k6's VUs: the
 #                 built-in script has no sleep, so each VU keeps one request in flight
-#   observed.svg  chart of observed.csv
+#   observed.svg  chart of observed.csv (and observed.png, the same as a PNG)
 #   replay.csv    second,concurrency,desired,ready,panic from `kpa replay --timeline observed.csv`
-#   replay.svg    chart of the replay with the observed desired/actual/ready drawn dashed
+#   replay.svg    chart of the replay with the observed desired/actual/ready drawn dashed (and replay.png)
 set -euo pipefail
 cd "$(dirname "$0")/.." # paths (OUT, K6_SCRIPT) are relative to the repository root
 

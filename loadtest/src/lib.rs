@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmark tools: the payloads (admission Bundles and lab Observations,
 //! generated deterministically so that every run and every tool sends the same bytes), and a
-//! reader for the Prometheus text that `GET /metrics` serves.
+//! reader for the Prometheus text that `GET /metrics` serves; PNG charts (`plot`) and k6's CSV
+//! output per second (`k6`).
 //!
 //! The admissions that wrk sends are built by `loadtest/admissions.lua` in the same shape as
 //! [`admission_bundle`].
@@ -8,7 +9,9 @@
 pub mod amqp;
 pub mod client;
 pub mod feed;
+pub mod k6;
 pub mod kpa;
+pub mod plot;
 
 use serde_json::{Value, json};
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use wardwatch_loadtest::kpa::chart::{Table, parse_table, svg};
+use wardwatch_loadtest::kpa::chart::{Table, parse_table, png_chart, svg};
 use wardwatch_loadtest::kpa::{Settings, Step, parse_timeline, replay, steps_csv};
 
 #[derive(Parser)]
@@ -38,13 +38,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Where to write an SVG chart (with the timeline's own `desired`/`ready` columns, if
-        /// any, drawn dashed as "observed")
+        /// any, drawn dashed as "observed"); the same chart as a PNG is written next to it
+        /// (`.png` instead of the extension)
         #[arg(long)]
         chart: Option<PathBuf>,
         #[command(flatten)]
         settings: SettingsArgs,
     },
-    /// Chart a CSV (a `second` column, `concurrency` on top, other numeric columns as pods)
+    /// Chart a CSV (a `second` column, `concurrency` on top, other numeric columns as pods) as an
+    /// SVG, and as a PNG next to it
     Chart {
         #[arg(long)]
         input: PathBuf,
@@ -224,7 +226,9 @@ fn run(cli: Cli) -> Result<(), String> {
                     settings.min_scale,
                     settings.max_scale
                 );
-                write(path, &svg(&title, &replay_table(&steps, &observed)))?;
+                let table = replay_table(&steps, &observed);
+                write(path, &svg(&title, &table))?;
+                write_png_beside(path, &title, &table)?;
             }
             eprint!("{}", summary(&settings, &steps));
             Ok(())
@@ -232,9 +236,16 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Chart { input, chart, title } => {
             let table = parse_table(&read(&input)?).map_err(|e| format!("{}: {e}", input.display()))?;
             let title = title.unwrap_or_else(|| input.display().to_string());
-            write(&chart, &svg(&title, &table))
+            write(&chart, &svg(&title, &table))?;
+            write_png_beside(&chart, &title, &table)
         }
     }
+}
+
+/// The same chart as a PNG next to the SVG (`replay.svg` → `replay.png`).
+fn write_png_beside(svg_path: &Path, title: &str, table: &Table) -> Result<(), String> {
+    let png = svg_path.with_extension("png");
+    wardwatch_loadtest::plot::write_png(&png_chart(title, table), &png, 1000, 650)
 }
 
 fn main() -> ExitCode {

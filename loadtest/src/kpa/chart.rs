@@ -2,67 +2,13 @@
 //! top, pods below (every other numeric column: desired, ready, actual …), panic seconds shaded.
 //! Pods are drawn as steps, concurrency as a line; an empty field (not sampled) leaves a gap.
 //!
-//! SVG rather than a PNG from `plotters`: a PNG with text needs plotters' font features (a font
-//! loader and rasteriser); an SVG is a few lines of text that any browser opens, and it adds no
-//! dependency.
+//! The same chart as a PNG ([`png_chart`], drawn by `crate::plot` with plotters), written next to
+//! the SVG.
 
 use std::fmt::Write as _;
 
-/// Columns of a CSV table by name, each indexed by row; an empty field is `NaN` (not sampled).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Table {
-    pub columns: Vec<(String, Vec<f64>)>,
-}
-
-impl Table {
-    /// The values of column `name` (case-insensitive).
-    pub fn column(&self, name: &str) -> Option<&[f64]> {
-        self.columns
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// Reads a CSV with a header line; numeric columns are kept (empty field = `NaN`), columns with
-/// any other text are dropped. Blank lines and `#` lines are skipped.
-pub fn parse_table(text: &str) -> Result<Table, String> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(n, l)| (n + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let (_, header) = lines.next().ok_or("the table is empty")?;
-    let names: Vec<String> = header.split(',').map(|c| c.trim().to_string()).collect();
-    let mut values: Vec<Option<Vec<f64>>> = vec![Some(Vec::new()); names.len()];
-    for (n, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != names.len() {
-            return Err(format!(
-                "line {n}: {} fields, the header has {}",
-                fields.len(),
-                names.len()
-            ));
-        }
-        for (col, field) in values.iter_mut().zip(fields) {
-            let parsed = if field.is_empty() {
-                Some(f64::NAN)
-            } else {
-                field.parse::<f64>().ok().filter(|v| v.is_finite())
-            };
-            match (col.as_mut(), parsed) {
-                (Some(c), Some(v)) => c.push(v),
-                _ => *col = None,
-            }
-        }
-    }
-    let columns = names
-        .into_iter()
-        .zip(values)
-        .filter_map(|(n, v)| v.map(|v| (n, v)))
-        .collect();
-    Ok(Table { columns })
-}
+use crate::plot::{Chart, Panel, Series};
+pub use crate::plot::{Table, parse_table};
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 64.0;
@@ -86,33 +32,103 @@ fn tick_step(max: f64, n: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+/// The seconds: column `second`, else the row numbers.
+fn seconds(table: &Table) -> Vec<f64> {
+    match table.column("second") {
+        Some(s) => s.to_vec(),
+        None => {
+            let rows = table.columns.first().map_or(0, |(_, v)| v.len());
+            (0..rows).map(|i| i as f64).collect()
+        }
+    }
+}
+
+/// The top panel's columns (names containing `concurrency`) and the bottom's (every other but
+/// `second` and `panic`).
+type Columns<'t> = Vec<(&'t str, &'t [f64])>;
+fn panels(table: &Table) -> (Columns<'_>, Columns<'_>) {
+    table
+        .columns
+        .iter()
+        .filter(|(n, _)| !(n.eq_ignore_ascii_case("second") || n.eq_ignore_ascii_case("panic")))
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .partition(|(n, _)| n.to_ascii_lowercase().contains("concurrency"))
+}
+
+/// Whether a column is drawn dashed: what was observed beside what the replay computed.
+fn dashed(name: &str) -> bool {
+    name.starts_with("observed") || name.eq_ignore_ascii_case("actual")
+}
+
+/// One band per run of panic rows, from its first second to the first second out of panic (or
+/// `x_max`).
+fn panic_bands(xs: &[f64], panic: &[f64], x_max: f64) -> Vec<(f64, f64)> {
+    let mut start: Option<f64> = None;
+    let mut bands = Vec::new();
+    for (x, p) in xs.iter().zip(panic) {
+        match (start, *p >= 0.5) {
+            (None, true) => start = Some(*x),
+            (Some(s), false) => {
+                bands.push((s, *x));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        bands.push((s, x_max));
+    }
+    bands
+}
+
+/// The chart of [`svg`] for `crate::plot::write_png`: concurrency on top, pods below as steps,
+/// panic seconds shaded.
+pub fn png_chart(title: &str, table: &Table) -> Chart {
+    let xs = seconds(table);
+    let x_max = xs.iter().copied().filter(|x| x.is_finite()).fold(1.0, f64::max);
+    let (top, bottom) = panels(table);
+    let series = |columns: &Columns<'_>, steps: bool| {
+        columns
+            .iter()
+            .map(|(n, v)| Series {
+                dashed: dashed(n),
+                steps,
+                ..Series::line(n, &xs, v)
+            })
+            .collect()
+    };
+    Chart {
+        title: title.to_string(),
+        xlabel: "second".to_string(),
+        panels: vec![
+            Panel {
+                ylabel: "concurrency".to_string(),
+                left: series(&top, false),
+                ..Panel::default()
+            },
+            Panel {
+                ylabel: "pods".to_string(),
+                left: series(&bottom, true),
+                ..Panel::default()
+            },
+        ],
+        bands: table
+            .column("panic")
+            .map(|p| panic_bands(&xs, p, x_max))
+            .unwrap_or_default(),
+        band_label: "panic".to_string(),
+    }
+}
+
 /// The SVG chart of `table`: x = column `second` (else the row number), top = the columns whose
 /// name contains `concurrency`, bottom = every other column except `panic`, which shades the
 /// seconds where it is 1. Columns named `actual` or `observed …` are dashed.
 pub fn svg(title: &str, table: &Table) -> String {
-    let rows = table.columns.first().map_or(0, |(_, v)| v.len());
-    let xs: Vec<f64> = match table.column("second") {
-        Some(s) => s.to_vec(),
-        None => (0..rows).map(|i| i as f64).collect(),
-    };
+    let xs = seconds(table);
     let x_max = xs.iter().copied().filter(|x| x.is_finite()).fold(1.0, f64::max);
     let sx = |x: f64| LEFT + x / x_max * (WIDTH - LEFT - RIGHT);
 
-    let top: Vec<(&str, &[f64])> = table
-        .columns
-        .iter()
-        .filter(|(n, _)| n.to_ascii_lowercase().contains("concurrency"))
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
-    let bottom: Vec<(&str, &[f64])> = table
-        .columns
-        .iter()
-        .filter(|(n, _)| {
-            let n = n.to_ascii_lowercase();
-            !(n == "second" || n == "panic" || n.contains("concurrency"))
-        })
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
+    let (top, bottom) = panels(table);
 
     let mut out = String::new();
     let _ = write!(
@@ -127,21 +143,7 @@ pub fn svg(title: &str, table: &Table) -> String {
     // Panic seconds, shaded over both panels: one band per run of panic rows, from its first
     // second to the first second out of panic (or the end).
     if let Some(panic) = table.column("panic") {
-        let mut start: Option<f64> = None;
-        let mut bands = Vec::new();
-        for (x, p) in xs.iter().zip(panic) {
-            match (start, *p >= 0.5) {
-                (None, true) => start = Some(*x),
-                (Some(s), false) => {
-                    bands.push((s, *x));
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = start {
-            bands.push((s, x_max));
-        }
+        let bands = panic_bands(&xs, panic, x_max);
         for (from, to) in bands {
             let _ = writeln!(
                 out,
@@ -228,11 +230,7 @@ pub fn svg(title: &str, table: &Table) -> String {
                 }
                 last_y = py;
             }
-            let dash = if name.starts_with("observed") || name.eq_ignore_ascii_case("actual") {
-                r#" stroke-dasharray="5,3""#
-            } else {
-                ""
-            };
+            let dash = if dashed(name) { r#" stroke-dasharray="5,3""# } else { "" };
             let _ = writeln!(
                 out,
                 r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.6"{dash}/>"#
@@ -276,16 +274,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_keeps_numeric_columns_and_gaps() {
-        let t = parse_table("second,concurrency,desired,rev\n0,1,,a\n1,2,3,b\n").expect("parse");
-        assert_eq!(t.column("second"), Some(&[0.0, 1.0][..]));
-        let desired = t.column("desired").expect("desired");
-        assert!(desired[0].is_nan() && desired[1] == 3.0);
-        assert!(t.column("rev").is_none(), "text column dropped");
-        assert!(parse_table("a,b\n1\n").expect_err("short").contains("line 2"));
-    }
-
-    #[test]
     fn chart_draws_each_series_and_the_panic_seconds() {
         let t =
             parse_table("second,concurrency,desired,ready,panic\n0,0,1,1,0\n1,5,2,1,1\n2,5,2,2,0\n").expect("parse");
@@ -309,5 +297,18 @@ mod tests {
         for name in [">concurrency<", ">desired<", ">ready<", ">panic<"] {
             assert!(out.contains(name), "{name}");
         }
+    }
+
+    #[test]
+    fn png_chart_has_the_svg_panels_steps_and_panic_bands() {
+        let t = parse_table("second,concurrency,desired,observed ready,panic\n0,0,1,1,0\n1,5,2,1,1\n2,5,2,2,1\n")
+            .expect("parse");
+        let chart = png_chart("t", &t);
+        let names = |p: usize| chart.panels[p].left.iter().map(|s| s.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(names(0), ["concurrency"]);
+        assert_eq!(names(1), ["desired", "observed ready"]);
+        assert!(chart.panels[1].left.iter().all(|s| s.steps));
+        assert!(chart.panels[1].left[1].dashed && !chart.panels[1].left[0].dashed);
+        assert_eq!(chart.bands, vec![(1.0, 2.0)], "panic from second 1 to the end");
     }
 }
