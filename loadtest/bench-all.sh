@@ -16,7 +16,8 @@
 # Settings (environment): PARTS (state,k6,coldstart,kpa,fhir,labfeed), STATE_PARTS
 # (admissions,embedded,lab; bench-state.sh's own settings pass through, e.g. DURATION),
 # K6_MODES (embedded,redis), K6_SCRIPTS (admissions,hospital-day,spike), LOAD_DURATION (each k6
-# script's DURATION, e.g. 20s; default: the script's own), COLDSTART_RUNS (5), RELEASE_DIR (a
+# script's DURATION, e.g. 20s; default: the script's own), ADMISSIONS_RATE (admissions.js's RATE:
+# 1000, the rate of issue 10's p99 goal), COLDSTART_RUNS (5), RELEASE_DIR (a
 # directory holding release builds of wardwatch, admit, ingest-lab, evaluate-alert and board:
 # nothing of those is built then). Only 127.0.0.1 is contacted; everything the run creates in
 # Redis and RabbitMQ is removed at the end. See loadtest/README.md.
@@ -30,6 +31,7 @@ STATE_PARTS=${STATE_PARTS:-admissions,embedded,lab}
 K6_MODES=${K6_MODES:-embedded,redis}
 K6_SCRIPTS=${K6_SCRIPTS:-admissions,hospital-day,spike}
 LOAD_DURATION=${LOAD_DURATION:-}
+ADMISSIONS_RATE=${ADMISSIONS_RATE:-1000}
 COLDSTART_RUNS=${COLDSTART_RUNS:-5}
 RELEASE_DIR=${RELEASE_DIR:-}
 
@@ -126,6 +128,7 @@ if part k6; then
             esac
             args=(-e "BASE_URL=$WW_BASE" -e "SUMMARY=$OUT/k6/$name-summary.json" -e "TAG=a${HEX}k$n")
             [[ -z $LOAD_DURATION ]] || args+=(-e "DURATION=$LOAD_DURATION")
+            [[ $script != admissions ]] || args+=(-e "RATE=$ADMISSIONS_RATE")
             rc=0
             # Only the -e variables reach the script (a DURATION meant for bench-state.sh does not);
             # no usage report to Grafana: nothing but 127.0.0.1 is contacted.
@@ -200,25 +203,20 @@ if part fhir; then
     fi
 fi
 
-# --- labfeed: HOOK for the lab-feed generator ------------------------------------------------------
-# The generator (`labfeed`) is being written on another branch. When loadtest/labfeed.sh exists it
-# is run here with BENCH_OUT (its directory: it writes summary.json and any PNG there), CHART (the
-# chart binary), WARDWATCH_BIN and RELEASE_DIR in its environment.
+# --- labfeed: lab→alert with the lab-feed generator -------------------------------------------------
+# loadtest/labfeed.sh is bench-state.sh's part 4: it writes results.json (its figures under
+# .labfeed) and labfeed/ (summary.json, series.csv, baseline-series.csv, lab-to-alert.png) into
+# BENCH_OUT. FEED_RATE, FEED_DURATION and FEED_SEED pass through.
 if part labfeed; then
     mark labfeed
     mkdir -p "$OUT/labfeed"
-    if [[ -x $ROOT/loadtest/labfeed.sh ]]; then
-        note "labfeed: loadtest/labfeed.sh (load $(loadavg))"
-        if BENCH_OUT=$OUT/labfeed CHART=$TOOLS/chart WARDWATCH_BIN=$WARDWATCH RELEASE_DIR=$RELEASE_DIR \
-            "$ROOT/loadtest/labfeed.sh" >"$OUT/labfeed/output.txt" 2>&1; then
-            record labfeed "$(cat "$OUT/labfeed/summary.json" 2>/dev/null || echo '{"summary": "missing"}')"
-        else
-            note "labfeed: loadtest/labfeed.sh failed (see $OUT/labfeed/output.txt)"
-            record labfeed '{"failed": true}'
-        fi
+    note "labfeed: loadtest/labfeed.sh (load $(loadavg))"
+    if BENCH_OUT=$OUT/labfeed WARDWATCH_BIN=$WARDWATCH "$ROOT/loadtest/labfeed.sh" >"$OUT/labfeed/output.txt" 2>&1; then
+        record labfeed "$(jq '.labfeed + {chart: "labfeed/labfeed/lab-to-alert.png", series_csv: "labfeed/labfeed/series.csv"}' \
+            "$OUT/labfeed/results.json" 2>/dev/null || echo '{"failed": "no results.json"}')"
     else
-        note "labfeed: loadtest/labfeed.sh is missing (the lab-feed generator is not in this branch yet): skipped"
-        record labfeed '{"missing": "loadtest/labfeed.sh"}'
+        note "labfeed: loadtest/labfeed.sh failed (see $OUT/labfeed/output.txt)"
+        record labfeed '{"failed": true}'
     fi
 fi
 
@@ -257,7 +255,9 @@ jq -r '
   (.kpa | select(. != null) | "## KPA replay", "", "```", .summary, "```", "", "![kpa replay](kpa/replay.png)", ""),
   (.fhir | select(. != null and type == "array") | "## FHIR parse + validate (criterion)", "",
     "| benchmark | time (estimate) | range |", "|---|---|---|", (.[] | "| \(.name) | \(.estimate) | \(.low) – \(.high) |"), ""),
-  (.labfeed | select(. != null) | "## Lab feed", "", (if .missing then "Not run: \(.missing) is missing." else "See labfeed/." end), "")
+  (.labfeed | select(. != null) | "## Lab→alert (labfeed)", "",
+    (if .failed then "Failed: see labfeed/output.txt."
+     else "\(.rate)/s for \(.duration_s) s (\(.results) results, \(.hl7_v2) HL7 v2): lab→alert p50 \(.lab_to_alert_ms.p50) ms, p90 \(.lab_to_alert_ms.p90) ms, p99 \(.lab_to_alert_ms.p99) ms, max \(.lab_to_alert_ms.max) ms; alerts \(.alerts.seen)/\(.alerts.expected) (exact: \(.alerts.exact)); stored \(.stored_per_s)/s; the broker alone over two hops, same rate: p50 \(.broker_two_hops.p50) ms, p99 \(.broker_two_hops.p99) ms.\((.stages_ms // null) | if . then " Where the time goes (p50 / p99): send → result logged \(.send_to_result_logged.p50) / \(.send_to_result_logged.p99) ms, → alert logged \(.result_logged_to_alert_logged.p50) / \(.result_logged_to_alert_logged.p99) ms, → seen on the stream \(.alert_logged_to_seen.p50) / \(.alert_logged_to_seen.p99) ms." else "" end)\n\n![lab→alert](\(.chart))" end), "")
 ' <<<"$SUMMARY" >"$OUT/summary.md"
 
 # coldstart's own table, inline (after a blank line).

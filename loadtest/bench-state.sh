@@ -425,7 +425,7 @@ jq -r '
         "\(.ratio_vs_publish_and_consume) (vs consume only: \(.ratio_vs_consume))")),
   (.labfeed | select(. != null) |
     row("lab→alert at \(.rate)/s for \(.duration_s) s (\(.results) results, \(.hl7_v2) HL7 v2), send → alert-raised on the event stream";
-        "p50 \(.lab_to_alert_ms.p50) ms, p99 \(.lab_to_alert_ms.p99) ms, max \(.lab_to_alert_ms.max) ms; alerts \(.alerts.seen)/\(.alerts.expected) (exact: \(.alerts.exact)); stored \(.stored_per_s)/s";
+        "p50 \(.lab_to_alert_ms.p50) ms, p99 \(.lab_to_alert_ms.p99) ms, max \(.lab_to_alert_ms.max) ms; alerts \(.alerts.seen)/\(.alerts.expected) (exact: \(.alerts.exact)); stored \(.stored_per_s)/s\((.stages_ms // null) | if . then "; stages p50/p99: send → result logged \(.send_to_result_logged.p50)/\(.send_to_result_logged.p99), → alert logged \(.result_logged_to_alert_logged.p50)/\(.result_logged_to_alert_logged.p99), → seen \(.alert_logged_to_seen.p50)/\(.alert_logged_to_seen.p99) ms" else "" end)";
         "broker alone, two hops: p50 \(.broker_two_hops.p50 | f) ms, p99 \(.broker_two_hops.p99 | f) ms";
         "-")),
   "",

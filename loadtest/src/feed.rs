@@ -345,6 +345,72 @@ pub fn distribution(values: &[f64]) -> Value {
     json!({"n": sorted.len(), "p50": r(0.5), "p90": r(0.9), "p99": r(0.99), "max": r(1.0)})
 }
 
+/// The millisecond of an event-log id (`<ms>-<seq>`: Redis's clock when the entry was appended).
+pub fn log_id_ms(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
+/// Converts this process's monotonic instants to wall-clock milliseconds since the epoch, from
+/// one reading of both, so they compare with the log ids' milliseconds (same machine).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: std::time::Instant,
+    wall_ms: f64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or_default();
+        Self {
+            instant: std::time::Instant::now(),
+            wall_ms,
+        }
+    }
+
+    /// `at` in wall-clock milliseconds (instants before the reading count back from it).
+    pub fn wall_ms(&self, at: std::time::Instant) -> f64 {
+        match at.checked_duration_since(self.instant) {
+            Some(after) => self.wall_ms + after.as_secs_f64() * 1000.0,
+            None => self.wall_ms - self.instant.duration_since(at).as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// Where a critical result's lab→alert time goes, cut at the two log appends it causes:
+/// send → its `result-stored` appended (the `lab-feed` hop and ingest-lab), → its `alert-raised`
+/// appended (the relay, the `lab-resulted` hop and evaluate-alert), → seen on the board's event
+/// stream. A log id carries whole milliseconds, so each append is taken at the middle of its
+/// millisecond: each stage is right to ±0.5 ms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stages {
+    pub to_result_logged: Vec<f64>,
+    pub to_alert_logged: Vec<f64>,
+    pub to_seen: Vec<f64>,
+}
+
+impl Stages {
+    /// One alert: its result's send time, both appends' log milliseconds, when it was seen
+    /// (all wall-clock milliseconds).
+    pub fn add(&mut self, sent: f64, result_logged_ms: u64, alert_logged_ms: u64, seen: f64) {
+        let result_logged = result_logged_ms as f64 + 0.5;
+        let alert_logged = alert_logged_ms as f64 + 0.5;
+        self.to_result_logged.push(result_logged - sent);
+        self.to_alert_logged.push(alert_logged - result_logged);
+        self.to_seen.push(seen - alert_logged);
+    }
+
+    pub fn report(&self) -> Value {
+        json!({
+            "send_to_result_logged": distribution(&self.to_result_logged),
+            "result_logged_to_alert_logged": distribution(&self.to_alert_logged),
+            "alert_logged_to_seen": distribution(&self.to_seen),
+        })
+    }
+}
+
 /// One second of the run, for the time-series CSV and its chart.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Second {
@@ -378,6 +444,37 @@ pub fn series_csv(seconds: &[Second]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_id_gives_its_millisecond() {
+        assert_eq!(log_id_ms("1733328000123-7"), Some(1_733_328_000_123));
+        assert_eq!(log_id_ms("17-0"), Some(17));
+        assert_eq!(log_id_ms("nonsense"), None);
+        assert_eq!(log_id_ms("x-1"), None);
+    }
+
+    #[test]
+    fn the_stages_of_one_alert_add_up_to_its_latency() {
+        let mut stages = Stages::default();
+        // Sent at 1,000.2 ms; result appended in millisecond 1,003, alert in 1,010; seen at 1,012.
+        stages.add(1_000.2, 1_003, 1_010, 1_012.0);
+        let total: f64 = stages.to_result_logged[0] + stages.to_alert_logged[0] + stages.to_seen[0];
+        assert!((total - 11.8).abs() < 1e-9, "{total}");
+        assert!((stages.to_result_logged[0] - 3.3).abs() < 1e-9);
+        assert_eq!(stages.to_alert_logged[0], 7.0);
+        assert!((stages.to_seen[0] - 1.5).abs() < 1e-9);
+        assert_eq!(stages.report()["result_logged_to_alert_logged"]["p50"], json!(7.0));
+    }
+
+    #[test]
+    fn the_clock_converts_instants_either_side_of_its_reading() {
+        let clock = Clock::now();
+        let later = clock.instant + std::time::Duration::from_millis(250);
+        assert!((clock.wall_ms(later) - clock.wall_ms - 250.0).abs() < 1e-6);
+        if let Some(earlier) = clock.instant.checked_sub(std::time::Duration::from_millis(40)) {
+            assert!((clock.wall_ms - clock.wall_ms(earlier) - 40.0).abs() < 1e-6);
+        }
+    }
 
     fn settings(seed: u64) -> Settings {
         Settings {

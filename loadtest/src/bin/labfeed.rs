@@ -30,7 +30,7 @@ use lapin::{Channel, PublisherConfirm};
 use serde_json::{Value, json};
 use wardwatch_loadtest::amqp::{check, confirm_channel, connect, consume_channel, durable, publish};
 use wardwatch_loadtest::client::{admit, http_call, http_client};
-use wardwatch_loadtest::feed::{Plan, Second, Settings, distribution, series_csv};
+use wardwatch_loadtest::feed::{Clock, Plan, Second, Settings, Stages, distribution, log_id_ms, series_csv};
 
 /// The queue ingest-lab consumes.
 const LAB_FEED: &str = "lab-feed";
@@ -97,10 +97,21 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// What the event-stream follower saw: (arrival, type, hospital number) of this run's events.
+/// One of this run's events, as the event-stream follower saw it.
+#[derive(Clone)]
+struct Observed {
+    /// When the follower read it.
+    at: Instant,
+    kind: String,
+    mrn: String,
+    /// The millisecond of its log id (`<ms>-<seq>`, Redis's clock when it was appended).
+    logged_ms: Option<u64>,
+}
+
+/// What the event-stream follower saw of this run's events.
 #[derive(Default)]
 struct Seen {
-    events: Mutex<Vec<(Instant, String, String)>>,
+    events: Mutex<Vec<Observed>>,
     alerts_raised: AtomicU64,
     stored: AtomicU64,
 }
@@ -150,7 +161,12 @@ async fn follow(base: &str, tag: &str, seen: Arc<Seen>) -> Result<tokio::task::J
                 _ => 0,
             };
             if let Ok(mut e) = seen.events.lock() {
-                e.push((now, kind.to_owned(), mrn.to_owned()));
+                e.push(Observed {
+                    at: now,
+                    kind: kind.to_owned(),
+                    mrn: mrn.to_owned(),
+                    logged_ms: log_id_ms(&event.id),
+                });
             }
         }
         Err("the event stream ended".into())
@@ -345,6 +361,7 @@ async fn run(cli: &Cli) -> Result<Value, String> {
         baseline(&cli.amqp, &plan, n).await?
     };
 
+    let clock = Clock::now();
     let seen = Arc::new(Seen::default());
     let follower = follow(&base, &tag, seen.clone()).await?;
     let conn = connect(&cli.amqp).await?;
@@ -398,17 +415,32 @@ async fn run(cli: &Cli) -> Result<Value, String> {
     let (mut duplicates, mut unexpected, mut stored) = (0u64, 0u64, 0u64);
     let mut other: HashMap<String, u64> = HashMap::new();
     let mut last_event = start;
-    for (at, kind, mrn) in &events {
+    // Where the time goes, from the log ids' milliseconds (Redis's clock, this machine's).
+    let mut stages = Stages::default();
+    let mut stored_at: HashMap<&str, u64> = HashMap::new();
+    for Observed {
+        at,
+        kind,
+        mrn,
+        logged_ms,
+    } in &events
+    {
         let second = bucket(&mut seconds, at.saturating_duration_since(start));
         match kind.as_str() {
             "result-stored" => {
                 stored += 1;
                 second.stored += 1;
                 last_event = last_event.max(*at);
+                if let (Some(logged), true) = (logged_ms, critical.contains_key(mrn)) {
+                    stored_at.entry(mrn).or_insert(*logged);
+                }
             }
             "alert-raised" => match critical.get(mrn) {
                 Some(&seq) if !matched.contains_key(mrn.as_str()) => {
                     let latency = ms(at.saturating_duration_since(sent[seq]));
+                    if let (Some(&stored_ms), Some(alert_ms)) = (stored_at.get(mrn.as_str()), logged_ms) {
+                        stages.add(clock.wall_ms(sent[seq]), stored_ms, *alert_ms, clock.wall_ms(*at));
+                    }
                     matched.insert(mrn, latency);
                     second.alerts += 1;
                     second.latencies.push(latency);
@@ -446,6 +478,7 @@ async fn run(cli: &Cli) -> Result<Value, String> {
         },
         "other_events": other,
         "lab_to_alert_ms": distribution(&latencies),
+        "stages_ms": stages.report(),
         "broker_two_hops": baseline.get("two_hop_latency_ms").cloned().unwrap_or(Value::Null),
         "broker_arrived": baseline.get("arrived").cloned().unwrap_or(Value::Null),
         "stream_error": stream_error,
