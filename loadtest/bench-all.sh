@@ -10,10 +10,12 @@
 #   coldstart  target/release/coldstart                                               → coldstart/
 #   kpa        kpa replay over loadtest/data/kpa-sample-timeline.csv (SVG and PNG)    → kpa/
 #   fhir       cargo bench -p wardwatch-fhir                                          → fhir/
-#   labfeed    loadtest/labfeed.sh, when it exists (the lab-feed generator)          → labfeed/
+#   ajv        loadtest/validate-vs-ajv.sh: parse + validate per second vs ajv 8 (needs node and
+#              npm; installs loadtest/ajv's locked packages once)                    → ajv/
+#   labfeed    loadtest/labfeed.sh: lab→alert with the lab-feed generator             → labfeed/
 #
 # then summary.md (the figures and the charts) and summary.json. Each part alone: PARTS=k6,kpa.
-# Settings (environment): PARTS (state,k6,coldstart,kpa,fhir,labfeed), STATE_PARTS
+# Settings (environment): PARTS (state,k6,coldstart,kpa,fhir,ajv,labfeed), STATE_PARTS
 # (admissions,embedded,lab; bench-state.sh's own settings pass through, e.g. DURATION),
 # K6_MODES (embedded,redis), K6_SCRIPTS (admissions,hospital-day,spike), LOAD_DURATION (each k6
 # script's DURATION, e.g. 20s; default: the script's own), ADMISSIONS_RATE (admissions.js's RATE:
@@ -26,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-PARTS=${PARTS:-state,k6,coldstart,kpa,fhir,labfeed}
+PARTS=${PARTS:-state,k6,coldstart,kpa,fhir,ajv,labfeed}
 STATE_PARTS=${STATE_PARTS:-admissions,embedded,lab}
 K6_MODES=${K6_MODES:-embedded,redis}
 K6_SCRIPTS=${K6_SCRIPTS:-admissions,hospital-day,spike}
@@ -203,6 +205,20 @@ if part fhir; then
     fi
 fi
 
+# --- ajv: parse + validate vs ajv 8 on one core -------------------------------------------------
+if part ajv; then
+    mark ajv
+    note "ajv: loadtest/validate-vs-ajv.sh (load $(loadavg))"
+    mkdir -p "$OUT/ajv"
+    if "$ROOT/loadtest/validate-vs-ajv.sh" >"$OUT/ajv/table.md" 2>"$OUT/ajv/log.txt"; then
+        cp "$ROOT/target/bench/validate-vs-ajv.json" "$OUT/ajv/validate-vs-ajv.json"
+        record ajv "$(jq '{load_before, load_after, wardwatch, ajv}' "$OUT/ajv/validate-vs-ajv.json")"
+    else
+        note "ajv: loadtest/validate-vs-ajv.sh failed: $(tail -3 "$OUT/ajv/log.txt")"
+        record ajv '{"failed": true}'
+    fi
+fi
+
 # --- labfeed: lab→alert with the lab-feed generator -------------------------------------------------
 # loadtest/labfeed.sh is bench-state.sh's part 4: it writes results.json (its figures under
 # .labfeed) and labfeed/ (summary.json, series.csv, baseline-series.csv, lab-to-alert.png) into
@@ -255,6 +271,7 @@ jq -r '
   (.kpa | select(. != null) | "## KPA replay", "", "```", .summary, "```", "", "![kpa replay](kpa/replay.png)", ""),
   (.fhir | select(. != null and type == "array") | "## FHIR parse + validate (criterion)", "",
     "| benchmark | time (estimate) | range |", "|---|---|---|", (.[] | "| \(.name) | \(.estimate) | \(.low) – \(.high) |"), ""),
+  (.ajv | select(. != null and (.failed | not)) | "## Parse + validate vs ajv 8 (one core)", "", "See ajv/table.md.", ""),
   (.labfeed | select(. != null) | "## Lab→alert (labfeed)", "",
     (if .failed then "Failed: see labfeed/output.txt."
      else "\(.rate)/s for \(.duration_s) s (\(.results) results, \(.hl7_v2) HL7 v2): lab→alert p50 \(.lab_to_alert_ms.p50) ms, p90 \(.lab_to_alert_ms.p90) ms, p99 \(.lab_to_alert_ms.p99) ms, max \(.lab_to_alert_ms.max) ms; alerts \(.alerts.seen)/\(.alerts.expected) (exact: \(.alerts.exact)); stored \(.stored_per_s)/s; the broker alone over two hops, same rate: p50 \(.broker_two_hops.p50) ms, p99 \(.broker_two_hops.p99) ms.\((.stages_ms // null) | if . then " Where the time goes (p50 / p99): send → result logged \(.send_to_result_logged.p50) / \(.send_to_result_logged.p99) ms, → alert logged \(.result_logged_to_alert_logged.p50) / \(.result_logged_to_alert_logged.p99) ms, → seen on the stream \(.alert_logged_to_seen.p50) / \(.alert_logged_to_seen.p99) ms." else "" end)\n\n![lab→alert](\(.chart))" end), "")
@@ -264,6 +281,10 @@ jq -r '
 if [[ -s $OUT/coldstart/table.md ]]; then
     { echo; cat "$OUT/coldstart/table.md"; } >"$OUT/coldstart/table-inline.md"
     sed -i "/^See coldstart\/table.md.$/r $OUT/coldstart/table-inline.md" "$OUT/summary.md"
+fi
+if [[ -s $OUT/ajv/table.md ]]; then
+    { echo; cat "$OUT/ajv/table.md"; } >"$OUT/ajv/table-inline.md"
+    sed -i "/^See ajv\/table.md.$/r $OUT/ajv/table-inline.md" "$OUT/summary.md"
 fi
 cat "$OUT/summary.md"
 echo "all results: $OUT/ (summary.md, summary.json, the PNG charts and each part's raw output)"
