@@ -3,9 +3,10 @@
 //! to RabbitMQ's `lab-feed` queue at a fixed rate, stamps each with its send time, follows the
 //! board's event stream (`GET /api/events/stream`) and reports the lab→alert latency (send →
 //! `alert-raised` on the stream) p50/p90/p99/max, alerts expected vs seen (exact: one per critical
-//! result), and throughput — beside the broker's own publish → consume latency for two hops
-//! (`lab-feed`, then `lab-resulted`, as each result crosses it) measured in the same run at the
-//! same rate. Prints one JSON object; with `--out`, also writes it and a per-second CSV there.
+//! result), where that time goes (cut at the result's and the alert's log appends, by the event
+//! ids' milliseconds), and throughput — beside the broker's own publish → consume latency for
+//! two hops (`lab-feed`, then `lab-resulted`, as each result crosses it) measured in the same run
+//! at the same rate. Prints one JSON object; with `--out`, also writes it and a per-second CSV there.
 //! Exits 1 when alerts seen differ from alerts expected.
 
 // The report is printed on stdout, by design.
