@@ -101,6 +101,10 @@ impl Deliverer {
         &self.binding
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub async fn deliver(&self, payload: Bytes, trigger: Trigger, request_id: Option<String>) -> Disposition {
         self.deliver_told(payload, trigger, request_id).await.0
     }

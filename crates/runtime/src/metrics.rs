@@ -20,6 +20,7 @@ struct Inner {
     failures: Family<Labels, Counter>,
     rejected: Family<Labels, Counter>,
     in_flight: Family<Labels, Gauge>,
+    queue_messages: Family<Labels, Gauge>,
     latency: Family<Labels, Histogram>,
     first_request: Gauge<f64, AtomicU64>,
     first_served: AtomicBool,
@@ -44,6 +45,7 @@ impl Metrics {
         let failures = Family::<Labels, Counter>::default();
         let rejected = Family::<Labels, Counter>::default();
         let in_flight = Family::<Labels, Gauge>::default();
+        let queue_messages = Family::<Labels, Gauge>::default();
         let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -63,6 +65,11 @@ impl Metrics {
         );
         registry.register("in_flight", "Invocations in progress by function", in_flight.clone());
         registry.register(
+            "queue_messages",
+            "Messages ready on a consumed RabbitMQ queue (not yet delivered), as the broker last reported them",
+            queue_messages.clone(),
+        );
+        registry.register(
             "invocation_duration_seconds",
             "Invocation latency by function and trigger",
             latency.clone(),
@@ -78,6 +85,7 @@ impl Metrics {
             failures,
             rejected,
             in_flight,
+            queue_messages,
             latency,
             first_request,
             first_served: AtomicBool::new(false),
@@ -109,6 +117,14 @@ impl Metrics {
             .failures
             .get_or_create(&vec![("function", function.into()), ("kind", kind.into())])
             .inc();
+    }
+
+    /// The broker's count of messages ready on `queue` (a backlog: more arriving than is consumed).
+    pub fn queue_messages(&self, queue: &str, ready: u32) {
+        self.0
+            .queue_messages
+            .get_or_create(&vec![("queue", queue.to_owned())])
+            .set(i64::from(ready));
     }
 
     pub fn rejected(&self, lane: &str) {

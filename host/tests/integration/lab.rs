@@ -53,6 +53,12 @@ async fn through_rabbitmq_a_feed_sent_three_times_stores_each_result_once_and_co
     })
     .await
     .expect("all nine deliveries handled");
+    // The consumer reports its queue's depth as the broker counts it (asked at once on start).
+    let metrics = host.metrics_text().await;
+    assert!(
+        metrics.contains(r#"wardwatch_queue_messages{queue="lab-feed"}"#),
+        "{metrics}"
+    );
     let again: Vec<Value> = events_of(&host, &patient)
         .await
         .into_iter()
