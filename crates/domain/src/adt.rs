@@ -1067,6 +1067,32 @@ fn escape(text: &str, seps: &Separators) -> String {
     ascii(&seps.encode(text).to_string(), seps)
 }
 
+/// ERR-8 (user message) is at most 250 characters (v2.5); MSA-3 (text message), where versions
+/// before 2.5 read the error, at most 80 (v2.3).
+const ERR_8_MAX: usize = 250;
+const MSA_3_MAX: usize = 80;
+
+/// [`escape`], cut so that what is written is at most `max` characters: whole escape sequences
+/// only, and `...` at the end when cut.
+fn escape_within(text: &str, seps: &Separators, max: usize) -> String {
+    let whole = escape(text, seps);
+    if whole.len() <= max {
+        return whole;
+    }
+    const CUT: &str = "...";
+    let mut out = String::with_capacity(max);
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let piece = escape(c.encode_utf8(&mut buf), seps);
+        if out.len() + piece.len() + CUT.len() > max {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out.push_str(CUT);
+    out
+}
+
 /// A field as the message wrote it (already escaped), made ASCII.
 fn ascii(raw: &str, seps: &Separators) -> String {
     let mut out = String::with_capacity(raw.len());
@@ -1151,10 +1177,10 @@ pub fn ack(
         let s = seps.subcomponent;
         let table = condition::text(code_0357);
         let code_0357 = escape(code_0357, &seps);
-        let text = escape(text, &seps);
         if old {
-            msa.push(text.clone());
+            msa.push(escape_within(text, &seps, MSA_3_MAX));
         }
+        let text = escape_within(text, &seps, ERR_8_MAX);
         let eld = if old {
             format!("{c}{c}{c}{code_0357}{s}{table}{s}HL70357")
         } else {
@@ -1940,6 +1966,48 @@ mod tests {
             "{}",
             lines[2]
         );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_what_err_8_and_msa_3_may_hold_between_escape_sequences() {
+        // 300 characters, a separator and a non-ASCII character near each cut.
+        let reason = format!("{}|é{}", "x".repeat(75), "y".repeat(223));
+        assert_eq!(reason.chars().count(), 300);
+        let seps = Separators::default();
+        let field = |text: &str, segment: &str, n: usize| {
+            text.split('\r')
+                .find(|l| l.starts_with(segment))
+                .and_then(|l| l.split('|').nth(n))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let text = ack(None, AckCode::AE, Some(("207", &reason)), "WW-7", now());
+        let err_8 = field(&text, "ERR", 8);
+        assert!(err_8.len() <= 250 && err_8.len() >= 240, "{}: {err_8}", err_8.len());
+        assert!(err_8.ends_with("..."), "{err_8}");
+        assert!(
+            err_8.starts_with(&format!("{}\\F\\\\XC3A9\\y", "x".repeat(75))),
+            "{err_8}"
+        );
+        // What is cut is still well formed: it unescapes to the start of the reason.
+        let kept = er7::unescape(err_8.trim_end_matches("..."), &seps).to_string();
+        assert!(reason.starts_with(kept.as_str()), "{kept}");
+
+        let old = Header {
+            version: "2.3".into(),
+            ..Header::default()
+        };
+        let text = ack(Some(&old), AckCode::AE, Some(("207", &reason)), "WW-8", now());
+        let msa_3 = field(&text, "MSA", 3);
+        assert!(msa_3.len() <= 80, "{}: {msa_3}", msa_3.len());
+        assert_eq!(
+            msa_3,
+            format!("{}...", "x".repeat(75)),
+            "an escape sequence is not split"
+        );
+        // A short reason is written whole.
+        let text = ack(None, AckCode::AE, Some(("207", "short")), "WW-9", now());
+        assert_eq!(field(&text, "ERR", 8), "short");
     }
 
     #[test]
