@@ -146,7 +146,8 @@ async fn consume_once(
 
 /// Every `every`, set `queue`'s ready-message count from a passive declare, on a channel of its
 /// own (a failed declare closes that channel, not the consumer's). Returns, leaving the gauge
-/// as last set, once the broker no longer answers it; the consumer goes on.
+/// as last set and logging a warning, once the broker no longer answers it; the consumer goes
+/// on, and a reconnect starts the report again.
 pub(crate) async fn report_depth(conn: &Connection, queue: &str, metrics: &Metrics, every: Duration) {
     let channel = match conn.create_channel().await {
         Ok(c) => c,
@@ -169,7 +170,8 @@ pub(crate) async fn report_depth(conn: &Connection, queue: &str, metrics: &Metri
         {
             Ok(q) => metrics.queue_messages(queue, q.message_count()),
             Err(e) => {
-                debug!(queue, error = %e, "the queue's depth could not be read: no longer reported");
+                // The gauge keeps its last value: say so where an operator looks.
+                warn!(queue, error = %e, "the queue's depth could not be read: wardwatch_queue_messages no longer updated until the consumer reconnects");
                 return;
             }
         }
