@@ -105,6 +105,12 @@ impl EventLog for Log {
             Log::Redis(l) => l.newest().await,
         }
     }
+    async fn retire_relay(&self, relay: &str) -> Result<bool, PortError> {
+        match self {
+            Log::Memory(l) => l.retire_relay(relay).await,
+            Log::Redis(l) => l.retire_relay(relay).await,
+        }
+    }
     async fn newest_after(&self, seen: Option<&str>, wait: std::time::Duration) -> Result<Option<String>, PortError> {
         match self {
             Log::Memory(l) => l.newest_after(seen, wait).await,

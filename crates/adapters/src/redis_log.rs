@@ -331,6 +331,38 @@ impl EventLog for RedisEventLog {
         Ok(())
     }
 
+    /// `XGROUP DELCONSUMER` once `XPENDING` shows the name holds nothing: deleting a consumer
+    /// deletes its pending entries too, and those must stay for `XAUTOCLAIM`. Only the stopped
+    /// relay reads under its name, so nothing becomes pending for it in between.
+    async fn retire_relay(&self, relay: &str) -> Result<bool, PortError> {
+        let mut conn = self.conn.clone();
+        let pending: Result<Value, RedisError> = redis::cmd("XPENDING")
+            .arg(&self.lanes)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(relay)
+            .query_async(&mut conn)
+            .await;
+        match pending {
+            // No lane outbox or group yet: no name to forget.
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(true),
+            Err(e) => return Err(classify(&e)),
+            Ok(Value::Array(entries)) if !entries.is_empty() => return Ok(false),
+            Ok(_) => {}
+        }
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(&self.lanes)
+            .arg(GROUP)
+            .arg(relay)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(true)
+    }
+
     async fn mark(&self, owner: &str) -> Result<Option<Mark>, PortError> {
         let mut conn = self.conn.clone();
         let (seq, id): (Option<u64>, Option<String>) = redis::cmd("HMGET")

@@ -171,6 +171,90 @@ async fn events_a_stopped_relay_took_and_never_confirmed_are_published_by_anothe
     stream.clean_up().await;
 }
 
+/// The names in the lane outbox's consumer group, with how many events each holds unconfirmed.
+async fn relay_names(stream: &mut Stream) -> Vec<(String, i64)> {
+    let reply: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("{}:lanes", stream.name))
+        .arg("relays")
+        .query_async(&mut stream.conn)
+        .await
+        .expect("xinfo consumers");
+    let redis::Value::Array(consumers) = reply else {
+        return Vec::new();
+    };
+    consumers
+        .into_iter()
+        .map(|c| {
+            let fields: Vec<redis::Value> = match c {
+                redis::Value::Array(f) => f,
+                redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                other => panic!("a consumer is not a list: {other:?}"),
+            };
+            let text = |v: &redis::Value| match v {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                redis::Value::SimpleString(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let mut name = String::new();
+            let mut pending = -1;
+            for pair in fields.chunks(2) {
+                match (text(&pair[0]).as_str(), &pair[1]) {
+                    ("name", v) => name = text(v),
+                    ("pending", redis::Value::Int(n)) => pending = *n,
+                    _ => {}
+                }
+            }
+            (name, pending)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_relay_that_stops_forgets_its_name_unless_it_holds_unconfirmed_events() {
+    let mut stream = Stream::new().await;
+    let log = stream.log(1_000);
+    for seq in 1..=3 {
+        log.append("p1.0", seq, &event("p1", seq)).await.expect("append");
+    }
+    // Two relays start, publish, stop: as a process that restarts, or scales to zero and back.
+    for _ in 0..2 {
+        let bus = MemoryBus::default();
+        let (stop_tx, stop) = watch::channel(false);
+        let r = tokio::spawn(relay(log.clone(), bus.clone(), stop));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = stop_tx.send(true);
+        r.await.expect("relay");
+    }
+    assert_eq!(
+        relay_names(&mut stream).await,
+        Vec::<(String, i64)>::new(),
+        "no name left behind by a relay that stopped"
+    );
+    // A relay that took events and stopped before confirming them keeps its name, and them,
+    // for another relay to take over.
+    log.append("p1.0", 4, &event("p1", 4)).await.expect("append");
+    let taken = log
+        .unpublished("holder", Backlog::New, 10, Duration::ZERO)
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 1);
+    assert!(
+        !log.retire_relay("holder").await.expect("retire"),
+        "not forgotten while it holds one"
+    );
+    assert_eq!(relay_names(&mut stream).await, vec![("holder".to_owned(), 1)]);
+    let handles: Vec<String> = taken.iter().map(|u| u.handle.clone()).collect();
+    log.confirm_published(&handles).await.expect("confirm");
+    assert!(log.retire_relay("holder").await.expect("retire"));
+    assert!(relay_names(&mut stream).await.is_empty());
+    // A log whose lane outbox was never read has no names to forget.
+    let fresh = Stream::new().await;
+    assert!(fresh.log(10).retire_relay("nobody").await.expect("retire"));
+    fresh.clean_up().await;
+    stream.clean_up().await;
+}
+
 #[tokio::test]
 async fn an_entry_that_is_not_an_event_never_holds_up_the_ones_behind_it() {
     let mut stream = Stream::new().await;

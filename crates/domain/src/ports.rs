@@ -205,6 +205,13 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Unpublished>, PortError>> + Send;
     /// These lane-outbox events are on their lanes: forget them.
     fn confirm_published(&self, handles: &[String]) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The relay named `relay` has stopped: forget its name, unless it still holds events taken
+    /// and not confirmed (they wait for another relay to take them over). Whether it was
+    /// forgotten. A log that keeps no names has nothing to do.
+    fn retire_relay(&self, relay: &str) -> impl Future<Output = Result<bool, PortError>> + Send {
+        let _ = relay;
+        std::future::ready(Ok(true))
+    }
     fn mark(&self, owner: &str) -> impl Future<Output = Result<Option<Mark>, PortError>> + Send;
     /// Events after `after` (exclusive; none = from the oldest), oldest first, at most `limit`.
     fn read(&self, after: Option<EventId>, limit: usize) -> impl Future<Output = Result<LogPage, PortError>> + Send;

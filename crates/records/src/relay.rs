@@ -124,6 +124,16 @@ pub async fn relay<L: EventLog, P: Publisher>(log: L, bus: P, stop: watch::Recei
             Ok(n) => {
                 pause = Duration::from_millis(100);
                 if n == 0 && stopping {
+                    // Every start names a new relay: without this the names would pile up.
+                    match log.retire_relay(&name).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(relay = %name, "relay stopped holding unconfirmed events: another relay takes them over")
+                        }
+                        Err(e) => {
+                            tracing::warn!(relay = %name, error = %e, "relay stopped; its name could not be removed")
+                        }
+                    }
                     return;
                 }
                 // In process every step may complete at once: give the request tasks their turn.
