@@ -213,7 +213,7 @@ async fn relay_names(stream: &mut Stream) -> Vec<(String, i64)> {
 #[tokio::test]
 async fn a_relay_that_stops_forgets_its_name_unless_it_holds_unconfirmed_events() {
     let mut stream = Stream::new().await;
-    let log = stream.log(1_000);
+    let log = stream.log(1_000).abandoned_after(Duration::from_millis(200));
     for seq in 1..=3 {
         log.append("p1.0", seq, &event("p1", seq)).await.expect("append");
     }
@@ -244,9 +244,18 @@ async fn a_relay_that_stops_forgets_its_name_unless_it_holds_unconfirmed_events(
         "not forgotten while it holds one"
     );
     assert_eq!(relay_names(&mut stream).await, vec![("holder".to_owned(), 1)]);
-    let handles: Vec<String> = taken.iter().map(|u| u.handle.clone()).collect();
+    // What it holds is not lost: another relay takes it over, and then neither name is needed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let adopted = log
+        .unpublished("adopter", Backlog::Abandoned, 10, Duration::ZERO)
+        .await
+        .expect("take over");
+    let ids = |u: &[wardwatch_domain::ports::Unpublished]| u.iter().map(|u| u.event.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&adopted), ids(&taken), "the held event is taken over, not dropped");
+    let handles: Vec<String> = adopted.iter().map(|u| u.handle.clone()).collect();
     log.confirm_published(&handles).await.expect("confirm");
     assert!(log.retire_relay("holder").await.expect("retire"));
+    assert!(log.retire_relay("adopter").await.expect("retire"));
     assert!(relay_names(&mut stream).await.is_empty());
     // A log whose lane outbox was never read has no names to forget.
     let fresh = Stream::new().await;
